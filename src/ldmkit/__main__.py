@@ -1,0 +1,5 @@
+import sys
+
+from ldmkit.cli import main
+
+sys.exit(main())
