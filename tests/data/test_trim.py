@@ -1,0 +1,124 @@
+"""standardize() against subjects whose boxes are known, plus the preview sheet."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from ldmkit.data import trim
+from ldmkit.data.trim import standardize
+from ldmkit.errors import UsageError
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "trim_vs_centre.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("trim_vs_centre", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scene(w, h, box, background=(255, 255, 255), colour=(200, 20, 20)):
+    img = Image.new("RGB", (w, h), background)
+    ImageDraw.Draw(img).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], fill=colour)
+    return img
+
+
+def test_uniform_border_is_trimmed_to_the_subject_box():
+    box = (130, 20, 190, 70)
+    out, record = standardize(_scene(300, 100, box), 32)
+    assert record.trim_box == box
+    assert record.background == (255, 255, 255)
+    assert out.size == (32, 32)
+
+
+@pytest.mark.parametrize("size", [32, (48, 24), (24, 48)])
+def test_crop_box_has_target_aspect_and_stays_inside_the_trim_box(size):
+    rng = np.random.default_rng(0)
+    noise = Image.fromarray((rng.random((90, 200, 3)) * 80 + 80).astype(np.uint8))
+    ImageDraw.Draw(noise).ellipse([150, 30, 190, 70], fill=(0, 0, 255))
+    out, record = standardize(noise, size)
+    w, h = (size, size) if isinstance(size, int) else size
+    left, top, right, bottom = record.crop_box
+    assert out.size == (w, h)
+    assert abs((right - left) / (bottom - top) - w / h) < 0.05
+    t = record.trim_box
+    assert t[0] <= left and t[1] <= top and right <= t[2] and bottom <= t[3]
+
+
+def test_saliency_crop_keeps_an_off_centre_subject_a_centre_crop_loses():
+    rng = np.random.default_rng(1)
+    pixels = (rng.random((100, 300, 3)) * 60 + 100).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    ImageDraw.Draw(img).rectangle([230, 30, 279, 69], fill=(250, 200, 0))
+    _, record = standardize(img, 64)
+    assert record.reason == "saliency" and record.background is None
+    left, top, right, bottom = record.crop_box
+    assert left <= 230 and right >= 280  # the whole subject is kept
+    _, centred = standardize(img, 64, focus="centre")
+    assert centred.reason == "centre" and centred.crop_box == (100, 0, 200, 100)
+
+
+def test_pad_keeps_everything_and_fills_with_the_border_colour():
+    img = _scene(120, 60, (0, 0, 120, 60), colour=(10, 120, 10))
+    img.paste((240, 240, 240), (0, 0, 120, 4))  # make the border non-uniform: no trimming
+    out, record = standardize(img, 40, policy="pad")
+    assert record.reason == "pad" and record.crop_box == (0, -30, 120, 90)
+    assert out.getpixel((20, 1)) == (255, 255, 255)  # outside the image: white when no uniform border
+    assert out.getpixel((20, 20))[1] > 100
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).ellipse([10, 10, 30, 30], fill=(255, 0, 0, 255))
+    _, record = standardize(rgba, 16)
+    assert record.background == (255, 255, 255) and record.trim_box == (10, 10, 31, 31)
+
+
+def test_without_opencv_faces_fall_back_to_saliency(monkeypatch):
+    bench = _bench()
+    image, mask, _ = bench.face_case(0)
+    monkeypatch.setattr(trim, "_face_cascade", lambda: None)
+    _, record = standardize(image, 64, focus="auto")
+    assert record.reason in ("saliency", "centre")
+    _, record = standardize(image, 64, focus="face")
+    assert record.reason == "centre"
+
+
+def test_faces_are_found_when_the_cascade_is_there():
+    pytest.importorskip("cv2")
+    bench = _bench()
+    reasons = [standardize(bench.face_case(i)[0], 64, focus="face")[1].reason for i in range(10)]
+    assert "face" in reasons
+
+
+def test_ours_keeps_more_of_off_centre_subjects_than_a_centre_crop():
+    table = _bench().run(n=30, faces=4)
+    ours = np.mean([row["ours"] for row in table.values()])
+    centre = np.mean([row["centre"] for row in table.values()])
+    assert ours > centre + 0.3
+
+
+def test_bad_arguments():
+    img = Image.new("RGB", (10, 10))
+    with pytest.raises(UsageError, match="policy"):
+        standardize(img, 8, policy="stretch")
+    with pytest.raises(UsageError, match="focus"):
+        standardize(img, 8, focus="eyes")
+    with pytest.raises(UsageError, match="size"):
+        standardize(img, 0)
+
+
+def test_preview_sheet_is_written(tmp_path):
+    from ldmkit.data.builtin import build_dataset
+    from ldmkit.data.preview import preview_dataset
+
+    build_dataset("shapes", tmp_path / "s", n=6, size=32)
+    before = sorted(p.name for p in (tmp_path / "s" / "images").iterdir())
+    path = preview_dataset(tmp_path / "s", tmp_path / "sheet.png", n=5, size=32)
+    with Image.open(path) as sheet:
+        assert sheet.width > 4 * 64 and sheet.height >= 64
+    assert sorted(p.name for p in (tmp_path / "s" / "images").iterdir()) == before
