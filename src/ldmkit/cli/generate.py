@@ -1,0 +1,125 @@
+"""`ldmkit generate PROMPT ...` and `ldmkit samplers`: parse, call the pipeline, print paths."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from ldmkit.errors import ModelFolderError, UsageError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate images from a text prompt",
+                       description="Generate images from a text prompt with a model folder "
+                                   "(the shipped default model when --model is not given).")
+    p.add_argument("prompt", help="what to draw")
+    p.add_argument("--model", type=Path, help="model folder (diffusers layout); default: the shipped model")
+    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt (what to steer away from)")
+    p.add_argument("--steps", type=int, help="denoising steps (1..1000; default from the model, else 25)")
+    p.add_argument("--sampler", help="sampler name (see `ldmkit samplers`; default from the model)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (>= 0; 1 = no guidance)")
+    p.add_argument("--guidance-rescale", type=float, help="guidance rescale phi in [0, 1] (Lin et al. 2023)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
+    p.add_argument("--n", type=int, default=1, metavar="N", help="number of images")
+    p.add_argument("--size", metavar="WxH", help="image size, e.g. 64x64 (multiple of the VAE factor)")
+    p.add_argument("--init-image", type=Path, metavar="FILE", help="start from this image (img2img)")
+    p.add_argument("--strength", type=float, help="img2img: how much to change the image, 0..1 (default 0.8)")
+    p.add_argument("--trajectory", action="store_true", help="also write x_t / predicted-x0 grid PNG and GIF")
+    p.add_argument("--trajectory-every", type=int, default=1, metavar="K", help="keep every K-th step")
+    p.add_argument("-o", "--out", type=Path, default=Path("outputs"), help="output folder (default: outputs)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow .ckpt/.bin weights (loaded with torch.load(weights_only=True) only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_generate)
+
+    s = sub.add_parser("samplers", help="list the samplers")
+    s.set_defaults(func=run_samplers)
+
+
+def parse_size(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    m = re.fullmatch(r"(\d+)(?:[xX](\d+))?", text.strip())
+    if not m:
+        raise UsageError(f"--size {text!r}: expected WxH such as 64x64 (or one number for a square)")
+    w = int(m.group(1))
+    return w, int(m.group(2) or w)
+
+
+def default_model_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("ldmkit") / "default_model"))
+
+
+def resolve_model(path: Path | None) -> Path:
+    if path is None:
+        path = default_model_dir()
+        if not (path / "model_index.json").exists():
+            raise ModelFolderError(
+                "no default model is shipped in this install yet; make one with "
+                "`ldmkit model init --preset small64 DIR` (random weights) or train one, then pass --model DIR")
+    if not path.exists():
+        raise ModelFolderError(f"model folder {path} does not exist")
+    return path
+
+
+def load_init_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise UsageError(f"cannot read init image {path}: {err}") from None
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    width, height = parse_size(args.size)
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise UsageError(f"--steps must be in 1..1000, got {args.steps}")
+    if args.guidance is not None and args.guidance < 0:
+        raise UsageError(f"--guidance must be >= 0, got {args.guidance}")
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    if args.init_image is None and args.strength is not None:
+        print("ldmkit: note: --strength has no effect without --init-image", file=sys.stderr)
+    if args.sampler is not None:
+        from ldmkit.diffusion.registry import get_sampler
+
+        get_sampler(args.sampler)  # fail before loading anything
+    model = resolve_model(args.model)
+    init = load_init_image(args.init_image) if args.init_image is not None else None
+
+    from ldmkit.pipeline import Pipeline
+    from ldmkit.pipeline.output import save_result, slugify
+    from ldmkit.pipeline.trajectory import save_trajectory
+
+    pipe = Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle)
+    result = pipe(args.prompt, negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
+                  guidance_rescale=args.guidance_rescale, sampler=args.sampler, seed=args.seed, num_images=args.n,
+                  height=height, width=width, init_image=init, strength=0.8 if args.strength is None else args.strength,
+                  trajectory=args.trajectory, trajectory_every=args.trajectory_every, progress=not args.quiet)
+    for w in result.warnings:
+        print(f"ldmkit: warning: {w}", file=sys.stderr)
+    for path in save_result(result, args.out):
+        print(path)
+    if result.trajectory is not None:
+        for k, seed in enumerate(result.seeds):
+            stem = f"{slugify(args.prompt)}-{seed}"
+            for path in save_trajectory(result.trajectory, args.out, stem, k, final=result.images[k]):
+                print(path)
+    return 0
+
+
+def run_samplers(args: argparse.Namespace) -> int:
+    from ldmkit.diffusion.registry import SAMPLERS
+
+    width = max(len(n) for n in SAMPLERS)
+    for spec in SAMPLERS.values():
+        kind = "stochastic" if spec.stochastic else "deterministic"
+        print(f"{spec.name:<{width}}  {kind:<13} evals/step {spec.evals_per_step:<10} "
+              f"matches {spec.diffusers_class:<32} {spec.summary}")
+    return 0

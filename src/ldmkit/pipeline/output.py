@@ -1,0 +1,88 @@
+"""Writing generated images: names from the prompt, never overwriting, parameters inside the PNG.
+
+The PNG text chunk "parameters" follows the AUTOMATIC1111 convention, so other tools can read it:
+
+    a red circle
+    Negative prompt: blurry
+    Steps: 20, Sampler: dpmpp_2m, CFG scale: 7.5, Seed: 3, Size: 64x64, Model hash: 1a2b3c4d
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from ldmkit.pipeline.txt2img import GenerationParams
+
+
+def slugify(text: str, max_len: int = 48) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:max_len].rstrip("-") or "image"
+
+
+def parameters_text(p: GenerationParams) -> str:
+    fields = [f"Steps: {p.steps}", f"Sampler: {p.sampler}", f"CFG scale: {p.guidance:g}", f"Seed: {p.seed}",
+              f"Size: {p.width}x{p.height}"]
+    if p.guidance_rescale:
+        fields.append(f"CFG rescale: {p.guidance_rescale:g}")
+    if p.strength is not None:
+        fields.append(f"Denoising strength: {p.strength:g}")
+    if p.model_hash:
+        fields.append(f"Model hash: {p.model_hash}")
+    if p.model_name:
+        fields.append(f"Model: {p.model_name}")
+    lines = [p.prompt]
+    if p.negative_prompt:
+        lines.append(f"Negative prompt: {p.negative_prompt}")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """Read back what `parameters_text` wrote: prompt, negative prompt and the key: value fields."""
+    lines = text.split("\n")
+    out = {"prompt": lines[0]}
+    for line in lines[1:]:
+        if line.startswith("Negative prompt: "):
+            out["negative_prompt"] = line[len("Negative prompt: "):]
+        else:
+            for field in line.split(", "):
+                key, _, value = field.partition(": ")
+                out[key] = value
+    return out
+
+
+def unused_path(out_dir: Path, stem: str, suffix: str = ".png") -> Path:
+    """`stem.png`, else `stem-1.png`, `stem-2.png`, ...: an existing file is never replaced."""
+    path, n = out_dir / f"{stem}{suffix}", 0
+    while path.exists():
+        n += 1
+        path = out_dir / f"{stem}-{n}{suffix}"
+    return path
+
+
+def save_image(image: Image.Image, params: GenerationParams, out_dir: Path) -> Path:
+    """Write one image with its parameters; the file is created exclusively (no overwrite race)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters_text(params))
+    stem = f"{slugify(params.prompt)}-{params.seed}"
+    while True:
+        path = unused_path(out_dir, stem)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+        return path
+
+
+def save_result(result, out_dir: Path) -> list[Path]:
+    """Save every image of a GenerationResult; image k carries seed + k."""
+    return [save_image(img, replace(result.params, seed=seed), out_dir)
+            for img, seed in zip(result.images, result.seeds)]
