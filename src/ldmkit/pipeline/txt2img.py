@@ -80,9 +80,23 @@ def to_pixels(image: Image.Image) -> torch.Tensor:
 class Pipeline:
     """Inference over one set of components (unet, vae, text encoder, schedule)."""
 
-    def __init__(self, components, device: str | torch.device = "cpu"):
+    def __init__(self, components, device: str | torch.device = "cpu", unet_dtype: torch.dtype | None = None,
+                 compile: bool = False):
+        """Fast paths: `unet_dtype=torch.bfloat16` runs the UNet in bf16 (sampling math stays fp32);
+        `compile=True` compiles it with torch.compile + inductor weight freezing (tens of seconds once,
+        then several times faster per step: worth it for many images, see docs/benchmarks.md)."""
         self.components = components
         self.device = torch.device(device)
+        if unet_dtype is not None:
+            components.unet.to(unet_dtype)
+        for m in (components.unet, components.vae, components.text_encoder.model):
+            m.to(self.device)
+        self._unet_forward = components.unet
+        if compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # constant-fold the (frozen) weights into the graph
+            self._unet_forward = torch.compile(components.unet)
         self.unet, self.vae, self.text_encoder = components.unet, components.vae, components.text_encoder
         self.schedule = NoiseSchedule.from_scheduler_config(components.scheduler_config)
         self.prediction_type = components.scheduler_config.get("prediction_type", "epsilon")
@@ -92,10 +106,12 @@ class Pipeline:
             m.eval().requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, allow_pickle: bool = False, device: str = "cpu") -> Pipeline:
+    def from_pretrained(cls, path: str | Path, *, allow_pickle: bool = False, device: str = "cpu",
+                        unet_dtype: torch.dtype | None = None, compile: bool = False) -> Pipeline:
         from ldmkit.models.folder import load_components
 
-        return cls(load_components(Path(path), allow_pickle=allow_pickle), device=device)
+        return cls(load_components(Path(path), allow_pickle=allow_pickle), device=device, unet_dtype=unet_dtype,
+                   compile=compile)
 
     def save_pretrained(self, path: str | Path) -> None:
         from ldmkit.models.folder import save_components
@@ -133,7 +149,7 @@ class Pipeline:
 
     def model_fn(self, x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         dtype = self.unet.dtype
-        out = self.unet(x_in.to(dtype), t.to(self.device), encoder_hidden_states=context.to(dtype)).sample
+        out = self._unet_forward(x_in.to(dtype), t.to(self.device), encoder_hidden_states=context.to(dtype)).sample
         return out.to(x_in.dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
