@@ -1,0 +1,127 @@
+"""`ldmkit model init` (random weights from a preset) and `ldmkit model info` (what a model holds).
+
+Parsing and printing only; torch/diffusers are imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+PRESET_NAMES = ("tiny", "small64", "sd15", "sd21")  # ldmkit.models.presets.PRESETS, without importing it
+
+
+def register(subparsers: Any) -> None:
+    """Add `model init` and `model info` to the top-level parser."""
+    model = subparsers.add_parser("model", help="create or inspect model folders")
+    sub = model.add_subparsers(dest="model_command", metavar="ACTION")
+    model.set_defaults(func=lambda args: (model.print_help(), 2)[1])
+
+    init = sub.add_parser("init", help="write a model folder with random weights from a preset")
+    init.add_argument("out", type=Path, metavar="OUT", help="new (or empty) folder to write")
+    init.add_argument("--preset", choices=PRESET_NAMES, default="small64", help="architecture (default: small64)")
+    init.add_argument("--seed", type=int, default=0, help="seed for the random weights (default: 0)")
+    init.add_argument(
+        "--text-encoder",
+        default=None,
+        metavar="clip|minilm|DIR",
+        help="text encoder: random 'clip', pretrained 'minilm', or a local folder (default: the preset's)",
+    )
+    init.set_defaults(func=run_init)
+
+    info = sub.add_parser("info", help="describe a model folder or single-file checkpoint")
+    info.add_argument("path", type=Path, metavar="PATH", help="model folder (or .safetensors with --single-file)")
+    info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    info.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin/.pt weights (weights only)")
+    info.add_argument(
+        "--single-file", metavar="PRESET", choices=PRESET_NAMES, default=None,
+        help="PATH is one original-layout SD checkpoint with this preset's architecture",
+    )  # fmt: skip
+    info.set_defaults(func=run_info)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Build random-init components and save them to a new folder."""
+    from ldmkit.errors import UsageError
+    from ldmkit.models import build_components, save_components
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} already exists and is not empty; `model init` never overwrites files")
+    components = build_components(args.preset, seed=args.seed, text_encoder=args.text_encoder)
+    save_components(components, out)
+    print(f"wrote {args.preset} model (seed {args.seed}, text encoder {components.text_encoder.kind}) to {out}")
+    return 0
+
+
+def describe(path: Path, *, allow_pickle: bool = False, single_file: str | None = None) -> dict[str, Any]:
+    """The facts `model info` prints, as a JSON-ready dict."""
+    from ldmkit.models import load_components, load_single_file, model_hash
+
+    if single_file:
+        c = load_single_file(path, preset=single_file, allow_pickle=allow_pickle)
+    else:
+        c = load_components(path, allow_pickle=allow_pickle)
+
+    def params(module: Any) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    te = c.text_encoder
+    return {
+        "path": str(path),
+        "hash": model_hash(path),
+        "image_size": c.image_size,
+        "latent_shape": list(c.latent_shape()),
+        "vae_scale_factor": c.vae_scale_factor,
+        "scaling_factor": c.scaling_factor,
+        "parameters": {
+            "unet": params(c.unet),
+            "vae": params(c.vae),
+            "text_encoder": params(te.model),
+        },
+        "unet": {
+            "block_out_channels": list(c.unet.config.block_out_channels),
+            "cross_attention_dim": c.unet.config.cross_attention_dim,
+        },
+        "text_encoder": {
+            "kind": te.kind,
+            "class": type(te.model).__name__,
+            "hidden_size": te.hidden_size,
+            "max_length": te.max_length,
+        },
+        "scheduler": c.scheduler_config,
+        "meta": c.meta,
+    }
+
+
+def _print_text(info: dict[str, Any]) -> None:
+    p = info["parameters"]
+    te = info["text_encoder"]
+    sched = info["scheduler"]
+    lines = [
+        f"model        {info['path']}  (hash {info['hash']})",
+        f"image        {info['image_size']}x{info['image_size']} -> latent {tuple(info['latent_shape'])} "
+        f"(factor {info['vae_scale_factor']}, scaling {info['scaling_factor']:g})",
+        f"unet         {p['unet'] / 1e6:.2f}M params, channels {info['unet']['block_out_channels']}, "
+        f"context {info['unet']['cross_attention_dim']}",
+        f"vae          {p['vae'] / 1e6:.2f}M params",
+        f"text encoder {te['kind']} ({te['class']}), {p['text_encoder'] / 1e6:.2f}M params, "
+        f"{te['max_length']} tokens x {te['hidden_size']}",
+        f"scheduler    {sched['_class_name']}, {sched.get('num_train_timesteps')} steps, "
+        f"{sched.get('beta_schedule')}, prediction {sched.get('prediction_type', 'epsilon')}",
+    ]
+    if info["meta"]:
+        lines.append(f"ldmkit.json  {json.dumps(info['meta'], sort_keys=True)}")
+    print("\n".join(lines))
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Load a model (safety-checked) and print its components."""
+    info = describe(Path(args.path), allow_pickle=args.allow_pickle, single_file=args.single_file)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+    else:
+        _print_text(info)
+    return 0

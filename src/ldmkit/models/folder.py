@@ -1,0 +1,193 @@
+"""Model folders in the diffusers layout: save, load (offline, safety-checked) and hash.
+
+Layout: model_index.json (StableDiffusionPipeline), unet/, vae/, text_encoder/, tokenizer/,
+scheduler/, plus ldmkit.json (ldmkit's own metadata). diffusers' `StableDiffusionPipeline.
+from_pretrained` loads what `save_components` writes, and `load_components` loads what diffusers'
+`save_pretrained` writes. Every file is checked by `ldmkit.models.safety` before any library reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ldmkit.errors import ModelFolderError, UsageError
+from ldmkit.models.components import Components
+from ldmkit.models.safety import (
+    ALLOWED_CLASSES,
+    PICKLE_SUFFIXES,
+    check_model_index,
+    check_no_code,
+    check_weight_files,
+)
+from ldmkit.models.text import TextEncoder, kind_of
+
+META_FILE = "ldmkit.json"
+WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
+# which config file each component folder must hold
+CONFIG_FILES = {
+    "unet": "config.json",
+    "vae": "config.json",
+    "text_encoder": "config.json",
+    "tokenizer": "tokenizer_config.json",
+    "scheduler": "scheduler_config.json",
+}
+
+
+def save_components(c: Components, path: str | Path, *, overwrite: bool = False) -> None:
+    """Write `c` as a diffusers model folder (safetensors only) plus ldmkit.json.
+
+    Refuses a non-empty `path` unless `overwrite` (then only the files written here are replaced).
+    """
+    import diffusers
+
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise ModelFolderError(f"{path} already exists and is not an empty folder; choose a new output folder")
+    scheduler_cls = c.scheduler_config["_class_name"]
+    if ("diffusers", scheduler_cls) not in ALLOWED_CLASSES["scheduler"]:
+        raise UsageError(f"scheduler class {scheduler_cls!r} is not one ldmkit can save")
+    try:
+        meta_text = json.dumps(c.meta, indent=2, sort_keys=True)
+    except TypeError as err:
+        raise UsageError(f"Components.meta must be JSON-serialisable for {META_FILE}: {err}") from None
+    path.mkdir(parents=True, exist_ok=True)
+    c.unet.save_pretrained(path / "unet", safe_serialization=True)
+    c.vae.save_pretrained(path / "vae", safe_serialization=True)
+    c.text_encoder.model.save_pretrained(path / "text_encoder")  # transformers 5 writes safetensors only
+    c.text_encoder.tokenizer.save_pretrained(path / "tokenizer")
+    config = {k: v for k, v in c.scheduler_config.items() if not k.startswith("_")}
+    getattr(diffusers, scheduler_cls).from_config(config).save_pretrained(path / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", type(c.unet).__name__],
+        "vae": ["diffusers", type(c.vae).__name__],
+        "text_encoder": ["transformers", type(c.text_encoder.model).__name__],
+        "tokenizer": ["transformers", type(c.text_encoder.tokenizer).__name__],
+        "scheduler": ["diffusers", scheduler_cls],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+    }
+    (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (path / META_FILE).write_text(meta_text + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelFolderError(f"missing file {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFolderError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path} should hold a JSON object")
+    return data
+
+
+def _check_layout(path: Path) -> dict[str, tuple[str, str]]:
+    if not path.exists():
+        raise ModelFolderError(f"model folder {path} does not exist")
+    if not path.is_dir():
+        hint = " (a single checkpoint file: use load_single_file / --single-file)" if path.is_file() else ""
+        raise ModelFolderError(f"{path} is not a folder{hint}")
+    classes = check_model_index(_read_json(path / "model_index.json"), path / "model_index.json")
+    check_no_code(path)
+    for name, config in CONFIG_FILES.items():
+        if not (path / name).is_dir():
+            raise ModelFolderError(f"{path} has no {name}/ folder (model_index.json lists it)")
+        if not (path / name / config).is_file():
+            raise ModelFolderError(f"missing config {path / name / config}")
+    return classes
+
+
+def _weights_kind(folder: Path, *, allow_pickle: bool) -> bool:
+    """True when `folder` is to be loaded from safetensors, False from (checked) pickles."""
+    files = check_weight_files(folder, allow_pickle=allow_pickle)
+    if any(f.suffix == ".safetensors" for f in files):
+        return True
+    if any(f.suffix in PICKLE_SUFFIXES for f in files):
+        return False
+    raise ModelFolderError(f"{folder} holds no weight file (*.safetensors)")
+
+
+def _text_encoder_from(model_dir: Path, tokenizer_dir: Path, *, allow_pickle: bool, dtype: Any) -> TextEncoder:
+    import transformers
+
+    check_no_code(model_dir)
+    check_no_code(tokenizer_dir)
+    safetensors = _weights_kind(model_dir, allow_pickle=allow_pickle)
+    config = _read_json(model_dir / "config.json")
+    model_type = config.get("model_type")
+    if model_type in ("clip", "clip_text_model"):
+        model_cls, tok_cls = transformers.CLIPTextModel, transformers.CLIPTokenizer
+    elif model_type == "bert":
+        model_cls, tok_cls = transformers.BertModel, transformers.BertTokenizer
+    else:
+        raise ModelFolderError(
+            f"{model_dir / 'config.json'}: model_type {model_type!r} is not a supported text encoder "
+            "(allowed: clip_text_model, clip, bert)"
+        )
+    model = model_cls.from_pretrained(model_dir, local_files_only=True, use_safetensors=safetensors, dtype=dtype)
+    tokenizer = tok_cls.from_pretrained(tokenizer_dir, local_files_only=True)
+    return TextEncoder(model.eval(), tokenizer, kind_of(model))
+
+
+def load_text_encoder(path: Path, *, allow_pickle: bool = False, dtype: Any = None) -> TextEncoder:
+    """Text encoder from a model folder (text_encoder/ + tokenizer/) or a plain transformers folder."""
+    path = Path(path)
+    if (path / "text_encoder").is_dir():
+        return _text_encoder_from(path / "text_encoder", path / "tokenizer", allow_pickle=allow_pickle, dtype=dtype)
+    if not (path / "config.json").is_file():
+        raise ModelFolderError(f"{path} has neither text_encoder/ nor config.json: not a text encoder folder")
+    return _text_encoder_from(path, path, allow_pickle=allow_pickle, dtype=dtype)
+
+
+def load_components(path: str | Path, *, allow_pickle: bool = False, dtype: Any = None) -> Components:
+    """Load a diffusers-layout model folder offline (dtype default float32); refuses unsafe content."""
+    import diffusers
+    import torch
+
+    dtype = dtype or torch.float32
+    path = Path(path)
+    classes = _check_layout(path)
+    models = {}
+    for name in ("unet", "vae"):
+        cls = getattr(diffusers, classes[name][1])
+        safetensors = _weights_kind(path / name, allow_pickle=allow_pickle)
+        models[name] = cls.from_pretrained(
+            path / name, local_files_only=True, use_safetensors=safetensors, torch_dtype=dtype
+        ).eval()
+    text = _text_encoder_from(path / "text_encoder", path / "tokenizer", allow_pickle=allow_pickle, dtype=dtype)
+    scheduler = _read_json(path / "scheduler" / CONFIG_FILES["scheduler"])
+    if ("diffusers", scheduler.get("_class_name")) not in ALLOWED_CLASSES["scheduler"]:
+        raise ModelFolderError(f"{path / 'scheduler'}: scheduler class {scheduler.get('_class_name')!r} not allowed")
+    meta = _read_json(path / META_FILE) if (path / META_FILE).exists() else {}
+    return Components(models["unet"], models["vae"], text, scheduler, meta, source=path)
+
+
+def model_hash(path: str | Path) -> str:
+    """Short (12 hex) SHA-256 of a model's weights: the weight files of unet/vae/text_encoder, or one file."""
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(
+            f
+            for sub in WEIGHT_FOLDERS
+            for f in (path / sub).rglob("*")
+            if f.is_file() and (f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES)
+        )
+    if not files:
+        raise ModelFolderError(f"{path} holds no weight files to hash")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(path).as_posix().encode() if f != path else f.name.encode())
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
