@@ -88,11 +88,12 @@ class CFGDenoiser:
             raise UsageError(f"guidance_rescale must be in [0, 1], got {rescale}")
         self.denoiser, self.cond, self.uncond = denoiser, cond, uncond
         self.scale, self.rescale = scale, rescale
+        self.both = torch.cat([uncond, cond])  # one batched model call per step for both branches
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return self.denoiser(x, sigma, self.cond)
-        out = self.denoiser.model_output(torch.cat([x, x]), sigma, torch.cat([self.uncond, self.cond]))
+        out = self.denoiser.model_output(torch.cat([x, x]), sigma, self.both)
         out_uncond, out_cond = out.chunk(2)
         guided = out_uncond + self.scale * (out_cond - out_uncond)
         if self.rescale > 0:

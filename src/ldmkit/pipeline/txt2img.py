@@ -92,6 +92,7 @@ class Pipeline:
         for m in (components.unet, components.vae, components.text_encoder.model):
             m.to(self.device)
         self._unet_forward = components.unet
+        self._unet_dtype = components.unet.dtype
         if compile:
             import torch._inductor.config as inductor_config
 
@@ -148,8 +149,10 @@ class Pipeline:
         return self.text_encoder.encode(prompts).to(self.device)
 
     def model_fn(self, x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        dtype = self.unet.dtype
-        out = self._unet_forward(x_in.to(dtype), t.to(self.device), encoder_hidden_states=context.to(dtype)).sample
+        dtype = self._unet_dtype
+        # return_dict=False skips building diffusers' output dataclass on every step (~3% at small sizes)
+        (out,) = self._unet_forward(x_in.to(dtype), t.to(self.device), encoder_hidden_states=context.to(dtype),
+                                    return_dict=False)
         return out.to(x_in.dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
