@@ -1,0 +1,114 @@
+"""`ldmkit data check|stats|build|preview`: parsing and printing only (ldmkit.data does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+FORMAT_CHOICES = ("imagefolder", "coco", "flickr30k", "flickr8k", "sidecar", "classfolders")
+"""Mirrors ldmkit.data.formats.FORMATS (not imported here: `ldmkit --help` must stay light)."""
+
+
+def register(subparsers) -> None:
+    data = subparsers.add_parser("data", help="check, describe, build and preview caption datasets")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    data.set_defaults(func=lambda args: (data.print_help(), 2)[1])
+
+    check = sub.add_parser("check", help="read a dataset and report bad inputs by reason")
+    _dataset_args(check)
+    check.add_argument("--json", action="store_true",
+                       help='print {"format", "images", "captions", "bad", ...} as JSON')
+    check.add_argument("--max-bad-fraction", type=float, default=0.05,
+                       help="exit status 1 when more than this fraction of images is unusable (default 0.05)")
+    check.set_defaults(func=run_check)
+
+    stats = sub.add_parser("stats", help="counts, caption and image-size statistics, plots")
+    _dataset_args(stats)
+    stats.add_argument("--out", type=Path, help="folder for stats.json and PNG plots")
+    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    stats.set_defaults(func=run_stats)
+
+    build = sub.add_parser("build", help="write a built-in dataset (shapes, emoji, avatars)")
+    build.add_argument("name", help="built-in dataset name: shapes, emoji or avatars")
+    build.add_argument("out", type=Path, help="output folder (new, or an earlier build of the same dataset)")
+    build.add_argument("--n", type=int, default=None, help="number of images (default: the dataset's own)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    build.set_defaults(func=run_build)
+
+    preview = sub.add_parser("preview", help="contact sheet: originals with trim/crop boxes and results")
+    preview.add_argument("dir", type=Path, help="dataset folder")
+    preview.add_argument("-o", "--out", type=Path, default=None,
+                         help="PNG to write (default: <folder name>-preview.png in the current folder)")
+    preview.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    preview.add_argument("--size", type=int, default=64, help="standardized side in pixels (default 64)")
+    preview.set_defaults(func=run_preview)
+
+
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path, help="dataset folder (or a COCO captions .json)")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default=None, help="skip format detection")
+    parser.add_argument("--class-template", default="a photo of {}",
+                        help="caption for class folders, {} is the class name (default 'a photo of {}')")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ldmkit.data.dataset import CaptionDataset
+
+    dataset = CaptionDataset.inspect(args.dir, format=args.format, class_template=args.class_template)
+    fraction = dataset.bad_fraction()
+    too_bad = not len(dataset) or fraction > args.max_bad_fraction
+    if args.json:
+        answer = {**dataset.summary(), "bad_fraction": round(fraction, 6),
+                  "converted": dict(sorted(dataset.report.converted.items())),
+                  "examples": dataset.report.examples_dict()}
+        print(json.dumps(answer, ensure_ascii=False))
+    else:
+        print(f"{dataset.root}: format {dataset.format}, {len(dataset)} usable images, "
+              f"{dataset.num_captions()} captions")
+        print(f"unusable images: {dataset.report.bad_images()} ({fraction:.1%}; limit {args.max_bad_fraction:g})")
+        for line in dataset.report.lines():
+            print(f"  {line}")
+        if dataset.report.converted:
+            print("converted: " + ", ".join(f"{k}: {n}" for k, n in sorted(dataset.report.converted.items())))
+        if not len(dataset):
+            print("verdict: no usable images")
+        else:
+            print("verdict: NOT usable (too many unusable images)" if too_bad else "verdict: usable")
+    return 1 if too_bad else 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from ldmkit.data.dataset import CaptionDataset
+    from ldmkit.data.stats import dataset_stats, stats_lines, write_stats
+
+    dataset = CaptionDataset.inspect(args.dir, format=args.format, class_template=args.class_template)
+    stats = dataset_stats(dataset)
+    if args.json:
+        print(json.dumps(stats, ensure_ascii=False))
+    else:
+        print("\n".join(stats_lines(stats)))
+    if args.out is not None:
+        written = write_stats(stats, args.out)
+        if not args.json:
+            print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ldmkit.data.builtin import build_dataset
+
+    card = build_dataset(args.name, args.out, n=args.n, seed=args.seed, size=args.size)
+    print(f"built {args.name} in {args.out}: {card.get('images', '?')} images, "
+          f"{card.get('captions', '?')} captions (seed {args.seed})")
+    return 0
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    from ldmkit.data.preview import preview_dataset
+
+    out = args.out if args.out is not None else Path(f"{args.dir.resolve().name}-preview.png")
+    written = preview_dataset(args.dir, out, n=args.n, size=args.size)
+    print(f"wrote {written}")
+    return 0
