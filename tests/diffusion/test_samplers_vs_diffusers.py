@@ -78,6 +78,10 @@ CASES = [
     ("dpmpp_2m", "DPMSolverMultistepScheduler", dict(timestep_spacing="trailing", prediction_type="v_prediction"), 10),
     ("dpmpp_2m", "DPMSolverMultistepScheduler", dict(timestep_spacing="linspace", beta_schedule="squaredcos_cap_v2"), 12),
     ("dpmpp_2m_karras", "DPMSolverMultistepScheduler", dict(timestep_spacing="linspace", use_karras_sigmas=True), 20),
+    ("unipc", "UniPCMultistepScheduler", dict(timestep_spacing="linspace"), 20),
+    ("unipc", "UniPCMultistepScheduler", dict(timestep_spacing="leading", steps_offset=1), 15),
+    ("unipc", "UniPCMultistepScheduler", dict(timestep_spacing="trailing", prediction_type="v_prediction"),
+     10),
 ]
 
 
