@@ -13,7 +13,7 @@ import sys
 from ldmkit import __version__
 
 # module name under ldmkit.cli -> registers its sub-commands
-COMMAND_MODULES = ("generate", "model", "data")
+COMMAND_MODULES = ("generate", "model", "data", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

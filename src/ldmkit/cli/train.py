@@ -1,0 +1,53 @@
+"""`ldmkit train unet|vae|clip|resume`: parsing and printing only (ldmkit.training does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TRAINERS = {
+    "unet": "text-conditional UNet on cached latents (from a preset or a model folder)",
+    "vae": "AutoencoderKL: L1 + gradient + KL (+ optional patch GAN); measures the latent scaling factor",
+    "clip": "contrastive dual encoder (ConvNet image tower + projected text encoder) for scoring/reranking",
+}
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train a VAE, UNet or CLIP dual encoder; resume a run")
+    sub = train.add_subparsers(dest="train_command", metavar="TRAINER")
+    train.set_defaults(func=lambda args: (train.print_help(), 2)[1])
+    for kind, text in TRAINERS.items():
+        parser = sub.add_parser(kind, help=text)
+        parser.add_argument("--config", type=Path, required=True, help="YAML recipe (see configs/)")
+        parser.add_argument("--out", type=Path, required=True,
+                            help="run folder (checkpoints/, metrics.jsonl, final/); an existing run resumes")
+        _set_arg(parser)
+        parser.set_defaults(func=run_train, trainer=kind)
+    resume = sub.add_parser("resume", help="resume the run in a run folder with its stored recipe")
+    resume.add_argument("run_dir", type=Path, help="run folder written by `ldmkit train unet|vae|clip`")
+    _set_arg(resume)
+    resume.set_defaults(func=run_resume)
+
+
+def _set_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set train.steps=200 (repeatable)")
+
+
+def _report(result) -> int:
+    print(json.dumps({"run_dir": str(result.run_dir), "step": result.step, "resumed_from_step": result.resumed_from_step,
+                      "interrupted": result.interrupted, "final": str(result.final_dir) if result.final_dir else None}))
+    return 130 if result.interrupted else 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ldmkit.training.trainers import run_trainer
+
+    return _report(run_trainer(args.trainer, args.config, args.out, args.overrides))
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from ldmkit.training.trainers import resume_run
+
+    return _report(resume_run(args.run_dir, args.overrides))

@@ -1,0 +1,86 @@
+"""`TrainConfig`: the settings of the shared training loop (`ldmkit.training.loop.train`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ldmkit.config.checks import check_bool, check_choice, check_float, check_int
+from ldmkit.errors import UsageError
+
+LR_SCHEDULES = ("constant", "cosine")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run, shared by every component trainer (VAE, UNet, CLIP)."""
+
+    steps: int = 1000
+    """Total optimizer steps of the run (skipped non-finite steps included). Resuming continues to this."""
+    batch_size: int = 16
+    """Samples per micro-batch on EACH process. Effective batch = batch_size * processes * grad_accum."""
+    grad_accum: int = 1
+    """Micro-batches whose gradients are accumulated before one optimizer step."""
+    lr: float = 1e-4
+    """Peak learning rate of AdamW (reached at the end of warm-up)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2), each in [0, 1)."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon added to the denominator."""
+    warmup_steps: int = 0
+    """Steps of linear warm-up from 0 to `lr`."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: "constant" keeps `lr`; "cosine" decays it to `lr * min_lr_ratio` at `steps`."""
+    min_lr_ratio: float = 0.0
+    """Floor of the cosine schedule as a fraction of `lr`, in [0, 1]."""
+    grad_clip: float = 1.0
+    """Clip the global gradient L2 norm to this value; 0 turns clipping off."""
+    ema_decay: float = 0.0
+    """Decay of the exponential moving average of the weights, in [0, 1); 0 turns EMA off."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision: "no", "bf16" or "fp16" (fp16 uses a gradient scaler)."""
+    checkpoint_every: int = 500
+    """Save a resumable checkpoint every this many steps; 0 = only at the end or on interrupt."""
+    keep_last: int = 3
+    """Complete checkpoints kept; older ones are deleted after a new one is complete."""
+    seed: int = 0
+    """Seed of the data order and every RNG (each process adds its rank)."""
+    log_every: int = 10
+    """Write a line to metrics.jsonl (and refresh the progress bar) every this many steps."""
+    validate_every: int = 0
+    """Call the task's `validate` every this many steps (EMA weights if on); 0 = never."""
+    max_nonfinite_in_a_row: int = 10
+    """Stop with diagnostics after this many consecutive steps with a non-finite loss or gradient."""
+    deterministic: bool = False
+    """Use torch deterministic algorithms (bitwise reproducible on CPU; slower on GPU)."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar on stderr (main process only)."""
+
+    def __post_init__(self) -> None:
+        owner = "TrainConfig"
+        for name in ("steps", "batch_size", "grad_accum", "keep_last", "log_every", "max_nonfinite_in_a_row"):
+            check_int(owner, name, getattr(self, name), minimum=1)
+        for name in ("warmup_steps", "checkpoint_every", "seed", "validate_every"):
+            check_int(owner, name, getattr(self, name), minimum=0)
+        check_float(owner, "lr", self.lr, positive=True)
+        check_float(owner, "weight_decay", self.weight_decay, minimum=0.0)
+        check_float(owner, "adam_eps", self.adam_eps, positive=True)
+        check_float(owner, "min_lr_ratio", self.min_lr_ratio, minimum=0.0, maximum=1.0)
+        check_float(owner, "grad_clip", self.grad_clip, minimum=0.0)
+        check_float(owner, "ema_decay", self.ema_decay, minimum=0.0, below=1.0)
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise UsageError(f"{owner}.betas must be a pair (beta1, beta2), got {self.betas!r}")
+        for i, beta in enumerate(self.betas):
+            check_float(owner, f"betas[{i}]", beta, minimum=0.0, below=1.0)
+        check_choice(owner, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice(owner, "mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
+        check_bool(owner, "deterministic", self.deterministic)
+        check_bool(owner, "progress_bar", self.progress_bar)
+
+    @property
+    def ema_enabled(self) -> bool:
+        """Whether an EMA copy of the weights is kept."""
+        return self.ema_decay > 0.0

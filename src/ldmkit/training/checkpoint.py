@@ -1,0 +1,119 @@
+"""What a checkpoint holds and how a run is put back exactly as it was.
+
+Folder contents (see checkpoint_files for the atomic write):
+  model.<name>.safetensors        weights of each trainable module (main process)
+  ema.safetensors                 EMA weights, when EMA is on
+  optimizer.safetensors / .json   AdamW tensors / param groups and scalars
+  rng.rank<r>.safetensors / .json every RNG of process r (each process writes its own)
+  state.json                      step, data position, non-finite counters, grad-scaler state
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ldmkit.errors import LdmkitError
+from ldmkit.training import checkpoint_files as files
+from ldmkit.training.nonfinite import nonfinite_weights, stop_with_diagnostics
+from ldmkit.training.rng import capture_rng, restore_rng
+from ldmkit.training.sampler import DataPosition
+from ldmkit.training.state import RunState, optimizer_from_tensors, optimizer_to_tensors
+
+
+class CheckpointError(LdmkitError):
+    """A checkpoint cannot be restored into this run (different model, processes, ...)."""
+
+
+def save_checkpoint(run: RunState) -> Path:
+    """Save a complete checkpoint of `run` at its current step (all processes call this). Returns its folder."""
+    acc = run.accelerator
+    bad = nonfinite_weights(run.trainable_parameters)
+    if bad:  # never checkpoint broken weights: the previous checkpoint stays the newest
+        raise stop_with_diagnostics(
+            run.run_dir, {"step": run.step, "nonfinite_weights": bad}, f"non-finite weights at step {run.step}",
+            write=acc.is_main_process,
+        )
+    final = run.run_dir / files.CHECKPOINTS / files.checkpoint_name(run.step)
+    if files.is_complete(final):  # e.g. interrupted right after a scheduled checkpoint
+        return final
+    tmp = files.temporary_dir(run.run_dir, run.step)
+    if acc.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left by a crash during an earlier attempt at this step
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    rng_tensors, rng_meta = capture_rng(run.generator)
+    files.write_tensors(tmp / f"rng.rank{acc.process_index}.safetensors", rng_tensors)
+    files.write_json(tmp / f"rng.rank{acc.process_index}.json", rng_meta)
+    if acc.is_main_process:
+        for name, module in run.modules.items():
+            files.write_tensors(tmp / f"model.{name}.safetensors", module.state_dict())
+        if run.ema is not None:
+            files.write_tensors(tmp / "ema.safetensors", run.ema.state_tensors())
+        opt_tensors, opt_meta = optimizer_to_tensors(run.optimizer.state_dict())
+        files.write_tensors(tmp / "optimizer.safetensors", opt_tensors)
+        files.write_json(tmp / "optimizer.json", opt_meta)
+        files.write_json(tmp / "state.json", _scalars(run))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        files.seal(tmp, run.step)
+        files.prune(run.run_dir, run.cfg.keep_last)
+    acc.wait_for_everyone()
+    return final
+
+
+def restore_checkpoint(run: RunState, folder: Path) -> None:
+    """Load every piece of state saved by `save_checkpoint` into `run` (modules already prepared)."""
+    state = files.read_json(folder / "state.json")
+    if state["num_processes"] != run.accelerator.num_processes:
+        raise CheckpointError(
+            f"{folder} was written by {state['num_processes']} processes, this run has "
+            f"{run.accelerator.num_processes}; resume with the same number of processes"
+        )
+    if sorted(state["modules"]) != sorted(run.modules) or state["ema"] != (run.ema is not None):
+        raise CheckpointError(
+            f"{folder} holds modules {sorted(state['modules'])} (ema={state['ema']}), the task trains "
+            f"{sorted(run.modules)} (ema={run.ema is not None})"
+        )
+    for name, module in run.modules.items():
+        path = folder / f"model.{name}.safetensors"
+        try:
+            module.load_state_dict(files.read_tensors(path), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not fit module {name!r}: {exc}") from exc
+    if run.ema is not None:
+        run.ema.load_state_tensors(files.read_tensors(folder / "ema.safetensors"))
+    opt_state = optimizer_from_tensors(
+        files.read_tensors(folder / "optimizer.safetensors"), files.read_json(folder / "optimizer.json")
+    )
+    run.optimizer.load_state_dict(opt_state)
+    rank = run.accelerator.process_index
+    restore_rng(
+        files.read_tensors(folder / f"rng.rank{rank}.safetensors"),
+        files.read_json(folder / f"rng.rank{rank}.json"),
+        run.generator,
+    )
+    run.step = state["step"]
+    run.order.position = DataPosition(**state["data_position"])
+    run.nonfinite_in_a_row = state["nonfinite_in_a_row"]
+    run.nonfinite_total = state["nonfinite_total"]
+    run.scaler_skips = state["scaler_skips"]
+    scaler = run.accelerator.scaler
+    if scaler is not None and state["grad_scaler"] is not None:
+        scaler.load_state_dict(state["grad_scaler"])
+
+
+def _scalars(run: RunState) -> dict:
+    scaler = run.accelerator.scaler
+    return {
+        "step": run.step,
+        "data_position": {"epoch": run.order.position.epoch, "index": run.order.position.index},
+        "nonfinite_in_a_row": run.nonfinite_in_a_row,
+        "nonfinite_total": run.nonfinite_total,
+        "scaler_skips": run.scaler_skips,
+        "grad_scaler": scaler.state_dict() if scaler is not None else None,
+        "num_processes": run.accelerator.num_processes,
+        "modules": sorted(run.modules),
+        "ema": run.ema is not None,
+    }

@@ -1,0 +1,169 @@
+"""What a run reports while it trains: tqdm on stderr, metrics.jsonl, loss_curve.png, TensorBoard if installed.
+
+Only the main process writes. metrics.jsonl gets one JSON object per log interval (step, means of
+loss / lr / grad_norm / task metrics over the interval, samples_per_s) and one per event
+("event": "nonfinite_skip", ...). On resume, lines past the checkpoint's step are dropped so the
+curve has no repeated steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.jsonl"
+LOSS_CURVE = "loss_curve.png"
+PLOT_EVERY_S = 30.0
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines with "step" > `step` (written before a crash, about to be redone)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= step:
+                kept.append(line)
+        except (ValueError, TypeError, AttributeError):
+            continue  # a line cut off by the crash
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
+    """Draw loss against step from metrics.jsonl into a PNG (matplotlib Agg, imported here)."""
+    steps, losses = [], []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if "loss" in row and isinstance(row["loss"], (int, float)) and math.isfinite(row["loss"]):
+            steps.append(row["step"])
+            losses.append(row["loss"])
+    if not steps:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, losses, lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if min(losses) > 0 and max(losses) / min(losses) > 20:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png_path.with_name(png_path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: tensorboard not installed
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+class ProgressLog:
+    """Progress bar + metrics file + loss-curve plot of one run (inactive on non-main processes)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        total_steps: int,
+        start_step: int,
+        samples_per_step: int,
+        log_every: int,
+        enabled: bool,
+        show_bar: bool,
+    ) -> None:
+        self.metrics_path = Path(run_dir) / METRICS
+        self.png_path = Path(run_dir) / LOSS_CURVE
+        self.total_steps, self.samples_per_step, self.log_every = total_steps, samples_per_step, log_every
+        self.enabled = enabled
+        self.pending: dict[str, list[float]] = {}
+        self.pending_steps = 0
+        self.last_time = time.perf_counter()
+        self.last_plot = 0.0
+        self.tensorboard = None
+        self.bar = None
+        if not enabled:
+            return
+        truncate_metrics(self.metrics_path, start_step)
+        self.tensorboard = _tensorboard(Path(run_dir))
+        if show_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, file=sys.stderr, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, logs: dict[str, float]) -> None:
+        """Record the metrics of optimizer step `step`; write a line every `log_every` steps."""
+        if not self.enabled:
+            return
+        for key, value in logs.items():
+            self.pending.setdefault(key, []).append(float(value))
+        self.pending_steps += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if step % self.log_every == 0 or step == self.total_steps:
+            self.flush(step)
+
+    def event(self, step: int, kind: str, **data: Any) -> None:
+        """Write a one-off event line (e.g. a skipped non-finite step)."""
+        if self.enabled:
+            self._write({"step": step, "event": kind, **data})
+
+    def flush(self, step: int) -> None:
+        """Write the means since the last line, refresh the bar; redraw the plot every PLOT_EVERY_S."""
+        if not self.enabled or not self.pending_steps:
+            return
+        now = time.perf_counter()
+        row: dict[str, Any] = {"step": step}
+        for key, values in self.pending.items():
+            finite = [v for v in values if math.isfinite(v)]
+            row[key] = sum(finite) / len(finite) if finite else None
+        row["samples_per_s"] = self.pending_steps * self.samples_per_step / max(now - self.last_time, 1e-9)
+        self._write(row)
+        if self.bar is not None:
+            loss = row.get("loss")
+            shown = f"{loss:.4g}" if loss is not None else "nan"
+            self.bar.set_postfix(loss=shown, samples_s=f"{row['samples_per_s']:.1f}")
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "step" and value is not None:
+                    self.tensorboard.add_scalar(f"train/{key}", value, step)
+        self.pending, self.pending_steps, self.last_time = {}, 0, now
+        if now - self.last_plot >= PLOT_EVERY_S:
+            self.plot()
+
+    def plot(self) -> None:
+        """Redraw loss_curve.png from metrics.jsonl."""
+        if self.enabled and self.metrics_path.is_file():
+            plot_loss_curve(self.metrics_path, self.png_path)
+            self.last_plot = self.last_time = time.perf_counter()  # plotting is not training time
+
+    def close(self, step: int) -> None:
+        """Write what is pending, redraw the plot, close the bar."""
+        if not self.enabled:
+            return
+        self.flush(step)
+        self.plot()
+        if self.bar is not None:
+            self.bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+    def _write(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")

@@ -1,0 +1,157 @@
+"""`ldmkit train unet`: a text-conditional UNet trained on cached VAE latents and text states.
+
+    result = train_unet(load_recipe("configs/tiny.yaml", UNetRecipe), "runs/tiny")
+
+At start the train split is encoded once (VAE posterior mean/std + one text state per caption) into
+RUN_DIR/cache through `ldmkit.data.cache`; each step then draws one caption per image at random,
+drops it for the empty prompt with probability `caption_dropout` (so classifier-free guidance has an
+unconditional branch), samples the latent posterior, noises it and regresses epsilon or v with
+optional Min-SNR-gamma weights. RUN_DIR/final is a complete model folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ldmkit.diffusion.schedules import NoiseSchedule
+from ldmkit.training.model_start import start_components, write_model_folder
+from ldmkit.training.objective import (
+    denoising_loss,
+    min_snr_weights,
+    offset_noise,
+    q_sample,
+    velocity,
+)
+from ldmkit.training.recipes import UNetRecipe
+from ldmkit.training.run_data import open_splits, weights_id, with_class_captions
+
+CACHE_FOLDER = "cache"
+
+
+def training_scheduler_config(config: dict[str, Any], prediction_type: str, zero_terminal_snr: bool) -> dict[str, Any]:
+    """The scheduler config the trained model ships with: our prediction type and, for zero terminal
+    SNR, DDIM with rescaled betas and trailing spacing (Lin et al. 2023 §3.3: sample from the last step)."""
+    config = {**config, "prediction_type": prediction_type}
+    if zero_terminal_snr:
+        config.update(_class_name="DDIMScheduler", rescale_betas_zero_snr=True, timestep_spacing="trailing",
+                      set_alpha_to_one=False, clip_sample=False)
+    return config
+
+
+class UNetTask:
+    """TrainTask of the UNet: modules {"unet"}; batches of cached latents + text states."""
+
+    def __init__(self, recipe: UNetRecipe, run_dir: str | Path) -> None:
+        self.recipe, self.run_dir = recipe, Path(run_dir)
+        obj = recipe.unet
+        self.components = start_components(recipe.model, recipe.data.image_size)
+        c = self.components
+        c.scheduler_config = training_scheduler_config(c.scheduler_config, obj.prediction_type, obj.zero_terminal_snr)
+        self.alphas_cumprod = NoiseSchedule.from_scheduler_config(c.scheduler_config).alphas_cumprod()
+        self.num_timesteps = len(self.alphas_cumprod)
+        self.train, self.val = open_splits(recipe.data, self.run_dir)
+        if obj.class_conditional:
+            self.train = with_class_captions(self.train, recipe.data.class_template)
+            self.val = with_class_captions(self.val, recipe.data.class_template)
+        self.cache = build_latent_cache(c, self.train, self.run_dir / CACHE_FOLDER, recipe.data.image_size)
+        self.null_text = c.text_encoder.encode([""])[0].float()  # the empty prompt CFG contrasts with
+        c.unet.requires_grad_(True)
+        c.vae.requires_grad_(False)
+        c.text_encoder.model.requires_grad_(False)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.components.unet}
+
+    def num_samples(self) -> int:
+        return len(self.cache)
+
+    def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Scaled latent samples and text states (one random caption each, some dropped to the empty prompt)."""
+        cached = self.cache.batch(ids, generator, sample=True)
+        drop = torch.rand(len(ids), generator=generator) < self.recipe.unet.caption_dropout
+        text = torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)
+        return {"latents": cached.latents * self.components.scaling_factor, "text": text, "dropped": drop}
+
+    def loss(self, modules, batch, generator) -> tuple[torch.Tensor, dict[str, float]]:
+        obj = self.recipe.unet
+        x0 = batch["latents"]
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        noise = offset_noise(noise, obj.noise_offset, generator)
+        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+        x_t = q_sample(x0, noise, t, self.alphas_cumprod)
+        prediction = modules["unet"](x_t, t, encoder_hidden_states=batch["text"]).sample
+        target = velocity(x0, noise, t, self.alphas_cumprod) if obj.prediction_type == "v_prediction" else noise
+        weights = min_snr_weights(t, self.alphas_cumprod, obj.min_snr_gamma, obj.prediction_type)
+        loss = denoising_loss(prediction, target, weights)
+        return loss, {"caption_dropped": float(batch["dropped"].float().mean())}
+
+    def validate(self, step: int, path: Path) -> None:
+        """A model folder of the current (EMA) weights and a grid of validation prompts under `path`."""
+        write_model_folder(self.components, Path(path) / "model", self.recipe, {"step": step})
+        save_prompt_grid(self.components, self.validation_prompts(), Path(path) / "samples.png",
+                         steps=self.recipe.unet.validation_steps)
+
+    def validation_prompts(self) -> list[str]:
+        prompts = list(self.recipe.unet.validation_prompts)
+        if not prompts:
+            source = self.val.samples or self.train.samples
+            prompts = [s.captions[0] for s in source[:4]]
+        return prompts
+
+    def save_final(self, path: Path) -> None:
+        write_model_folder(self.components, path, self.recipe, {"trainer": "unet"})
+
+
+def build_latent_cache(components, dataset, cache_dir: Path, image_size: int):
+    """CachedLatents of `dataset` under the components' VAE and text encoder (reused when unchanged)."""
+    from ldmkit.data.cache import CacheSpec, build_cache
+
+    vae, text = components.vae, components.text_encoder
+
+    def encode_images(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+        return posterior.mean.float(), posterior.std.float()
+
+    def encode_text(captions: list[str]) -> torch.Tensor:
+        return text.encode(captions).float()
+
+    spec = CacheSpec(image_encoder=f"vae-{weights_id(vae)}", text_encoder=f"{text.kind}-{weights_id(text.model)}",
+                     size=image_size)
+    return build_cache(dataset, cache_dir, encode_images=encode_images, encode_text=encode_text, spec=spec)
+
+
+def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) -> None:
+    """One image per prompt (seed i for prompt i), side by side in one PNG."""
+    from PIL import Image
+
+    from ldmkit.pipeline import Pipeline
+
+    modules = (components.unet, components.vae, components.text_encoder.model)
+    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
+    try:
+        pipe = Pipeline(components)
+        images = [pipe(p, steps=steps, seed=i).images[0] for i, p in enumerate(prompts)]
+    finally:  # Pipeline freezes its modules; training must go on with the same trainable set
+        for m, f in zip(modules, flags):
+            for p, flag in zip(m.parameters(), f):
+                p.requires_grad_(flag)
+    if not images:
+        return
+    w, h = images[0].size
+    grid = Image.new("RGB", (w * len(images), h))
+    for i, image in enumerate(images):
+        grid.paste(image, (i * w, 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+
+
+def train_unet(recipe: UNetRecipe, run_dir: str | Path):
+    """Train (or resume) the UNet of `recipe` in `run_dir`; returns the loop's TrainResult."""
+    from ldmkit.training.loop import train
+    from ldmkit.training.trainers import mark_run
+
+    mark_run(Path(run_dir), "unet")
+    return train(UNetTask(recipe, run_dir), recipe.train, run_dir, recipe=recipe)

@@ -1,0 +1,66 @@
+"""Every recipe in configs/ loads into its trainer's recipe class; a VAE run feeds a UNet run (vae_from)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ldmkit.config import load_recipe
+from ldmkit.errors import UsageError
+from ldmkit.training.recipes import ClipRecipe, DataSection, UNetRecipe, VAERecipe
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _recipe_class(path: Path):
+    if path.name.startswith("vae-"):
+        return VAERecipe
+    if path.name.startswith("clip-"):
+        return ClipRecipe
+    return UNetRecipe
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_loads(path):
+    recipe = load_recipe(path, _recipe_class(path))
+    assert recipe.train.steps >= 1 and recipe.data.image_size >= 16
+
+
+def test_required_recipes_exist():
+    names = {p.name for p in CONFIGS.glob("*.yaml")}
+    assert {"tiny.yaml", "shapes-32.yaml", "emoji-64.yaml", "avatars-64.yaml"} <= names
+
+
+def test_recipe_errors_name_the_key():
+    with pytest.raises(UsageError, match="data.path is required"):
+        DataSection()
+    with pytest.raises(UsageError, match="unet.caption_dropout"):
+        load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.caption_dropout=1.5"])
+    with pytest.raises(UsageError, match="prediction_type"):
+        load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.prediction_type=x0"])
+
+
+def test_unet_run_uses_a_trained_vae_and_its_scaling_factor(tmp_path):
+    from ldmkit.models.folder import load_components
+    from ldmkit.training.unet import UNetTask
+    from ldmkit.training.vae import train_vae
+
+    torch.set_num_threads(1)
+    common = ["data.builtin_n=12", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=0",
+              "train.progress_bar=false"]
+    vae_run = train_vae(load_recipe(CONFIGS / "vae-shapes.yaml", VAERecipe, common), tmp_path / "vae")
+    trained = load_components(vae_run.final_dir).vae
+    recipe = load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, [*common, f"model.vae_from={vae_run.final_dir}"])
+    task = UNetTask(recipe, tmp_path / "unet")
+    assert task.components.scaling_factor == pytest.approx(trained.config.scaling_factor) != 1.0
+    for key, value in trained.state_dict().items():
+        assert torch.equal(task.components.vae.state_dict()[key], value)
+    # the cache holds that VAE's posterior means
+    from ldmkit.training.run_data import load_pixels
+
+    with torch.no_grad():
+        mean = trained.encode(load_pixels(task.train, 32)[:2]).latent_dist.mean
+    torch.testing.assert_close(task.cache.batch([0, 1], torch.Generator(), sample=False).latents, mean,
+                               rtol=1e-4, atol=1e-4)

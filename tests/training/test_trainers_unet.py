@@ -1,0 +1,159 @@
+"""The UNet trainer: objective pieces against diffusers' references, caption dropout, end-to-end runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ldmkit.config import load_recipe
+from ldmkit.diffusion.schedules import NoiseSchedule
+from ldmkit.errors import UsageError
+from ldmkit.training.objective import min_snr_weights, q_sample, snr, velocity
+from ldmkit.training.recipes import UNetRecipe, UNetSection
+from ldmkit.training.unet import UNetTask, train_unet
+
+TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+FAST = ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=0", "train.progress_bar=false",
+        "data.builtin_n=16", "train.log_every=1"]
+
+
+def _recipe(*overrides: str) -> UNetRecipe:
+    return load_recipe(TINY, UNetRecipe, [*FAST, *overrides])
+
+
+def _ddpm():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def test_q_sample_and_velocity_match_diffusers():
+    sched = _ddpm()
+    ab = NoiseSchedule().alphas_cumprod()
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 250, 500, 998, 999])
+    torch.testing.assert_close(q_sample(x0, noise, t, ab), sched.add_noise(x0, noise, t))
+    torch.testing.assert_close(velocity(x0, noise, t, ab), sched.get_velocity(x0, noise, t))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights_closed_form(prediction_type):
+    from diffusers.training_utils import compute_snr
+
+    sched = _ddpm()
+    ab = NoiseSchedule().alphas_cumprod()
+    t = torch.arange(0, 1000, 37)
+    reference_snr = compute_snr(sched, t)
+    torch.testing.assert_close(snr(t, ab), reference_snr)
+    gamma = 5.0
+    w = min_snr_weights(t, ab, gamma, prediction_type)
+    # Hang et al. 2023: the weight on the x0 error is min(SNR, gamma). An eps error is the x0 error x SNR,
+    # a v error the x0 error x (SNR + 1): dividing gives the weight of each loss.
+    scale = reference_snr if prediction_type == "epsilon" else reference_snr + 1
+    torch.testing.assert_close(w, torch.minimum(reference_snr, torch.full_like(reference_snr, gamma)) / scale)
+    assert torch.all(w <= 1.0 + 1e-6)
+    assert torch.equal(min_snr_weights(t, ab, 0.0, prediction_type), torch.ones(len(t)))
+
+
+def test_zero_terminal_snr_needs_v_prediction():
+    with pytest.raises(UsageError, match="v_prediction"):
+        UNetSection(zero_terminal_snr=True)
+
+
+@pytest.fixture(scope="module")
+def dropout_task(tmp_path_factory):
+    torch.set_num_threads(1)
+    recipe = _recipe("unet.caption_dropout=0.3")
+    return UNetTask(recipe, tmp_path_factory.mktemp("dropout"))
+
+
+def test_caption_dropout_rate_and_empty_prompt_state(dropout_task):
+    task, g = dropout_task, torch.Generator().manual_seed(0)
+    n, dropped, seen_captions = 0, 0, set()
+    for _ in range(150):
+        ids = torch.randint(0, task.num_samples(), (8,), generator=g).tolist()
+        batch = task.batch(ids, g)
+        is_null = (batch["text"] == task.null_text).flatten(1).all(1)
+        assert torch.equal(is_null, batch["dropped"])  # dropped rows hold exactly the empty-prompt state
+        n, dropped = n + len(ids), dropped + int(is_null.sum())
+        seen_captions.update((i, round(float(row.sum()), 3)) for i, row, d in zip(ids, batch["text"], is_null) if not d)
+    rate, sigma = dropped / n, math.sqrt(0.3 * 0.7 / n)
+    assert abs(rate - 0.3) < 4 * sigma, f"dropout rate {rate:.3f} over {n} rows"
+    # the caption is drawn among all of an image's captions (shapes images have 3)
+    per_image = {}
+    for i, key in seen_captions:
+        per_image.setdefault(i, set()).add(key)
+    assert max(len(v) for v in per_image.values()) >= 2
+    # the empty-prompt state is the text encoder's encoding of ""
+    torch.testing.assert_close(task.null_text, task.components.text_encoder.encode([""])[0])
+
+
+def test_latents_are_scaled_by_the_vae_scaling_factor(dropout_task):
+    task = dropout_task
+    task.components.vae.register_to_config(scaling_factor=0.5)
+    try:
+        a = task.batch([0, 1], torch.Generator().manual_seed(3))["latents"]
+        raw = task.cache.batch([0, 1], torch.Generator().manual_seed(3)).latents
+        torch.testing.assert_close(a, 0.5 * raw)
+    finally:
+        task.components.vae.register_to_config(scaling_factor=1.0)
+
+
+@pytest.mark.parametrize("overrides", [
+    (),
+    ("unet.prediction_type=v_prediction", "unet.zero_terminal_snr=true", "unet.noise_offset=0.1"),
+])
+def test_unet_run_end_to_end_final_folder_generates(tmp_path, overrides):
+    from ldmkit.pipeline import Pipeline
+
+    torch.set_num_threads(1)
+    recipe = _recipe("train.validate_every=3", *overrides)
+    result = train_unet(recipe, tmp_path / "run")
+    assert result.step == 3 and result.final_dir == tmp_path / "run" / "final"
+    pipe = Pipeline.from_pretrained(result.final_dir)
+    image = pipe("a red square", steps=3, seed=0).images[0]
+    assert image.size == (recipe.data.image_size, recipe.data.image_size)
+    config = pipe.components.scheduler_config
+    assert config["prediction_type"] == recipe.unet.prediction_type
+    assert bool(config.get("rescale_betas_zero_snr", False)) == recipe.unet.zero_terminal_snr
+    assert pipe.components.meta["training"]["unet"] == dataclasses.asdict(recipe.unet) | {
+        "validation_prompts": list(recipe.unet.validation_prompts)}
+    # validation wrote a loadable model folder and a grid, and training went on with a trainable UNet
+    assert Pipeline.from_pretrained(tmp_path / "run" / "validation" / "step-00000003" / "model") is not None
+    assert (tmp_path / "run" / "validation" / "step-00000003" / "samples.png").is_file()
+    # the trained UNet differs from the initial one
+    from ldmkit.models.presets import build_components
+
+    initial = build_components("tiny", seed=0).unet.state_dict()
+    trained = pipe.components.unet.state_dict()
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial)
+
+
+def test_class_conditional_captions_come_from_the_class_label(tmp_path):
+    from PIL import Image
+
+    from ldmkit.data import CaptionDataset
+    from ldmkit.training.run_data import with_class_captions
+
+    for cls, colour in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / cls / f"{i}.png")
+    ds = with_class_captions(CaptionDataset.open(tmp_path), "a drawing of a {}")
+    assert {s.captions for s in ds.samples} == {("a drawing of a cat",), ("a drawing of a dog",)}
+
+
+def test_fine_tuning_starts_from_a_model_folder(tmp_path):
+    from ldmkit.models.folder import load_components
+
+    torch.set_num_threads(1)
+    first = train_unet(_recipe("train.steps=1"), tmp_path / "first")
+    start = load_components(first.final_dir).unet.state_dict()
+    task = UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "second")
+    assert all(torch.equal(start[k], v) for k, v in task.components.unet.state_dict().items())
+    assert all(p.requires_grad for p in task.components.unet.parameters())
