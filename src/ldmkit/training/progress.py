@@ -47,8 +47,10 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
             losses.append(row["loss"])
     if not steps:
         return
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # optional dependency (the `data` extra): no plot, metrics.jsonl still has it all
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
