@@ -90,6 +90,8 @@ def test_without_opencv_faces_fall_back_to_saliency(monkeypatch):
 
 def test_faces_are_found_when_the_cascade_is_there():
     pytest.importorskip("cv2")
+    if trim._face_cascade() is None:
+        pytest.skip("this OpenCV build has no Haar cascades (OpenCV 5 dropped them)")
     bench = _bench()
     reasons = [standardize(bench.face_case(i)[0], 64, focus="face")[1].reason for i in range(10)]
     assert "face" in reasons
@@ -122,3 +124,25 @@ def test_preview_sheet_is_written(tmp_path):
     with Image.open(path) as sheet:
         assert sheet.width > 4 * 64 and sheet.height >= 64
     assert sorted(p.name for p in (tmp_path / "s" / "images").iterdir()) == before
+
+
+def test_opencv_without_haar_cascades_falls_back_to_saliency(monkeypatch):
+    """OpenCV 5 builds have no CascadeClassifier / cascades: trimming must still work (seen on a GPU box)."""
+    import sys
+    import types
+
+    from PIL import Image
+
+    from ldmkit.data import trim
+
+    fake = types.ModuleType("cv2")
+    fake.data = types.SimpleNamespace()
+    monkeypatch.setitem(sys.modules, "cv2", fake)
+    trim._face_cascade.cache_clear()
+    try:
+        img = Image.new("RGB", (120, 60), "white")
+        img.paste(Image.new("RGB", (20, 20), "red"), (90, 20))
+        out, record = trim.standardize(img, 32)
+        assert out.size == (32, 32) and record.reason != "face"
+    finally:
+        trim._face_cascade.cache_clear()

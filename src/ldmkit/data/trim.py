@@ -217,7 +217,8 @@ def _face_cascade():
     except ImportError:
         return None
     data = getattr(cv2, "data", None)
-    if data is None:
+    # OpenCV 5 dropped the Haar cascades (and some builds lack CascadeClassifier): fall back to saliency
+    if data is None or not hasattr(cv2, "CascadeClassifier") or not hasattr(data, "haarcascades"):
         return None
     cascade = cv2.CascadeClassifier(data.haarcascades + "haarcascade_frontalface_default.xml")
     return None if cascade.empty() else cascade
