@@ -58,12 +58,14 @@ def test_ema_matches_the_recurrence_and_applied_restores_weights_bitwise():
     net = nn.Linear(3, 2)
     ema = EMA({"net": net}, decay=0.9)
     expected = net.weight.detach().clone()
-    for _ in range(5):
+    for step in range(1, 41):
         with torch.no_grad():
             net.weight.add_(torch.randn_like(net.weight))
-        ema.update()
-        expected = 0.9 * expected + 0.1 * net.weight.detach()
+        ema.update(step)
+        d = min(0.9, step / (9 + step))  # warm-up: (1 + n) / (10 + n) with n = step - 1 updates before
+        expected = d * expected + (1 - d) * net.weight.detach()
     torch.testing.assert_close(ema.shadow["net.weight"], expected)
+    assert min(0.9, 1 / 10) == 0.1 and min(0.9, 40 / 49) < 0.9  # the warm-up is active early, not late
     trained = net.weight.detach().clone()
     with ema.applied():
         assert torch.equal(net.weight, ema.shadow["net.weight"])

@@ -9,8 +9,18 @@ import torch
 from torch import nn
 
 
+def warmup_decay(decay: float, step: int) -> float:
+    """min(decay, (1 + step) / (10 + step)): the EMA starts fast and settles to `decay`.
+
+    Without the warm-up a 0.999 EMA after 2,000 steps still holds 0.999**2000 = 13.5% of the random
+    initial weights (seen in a shapes-32 run: noise-like, prompt-blind samples). Same rule as
+    diffusers' EMAModel(use_ema_warmup=False) and timm's ModelEmaV2 warm-up.
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 class EMA:
-    """shadow <- decay * shadow + (1 - decay) * weight after every optimizer step that was taken."""
+    """shadow <- d * shadow + (1 - d) * weight after every optimizer step taken, d = warmup_decay(decay, step)."""
 
     def __init__(self, modules: dict[str, nn.Module], decay: float) -> None:
         if not 0.0 < decay < 1.0:
@@ -25,11 +35,12 @@ class EMA:
         self.shadow = {key: p.detach().float().clone() for key, p in self.params.items()}
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Move the shadow weights towards the current weights."""
+    def update(self, step: int) -> None:
+        """Move the shadow weights towards the current weights; `step` is the optimizer step just taken
+        (1 for the first), which the warm-up needs and which exact resume restores with the loop state."""
         shadows = list(self.shadow.values())
         weights = [p.detach().float() for p in self.params.values()]
-        torch._foreach_lerp_(shadows, weights, 1.0 - self.decay)
+        torch._foreach_lerp_(shadows, weights, 1.0 - warmup_decay(self.decay, step - 1))
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The shadow weights keyed "module.parameter" (for a checkpoint)."""

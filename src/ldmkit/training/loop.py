@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ldmkit.training.checkpoint import restore_checkpoint, save_checkpoint
 from ldmkit.training.checkpoint_files import checkpoint_name, newest_complete
 from ldmkit.training.ema import EMA
 from ldmkit.training.nonfinite import describe_step, stop_with_diagnostics
+from ldmkit.training.processes import cpu_processes, launched_processes
 from ldmkit.training.progress import ProgressLog
 from ldmkit.training.rng import isolated_rng, seed_everything
 from ldmkit.training.run_folder import check_resumable, record_run
@@ -53,10 +54,10 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
                 logs = _optimizer_step(run, task, log)
                 log.update(run.step, logs)
                 if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
-                    save_checkpoint(run)
+                    save_checkpoint(run, _exporter(run, task))
                 if cfg.validate_every and run.step % cfg.validate_every == 0:
                     _validate(run, task)
-            checkpoint = save_checkpoint(run) if run.step > 0 else None
+            checkpoint = save_checkpoint(run, _exporter(run, task)) if run.step > 0 else None
             final_dir = None
             if run.step >= cfg.steps and (run.step > start_step or not (run_dir / FINAL).exists()):
                 final_dir = _save_final(run, task)
@@ -142,7 +143,7 @@ def _optimizer_step(run: RunState, task: TrainTask, log: ProgressLog) -> dict[st
     else:
         run.nonfinite_in_a_row = 0
         if run.ema is not None:
-            run.ema.update()
+            run.ema.update(run.step)
     return logs
 
 
@@ -184,6 +185,19 @@ def _validate(run: RunState, task: TrainTask) -> None:
     acc.wait_for_everyone()
 
 
+def _exporter(run: RunState, task: TrainTask) -> Callable[[Path], None] | None:
+    """task.export wrapped like validation: EMA weights in place, training RNG state untouched."""
+    export = getattr(task, "export", None)
+    if export is None:
+        return None
+
+    def run_export(path: Path) -> None:
+        with isolated_rng(run.generator), _ema_weights(run.ema), torch.no_grad():
+            export(run.step, path)
+
+    return run_export
+
+
 def _save_final(run: RunState, task: TrainTask) -> Path:
     path = run.run_dir / FINAL
     if run.accelerator.is_main_process:
@@ -214,12 +228,8 @@ def _accelerator(cfg: TrainConfig) -> Any:
     # process group (PartialState) is kept.
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    # Without cpu=True, accelerate treats a multi-process launch on a machine with no GPU as
-    # single-process: every process would train alone. With it, the processes join over gloo.
-    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
-    cpu = launched > 1 and (forced_cpu or not torch.cuda.is_available())
-    acc = Accelerator(cpu=cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+    launched = launched_processes()
+    acc = Accelerator(cpu=cpu_processes(), mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       step_scheduler_with_optimizer=False)
     if acc.num_processes != launched:
         raise UsageError(f"launched with WORLD_SIZE={launched} but accelerate set up {acc.num_processes} process(es)")
