@@ -13,7 +13,7 @@ import sys
 from ldmkit import __version__
 
 # module name under ldmkit.cli -> registers its sub-commands
-COMMAND_MODULES = ("generate", "model", "data", "train")
+COMMAND_MODULES = ("generate", "model", "data", "train", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--size", metavar="WxH", help="image size, e.g. 64x64 (multiple of the VAE factor)")
     p.add_argument("--init-image", type=Path, metavar="FILE", help="start from this image (img2img)")
     p.add_argument("--strength", type=float, help="img2img: how much to change the image, 0..1 (default 0.8)")
+    p.add_argument("--best-of", type=int, metavar="N",
+                   help="generate N candidates per image and keep the one the model's clip/ scores best")
     p.add_argument("--trajectory", action="store_true", help="also write x_t / predicted-x0 grid PNG and GIF")
     p.add_argument("--trajectory-every", type=int, default=1, metavar="K", help="keep every K-th step")
     p.add_argument("-o", "--out", type=Path, default=Path("outputs"), help="output folder (default: outputs)")
@@ -94,7 +96,12 @@ def run_generate(args: argparse.Namespace) -> int:
         from ldmkit.diffusion.registry import get_sampler
 
         get_sampler(args.sampler)  # fail before loading anything
+    if args.best_of is not None and (args.best_of < 1 or args.trajectory or args.init_image is not None):
+        raise UsageError(f"--best-of must be >= 1 and cannot be combined with --trajectory or --init-image; "
+                         f"got --best-of {args.best_of}")
     model = resolve_model(args.model)
+    if args.best_of is not None:
+        return _generate_best_of(args, model, width, height)
     init = load_init_image(args.init_image) if args.init_image is not None else None
 
     from ldmkit.pipeline import Pipeline
@@ -118,6 +125,33 @@ def run_generate(args: argparse.Namespace) -> int:
             stem = f"{slugify(args.prompt)}-{seed}"
             for path in save_trajectory(result.trajectory, args.out, stem, k, final=result.images[k]):
                 print(path)
+    return 0
+
+
+def _generate_best_of(args: argparse.Namespace, model: Path, width, height) -> int:
+    """--best-of N: image k keeps the best of candidates seed + k*N .. seed + k*N + N - 1."""
+    from ldmkit.models.dual_encoder import CLIP_FOLDER, load_dual_encoder
+
+    if not (model / CLIP_FOLDER).is_dir():
+        raise ModelFolderError(f"--best-of reranks with the model's dual encoder, but {model} has no {CLIP_FOLDER}/ "
+                               "folder; train one with `ldmkit train clip` or drop --best-of")
+    from ldmkit.pipeline import Pipeline
+    from ldmkit.pipeline.output import save_image
+    from ldmkit.pipeline.rerank import rerank_best_of
+
+    import torch
+
+    dual = load_dual_encoder(model)
+    pipe = Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle,
+                                    unet_dtype=torch.bfloat16 if args.fast else None, compile=args.compile)
+    for k in range(args.n):
+        result = rerank_best_of(pipe, dual, args.prompt, args.best_of, seed=args.seed + k * args.best_of,
+                                negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
+                                guidance_rescale=args.guidance_rescale, sampler=args.sampler, height=height,
+                                width=width, progress=not args.quiet)
+        for w in result.warnings:
+            print(f"ldmkit: warning: {w}", file=sys.stderr)
+        print(save_image(result.images[0], result.params, args.out))
     return 0
 
 

@@ -1,0 +1,142 @@
+"""The metric groups of an evaluation, each as JSON-ready dicts of {"estimate", "low", "high"}.
+
+    alignment_metrics(dual, image_emb, prompts, own)     # CLIP score, prompt retrieval top-1 / top-5
+    fidelity_metrics(gen_emb, real_emb, ...)              # FD, KID, CMMD against the real images
+    real_vs_real(real_emb, ...)                           # the same on two disjoint halves: the floor
+
+Warnings the metrics raise (rank-deficient covariances, FD bias) are kept as notes for the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ldmkit.errors import UsageError
+from ldmkit.evaluation.bootstrap import bootstrap_ci
+from ldmkit.evaluation.clip_score import clip_score, cosine_similarity_matrix
+from ldmkit.evaluation.frechet import frechet_distance_ci
+from ldmkit.evaluation.kernel_metrics import cmmd_ci, kid_ci
+from ldmkit.evaluation.retrieval import prompt_retrieval
+
+PACKAGES = ("ldmkit", "torch", "diffusers", "transformers", "numpy", "Pillow", "matplotlib")
+
+
+def interval(ci) -> dict:
+    """A ConfidenceInterval as {"estimate", "low", "high"}."""
+    return {"estimate": float(ci.estimate), "low": float(ci.low), "high": float(ci.high)}
+
+
+def alignment_metrics(dual, image_emb: np.ndarray, prompts: list[str], own: list[int], n_boot: int,
+                      seed: int) -> dict:
+    """CLIP score of each image with its own prompt, and where that prompt ranks among the K distinct
+    evaluation prompts (top-1 / top-5 accuracy). own[i] is the index into prompts of image i's prompt."""
+    from ldmkit.evaluation.features import text_embeddings
+
+    candidates = list(dict.fromkeys(prompts))  # duplicate captions would tie with the own prompt
+    column = {prompt: k for k, prompt in enumerate(candidates)}
+    text_emb = text_embeddings(dual, candidates)
+    own_column = np.array([column[prompts[i]] for i in own])
+    score = clip_score(image_emb, text_emb[own_column])
+    ranks = prompt_retrieval(cosine_similarity_matrix(image_emb, text_emb), own_column)
+    return {
+        "clip_score": interval(score.ci(n_boot=n_boot, seed=seed)),
+        "retrieval_top1": interval(bootstrap_ci((ranks.ranks <= 1).astype(float), n_boot=n_boot, seed=seed)),
+        "retrieval_top5": interval(bootstrap_ci((ranks.ranks <= 5).astype(float), n_boot=n_boot, seed=seed)),
+        "retrieval_candidates": len(candidates),
+    }
+
+
+def fidelity_metrics(gen_emb: np.ndarray, real_emb: np.ndarray, n_boot: int, seed: int, notes: list[str]) -> dict:
+    """FD, KID (raw MMD^2_u, not x1000) and CMMD between generated and real image embeddings; a metric
+    whose interval is undefined at these sizes is left out, with a note."""
+    sets = (gen_emb, real_emb)
+    result = {"sizes": [len(gen_emb), len(real_emb)]}
+    for name, metric in (("fd", frechet_distance_ci), ("kid", kid_ci), ("cmmd", cmmd_ci)):
+        ci = catch_warnings_into(notes, lambda: _guarded(name, metric, sets, n_boot, seed, notes))
+        if ci is not None:
+            result[name] = ci
+    return result
+
+
+def _guarded(name: str, metric, sets, n_boot: int, seed: int, notes: list[str]) -> dict | None:
+    """The metric's interval, or None with a note when some bootstrap resample leaves it undefined
+    (tiny sets: a resample of one distinct image has no within-set kernel mean)."""
+    try:
+        return interval(metric(*sets, n_boot=n_boot, seed=seed))
+    except UsageError as err:
+        notes.append(f"{name.upper()} skipped at sizes {len(sets[0])} vs {len(sets[1])}: {err}")
+        return None
+
+
+def disjoint_halves(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Even and odd positions: two disjoint halves of range(count) covering it."""
+    index = np.arange(count)
+    return index[0::2], index[1::2]
+
+
+def real_vs_real(real_emb: np.ndarray, n_boot: int, seed: int, notes: list[str]) -> dict:
+    """Fidelity metrics of one half of the real images against the other: what no generator can beat
+    at this sample size (FD is biased upward for small sets, so its floor is not 0)."""
+    first, second = disjoint_halves(len(real_emb))
+    if len(second) < 2:
+        notes.append(f"real-vs-real floor skipped: {len(real_emb)} real images cannot make two halves of >= 2")
+        return {}
+    result = fidelity_metrics(real_emb[first], real_emb[second], n_boot, seed, notes)
+    result["halves"] = [first.tolist(), second.tolist()]
+    return result
+
+
+def catch_warnings_into(notes: list[str], compute):
+    """compute() with the Python warnings it raises appended to notes (once each) instead of printed."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = compute()
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in notes:
+            notes.append(text)
+    return value
+
+
+def run_environment(model: Path, dual, clip: Path | None) -> dict:
+    """Model hash, dual-encoder weight hash, package versions, Python and platform."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ldmkit.models.folder import model_hash
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    env = {"model_hash": model_hash(model), "packages": versions, "python": platform.python_version(),
+           "platform": platform.platform()}
+    if dual is not None:
+        from ldmkit.models.dual_encoder import CLIP_FOLDER, WEIGHTS_FILE
+
+        root = Path(clip) if clip is not None else Path(model)
+        weights = root / CLIP_FOLDER / WEIGHTS_FILE if (root / CLIP_FOLDER).is_dir() else root / WEIGHTS_FILE
+        env["dual_encoder"] = {"path": str(weights.parent),
+                               "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}
+    return env
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write data as indented JSON (numpy scalars converted), creating the file exclusively."""
+    def convert(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+    with open(path, "x", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, default=convert, allow_nan=False)
+        handle.write("\n")

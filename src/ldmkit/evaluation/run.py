@@ -1,0 +1,264 @@
+"""`ldmkit eval`: generate images for held-out captions and measure them against the real images.
+
+    settings = EvalSettings(model=Path("model"), data=Path("data/shapes"), out=Path("eval"),
+                            n=64, seeds=(0,), sweep=Sweep("guidance", (1.0, 3.0, 7.5)))
+    metrics = evaluate(settings)                          # writes eval/metrics.json and eval/report.html
+
+One *condition* is one sweep value (and, with best_of > 1, with and without best-of-K reranking).
+Every condition generates one image per (caption, seed) and is scored with the dual encoder
+(CLIP score, prompt retrieval, FD / KID / CMMD against the split's real images) and, for `shapes`,
+with the exact attribute reader. Every number carries a bootstrap 95% interval. The real images give
+the references: their own alignment scores (a ceiling) and real-vs-real fidelity on two disjoint
+halves (a floor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ldmkit.errors import DataError, ModelFolderError, UsageError
+from ldmkit.evaluation.features import find_dual_encoder, image_embeddings, long_captions
+from ldmkit.evaluation.metric_sets import (alignment_metrics, fidelity_metrics, real_vs_real, run_environment,
+                                           write_json)
+from ldmkit.evaluation.shapes_score import is_shapes_dataset, shapes_attribute_scores
+
+SWEEPABLE = {"guidance": float, "steps": int, "sampler": str}
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One generation setting and the values it takes, one condition per value."""
+
+    name: str
+    """"guidance", "steps" or "sampler"."""
+    values: tuple
+    """The values, in the order they are reported (converted to the setting's type)."""
+
+    def __post_init__(self) -> None:
+        if self.name not in SWEEPABLE:
+            raise UsageError(f"--sweep {self.name}=...: can sweep only {', '.join(SWEEPABLE)}")
+        if not self.values or len(set(self.values)) != len(self.values):
+            raise UsageError(f"--sweep {self.name}: needs distinct values, got {list(self.values)}")
+        object.__setattr__(self, "values", tuple(SWEEPABLE[self.name](v) for v in self.values))
+
+
+def parse_sweep(text: str) -> Sweep:
+    """"guidance=1,3,5" -> Sweep("guidance", (1.0, 3.0, 5.0)); clear errors for anything else."""
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    if not sep or not values.strip():
+        raise UsageError(f"--sweep {text!r}: expected NAME=V1,V2,... with NAME one of {', '.join(SWEEPABLE)}")
+    if name not in SWEEPABLE:
+        raise UsageError(f"--sweep {text!r}: can sweep only {', '.join(SWEEPABLE)}, not {name!r}")
+    try:
+        return Sweep(name, tuple(SWEEPABLE[name](v.strip()) for v in values.split(",")))
+    except ValueError as err:
+        raise UsageError(f"--sweep {text!r}: {err}") from None
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What `evaluate` generates and measures."""
+
+    model: Path
+    """Model folder (diffusers layout); its clip/ is the scoring dual encoder unless `clip` is given."""
+    data: Path
+    """Dataset folder whose `split` holds the held-out captions and real images."""
+    out: Path
+    """Output folder for metrics.json, report.html and the images; must be new or empty."""
+    split: str = "test"
+    """Which split's captions and images to use (train, val, test)."""
+    n: int = 32
+    """How many of the split's images (first by image id) give captions; each gets one image per seed."""
+    seeds: tuple[int, ...] = (0,)
+    """Generation seeds; with best_of K the candidates of seed s are seeds s*K .. s*K+K-1."""
+    sweep: Sweep | None = None
+    """A setting to vary; None evaluates the settings below once."""
+    clip: Path | None = None
+    """Dual encoder folder (a model folder with clip/, or clip/); asking for one makes it required."""
+    steps: int | None = None
+    """Sampling steps (None: the model's default)."""
+    sampler: str | None = None
+    """Sampler name (None: the model's default)."""
+    guidance: float | None = None
+    """Guidance scale (None: the model's default)."""
+    best_of: int = 1
+    """K > 1 also generates every condition with best-of-K reranking, to measure what it buys."""
+    n_boot: int = 1000
+    """Bootstrap replicates per interval."""
+    boot_seed: int = 0
+    """Seed of the bootstrap resampling."""
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data", "out"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        if not isinstance(self.n, int) or self.n < 2:
+            raise UsageError(f"--n must be an integer >= 2 (metrics need two images), got {self.n!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise UsageError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}")
+        if not isinstance(self.best_of, int) or self.best_of < 1:
+            raise UsageError(f"--best-of must be an integer >= 1, got {self.best_of!r}")
+        if self.steps is not None and not 1 <= self.steps <= 1000:
+            raise UsageError(f"--steps must be in 1..1000, got {self.steps}")
+        if self.guidance is not None and self.guidance < 0:
+            raise UsageError(f"--guidance must be >= 0, got {self.guidance}")
+        if self.n_boot < 2:
+            raise UsageError(f"n_boot must be >= 2, got {self.n_boot}")
+        if self.clip is not None:
+            object.__setattr__(self, "clip", Path(self.clip))
+
+
+@dataclass
+class Condition:
+    """The images of one condition and where they are saved."""
+
+    label: str
+    sweep_value: object
+    best_of: int
+    kwargs: dict
+    images: list = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+
+
+def evaluate(settings: EvalSettings) -> dict:
+    """Run the evaluation, write OUT/metrics.json and OUT/report.html, and return the metrics dict."""
+    from ldmkit.evaluation.report import write_report
+
+    out = _prepare_out(settings.out)
+    held_out, prompts, labels = _held_out(settings)
+    from ldmkit.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(settings.model)
+    dual = find_dual_encoder(settings.model, settings.clip)
+    notes: list[str] = []
+    if dual is None:
+        if settings.best_of > 1:
+            raise ModelFolderError(f"--best-of {settings.best_of} reranks with a dual encoder, but {settings.model} "
+                                   "has no clip/ folder; pass --clip FOLDER or train one (`ldmkit train clip`)")
+        notes.append(f"no dual encoder: {settings.model} has no clip/ and no --clip was given, so CLIP score, "
+                     "retrieval, FD, KID and CMMD are skipped")
+    size = pipe.default_size()
+    real = [held_out.image(i).convert("RGB").resize((size, size)) for i in range(len(held_out))]
+    metrics = {"settings": _settings_dict(settings), "environment": run_environment(settings.model, dual, settings.clip),
+               "data": {"root": str(settings.data), "split": settings.split, "images_in_split": len(held_out),
+                        "evaluated_images": len(prompts), "distinct_prompts": len(set(prompts)),
+                        "image_size": size, "prompts": prompts},
+               "notes": notes}
+    metrics["text_limits"] = _text_limits(pipe, dual, prompts)
+    shapes = is_shapes_dataset(settings.data)
+    reference: dict = {}
+    if dual is not None:
+        real_emb = image_embeddings(dual, real)
+        reference["real_vs_real"] = real_vs_real(real_emb, settings.n_boot, settings.boot_seed, notes)
+        reference["real_images"] = alignment_metrics(dual, real_emb[:len(prompts)], prompts, list(range(len(prompts))),
+                                                     settings.n_boot, settings.boot_seed)
+    if shapes:
+        reference.setdefault("real_images", {})["shapes"] = shapes_attribute_scores(
+            real[:len(prompts)], labels, n_boot=settings.n_boot, seed=settings.boot_seed)
+    metrics["reference"] = reference
+    conditions = []
+    for condition in _conditions(settings):
+        _generate(pipe, dual, condition, prompts, settings, out)
+        result = {"label": condition.label, "sweep_value": condition.sweep_value, "best_of": condition.best_of,
+                  "settings": condition.kwargs, "images": condition.records, "metrics": {}}
+        own = [record["prompt_index"] for record in condition.records]
+        if dual is not None:
+            emb = image_embeddings(dual, condition.images)
+            result["metrics"].update(alignment_metrics(dual, emb, prompts, own, settings.n_boot, settings.boot_seed))
+            result["metrics"].update(fidelity_metrics(emb, real_emb, settings.n_boot, settings.boot_seed, notes))
+        if shapes:
+            result["metrics"]["shapes"] = shapes_attribute_scores(
+                condition.images, [labels[i] for i in own], n_boot=settings.n_boot, seed=settings.boot_seed)
+        conditions.append(result)
+    metrics["conditions"] = conditions
+    write_json(out / METRICS_FILE, metrics)
+    write_report(metrics, out)
+    return metrics
+
+
+def _prepare_out(out: Path) -> Path:
+    """Create OUT; an existing non-empty folder is refused (user files are never replaced)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output folder {out} exists and is not empty; choose a new folder "
+                         "(ldmkit never replaces files it did not just write)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _held_out(settings: EvalSettings):
+    """(split dataset, first caption of each of its first n images, their labels)."""
+    from ldmkit.data.dataset import CaptionDataset
+
+    held_out = CaptionDataset.open(settings.data).split(settings.split)
+    if len(held_out) < 2:
+        raise DataError(f"the {settings.split!r} split of {settings.data} has {len(held_out)} image(s); the metrics "
+                        "need at least 2 (use a larger dataset or another --split)")
+    chosen = held_out.samples[:settings.n]
+    return held_out, [s.captions[0] for s in chosen], [dict(s.labels) for s in chosen]
+
+
+def _conditions(settings: EvalSettings) -> list[Condition]:
+    base = {"steps": settings.steps, "sampler": settings.sampler, "guidance": settings.guidance}
+    values = settings.sweep.values if settings.sweep else (None,)
+    ks = (1, settings.best_of) if settings.best_of > 1 else (1,)
+    if settings.sweep and settings.sweep.name == "sampler":
+        from ldmkit.diffusion.registry import get_sampler
+
+        for name in settings.sweep.values:
+            get_sampler(name)  # unknown names fail before any generation
+    out = []
+    for value in values:
+        kwargs = dict(base)
+        if settings.sweep:
+            kwargs[settings.sweep.name] = value
+        for k in ks:
+            label = f"{settings.sweep.name}={value}" if settings.sweep else "model defaults"
+            out.append(Condition(label + (f", best-of-{k}" if k > 1 else ""), value, k, kwargs))
+    return out
+
+
+def _generate(pipe, dual, condition: Condition, prompts: list[str], settings: EvalSettings, out: Path) -> None:
+    """Fill condition.images and .records, saving each image under OUT/images/<condition>/."""
+    from ldmkit.pipeline.output import slugify
+    from ldmkit.pipeline.rerank import rerank_best_of
+
+    folder = out / "images" / slugify(condition.label, max_len=60)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, prompt in enumerate(prompts):
+        for seed in settings.seeds:
+            record = {"prompt_index": index, "prompt": prompt}
+            if condition.best_of > 1:
+                result = rerank_best_of(pipe, dual, prompt, condition.best_of, seed=seed * condition.best_of,
+                                        **condition.kwargs)
+                record["rerank_scores"] = result.scores
+            else:
+                result = pipe(prompt, seed=seed, **condition.kwargs)
+            path = folder / f"{index:04d}-seed{result.seeds[0]}.png"
+            result.images[0].save(path)
+            record.update(seed=result.seeds[0], file=path.relative_to(out).as_posix(),
+                          steps=result.params.steps, sampler=result.params.sampler, guidance=result.params.guidance)
+            condition.images.append(result.images[0])
+            condition.records.append(record)
+
+
+def _text_limits(pipe, dual, prompts: list[str]) -> dict:
+    """Captions longer than what the generator's and the scorer's text encoders read: counted, not hidden."""
+    generator = [p for p in dict.fromkeys(prompts) if pipe.text_encoder.dropped_tokens(p) > 0]
+    out = {"generator_max_tokens": pipe.text_encoder.max_length, "generator_truncated": len(generator),
+           "generator_truncated_examples": generator[:5]}
+    if dual is not None:
+        scorer = long_captions(dual, prompts)
+        out.update(scorer_max_tokens=dual.text_encoder.max_length, scorer_truncated=len(scorer),
+                   scorer_truncated_examples=scorer[:5])
+    return out
+
+
+def _settings_dict(settings: EvalSettings) -> dict:
+    raw = asdict(settings)
+    raw["sweep"] = {"name": settings.sweep.name, "values": list(settings.sweep.values)} if settings.sweep else None
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in raw.items()}
+
+
+__all__ = ["EvalSettings", "Sweep", "parse_sweep", "evaluate", "METRICS_FILE"]
