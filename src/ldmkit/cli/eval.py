@@ -12,7 +12,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="generate for held-out captions and measure (metrics.json + report.html)",
                        description="Generate images for a dataset split's captions with fixed seeds and measure "
                                    "them (CLIP score, prompt retrieval, FD/KID/CMMD, shapes attribute accuracy), "
-                                   "each with a bootstrap 95%% interval and the real images as reference.")
+                                   "each with a bootstrap 95% interval and the real images as reference.")
     p.add_argument("model", type=Path, help="model folder (diffusers layout; its clip/ scores the images)")
     p.add_argument("--data", type=Path, required=True, help="dataset folder holding the held-out split")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to use (default test)")
