@@ -157,3 +157,28 @@ def test_fine_tuning_starts_from_a_model_folder(tmp_path):
     task = UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "second")
     assert all(torch.equal(start[k], v) for k, v in task.components.unet.state_dict().items())
     assert all(p.requires_grad for p in task.components.unet.parameters())
+
+
+def test_every_checkpoint_holds_a_model_folder_that_generates(tmp_path):
+    from safetensors.torch import load_file
+
+    from ldmkit.pipeline import Pipeline
+
+    torch.set_num_threads(1)
+    recipe = _recipe("train.steps=4", "train.checkpoint_every=2", "train.keep_last=2")
+    assert recipe.train.ema_enabled
+    result = train_unet(recipe, tmp_path / "run")
+    for step in (2, 4):
+        folder = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"
+        pipe = Pipeline.from_pretrained(folder / "model")
+        assert pipe.components.meta["step"] == step
+        image = pipe("a red square", steps=3, seed=0).images[0]
+        assert image.size == (recipe.data.image_size, recipe.data.image_size)
+        # the model folder holds the EMA weights (as final/ does), the resume files the training weights
+        ema = load_file(str(folder / "ema.safetensors"))
+        raw = load_file(str(folder / "model.unet.safetensors"))
+        unet = pipe.components.unet.state_dict()
+        assert all(torch.equal(unet[k], ema[f"unet.{k}"]) for k in raw if f"unet.{k}" in ema)
+        assert any(not torch.equal(unet[k], raw[k]) for k in raw)
+    final = Pipeline.from_pretrained(result.final_dir).components.unet.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in unet.items())  # step 4 checkpoint == final

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 TRAINERS = {
@@ -36,6 +37,8 @@ def _set_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(result) -> int:
+    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`, one summary (process 0's)
+        return 130 if result.interrupted else 0
     print(json.dumps({"run_dir": str(result.run_dir), "step": result.step, "resumed_from_step": result.resumed_from_step,
                       "interrupted": result.interrupted, "final": str(result.final_dir) if result.final_dir else None}))
     return 130 if result.interrupted else 0

@@ -6,11 +6,14 @@ Folder contents (see checkpoint_files for the atomic write):
   optimizer.safetensors / .json   AdamW tensors / param groups and scalars
   rng.rank<r>.safetensors / .json every RNG of process r (each process writes its own)
   state.json                      step, data position, non-finite counters, grad-scaler state
+  model/                          what the task's `export` hook writes (UNet: a model folder that
+                                  Pipeline.from_pretrained loads); never read on resume
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from ldmkit.errors import LdmkitError
@@ -21,12 +24,20 @@ from ldmkit.training.sampler import DataPosition
 from ldmkit.training.state import RunState, optimizer_from_tensors, optimizer_to_tensors
 
 
+EXPORT = "model"
+
+
 class CheckpointError(LdmkitError):
     """A checkpoint cannot be restored into this run (different model, processes, ...)."""
 
 
-def save_checkpoint(run: RunState) -> Path:
-    """Save a complete checkpoint of `run` at its current step (all processes call this). Returns its folder."""
+def save_checkpoint(run: RunState, export: Callable[[Path], None] | None = None) -> Path:
+    """Save a complete checkpoint of `run` at its current step (all processes call this). Returns its folder.
+
+    `export(path)`, when given, runs on the main process after the resume state is written and
+    before the COMPLETE marker, with path = <temporary folder>/model: what it writes appears with
+    the checkpoint or not at all.
+    """
     acc = run.accelerator
     bad = nonfinite_weights(run.trainable_parameters)
     if bad:  # never checkpoint broken weights: the previous checkpoint stays the newest
@@ -55,6 +66,10 @@ def save_checkpoint(run: RunState) -> Path:
         files.write_tensors(tmp / "optimizer.safetensors", opt_tensors)
         files.write_json(tmp / "optimizer.json", opt_meta)
         files.write_json(tmp / "state.json", _scalars(run))
+        if export is not None:
+            export(tmp / EXPORT)
+            if (tmp / EXPORT).exists():
+                files.fsync_tree(tmp / EXPORT)
     acc.wait_for_everyone()
     if acc.is_main_process:
         files.seal(tmp, run.step)

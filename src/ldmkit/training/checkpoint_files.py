@@ -43,6 +43,14 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under `root` (and `root` itself), deepest first."""
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() or path.is_dir():
+            fsync_path(path)
+    fsync_path(root)
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write a safetensors file (shared or strided storage copied first) and fsync it."""
     from safetensors.torch import save_file

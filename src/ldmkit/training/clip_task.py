@@ -154,7 +154,10 @@ def _pad(pixels: torch.Tensor, pad: int) -> torch.Tensor:
 def train_clip(recipe: ClipRecipe, run_dir: str | Path):
     """Train (or resume) the dual encoder of `recipe` in `run_dir`; returns the loop's TrainResult."""
     from ldmkit.training.loop import train
+    from ldmkit.training.processes import main_process_first
     from ldmkit.training.trainers import mark_run
 
-    mark_run(Path(run_dir), "clip")
-    return train(ClipTask(recipe, run_dir), recipe.train, run_dir, recipe=recipe)
+    with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
+        mark_run(Path(run_dir), "clip")
+        task = ClipTask(recipe, run_dir)
+    return train(task, recipe.train, run_dir, recipe=recipe)

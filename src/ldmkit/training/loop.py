@@ -229,8 +229,8 @@ def _accelerator(cfg: TrainConfig) -> Any:
     AcceleratorState._reset_state()
     GradientState._reset_state()
     launched = launched_processes()
-    acc = Accelerator(cpu=cpu_processes(), mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                      step_scheduler_with_optimizer=False)
+    acc = Accelerator(cpu=cpu_processes(), mixed_precision=cfg.mixed_precision,
+                      gradient_accumulation_steps=cfg.grad_accum, step_scheduler_with_optimizer=False)
     if acc.num_processes != launched:
         raise UsageError(f"launched with WORLD_SIZE={launched} but accelerate set up {acc.num_processes} process(es)")
     return acc

@@ -18,7 +18,10 @@ class TrainTask(Protocol):
     The loop owns the optimizer, data order, devices, precision, EMA, checkpoints and RNG; a task
     never seeds anything itself and draws randomness only from the generator it is handed.
     Optional hooks the loop calls when present: `setup(device)` once before training (move frozen
-    modules there) and `validate(step, path)` on the main process (with EMA weights when EMA is on).
+    modules there), `validate(step, path)` on the main process (with EMA weights when EMA is on) and
+    `export(step, path)` on the main process each time a checkpoint is written: it writes a usable
+    result (e.g. a model folder) into a new folder `path` inside the checkpoint being assembled, before the
+    checkpoint is sealed, with EMA weights in place when EMA is on. Resume never reads it.
     """
 
     def modules(self) -> dict[str, nn.Module]:

@@ -6,7 +6,8 @@ At start the train split is encoded once (VAE posterior mean/std + one text stat
 RUN_DIR/cache through `ldmkit.data.cache`; each step then draws one caption per image at random,
 drops it for the empty prompt with probability `caption_dropout` (so classifier-free guidance has an
 unconditional branch), samples the latent posterior, noises it and regresses epsilon or v with
-optional Min-SNR-gamma weights. RUN_DIR/final is a complete model folder.
+optional Min-SNR-gamma weights. RUN_DIR/final and every checkpoint's model/ subfolder
+(RUN_DIR/checkpoints/step-N/model, EMA weights when EMA is on) are complete model folders.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ class UNetTask:
             prompts = [s.captions[0] for s in source[:4]]
         return prompts
 
+    def export(self, step: int, path: Path) -> None:
+        """The checkpoint's model folder (checkpoints/step-N/model/): loads with Pipeline.from_pretrained."""
+        write_model_folder(self.components, path, self.recipe, {"trainer": "unet", "step": step})
+
     def save_final(self, path: Path) -> None:
         write_model_folder(self.components, path, self.recipe, {"trainer": "unet"})
 
@@ -151,7 +156,10 @@ def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) 
 def train_unet(recipe: UNetRecipe, run_dir: str | Path):
     """Train (or resume) the UNet of `recipe` in `run_dir`; returns the loop's TrainResult."""
     from ldmkit.training.loop import train
+    from ldmkit.training.processes import main_process_first
     from ldmkit.training.trainers import mark_run
 
-    mark_run(Path(run_dir), "unet")
-    return train(UNetTask(recipe, run_dir), recipe.train, run_dir, recipe=recipe)
+    with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
+        mark_run(Path(run_dir), "unet")
+        task = UNetTask(recipe, run_dir)
+    return train(task, recipe.train, run_dir, recipe=recipe)

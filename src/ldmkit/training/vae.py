@@ -189,7 +189,10 @@ def raise_crop(crop: int, size: int, factor: int) -> None:
 def train_vae(recipe: VAERecipe, run_dir: str | Path):
     """Train (or resume) the autoencoder of `recipe` in `run_dir`; returns the loop's TrainResult."""
     from ldmkit.training.loop import train
+    from ldmkit.training.processes import main_process_first
     from ldmkit.training.trainers import mark_run
 
-    mark_run(Path(run_dir), "vae")
-    return train(VAETask(recipe, run_dir), recipe.train, run_dir, recipe=recipe)
+    with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
+        mark_run(Path(run_dir), "vae")
+        task = VAETask(recipe, run_dir)
+    return train(task, recipe.train, run_dir, recipe=recipe)
