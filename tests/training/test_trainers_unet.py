@@ -182,3 +182,22 @@ def test_every_checkpoint_holds_a_model_folder_that_generates(tmp_path):
         assert any(not torch.equal(unet[k], raw[k]) for k in raw)
     final = Pipeline.from_pretrained(result.final_dir).components.unet.state_dict()
     assert all(torch.equal(final[k], v) for k, v in unet.items())  # step 4 checkpoint == final
+
+
+def test_latent_sample_false_trains_on_the_posterior_mean(dropout_task):
+    """With unet.latent_sample=false the batch holds the cached posterior mean (no noise drawn)."""
+    import dataclasses
+
+    task = dropout_task
+    original = task.recipe
+    task.recipe = dataclasses.replace(original, unet=dataclasses.replace(original.unet, latent_sample=False))
+    try:
+        a = task.batch([0, 1], torch.Generator().manual_seed(3))["latents"]
+        b = task.batch([0, 1], torch.Generator().manual_seed(4))["latents"]
+        mean = task.cache.batch([0, 1], torch.Generator().manual_seed(3), sample=False).latents
+        torch.testing.assert_close(a, mean * task.components.scaling_factor)
+        torch.testing.assert_close(a, b)
+    finally:
+        task.recipe = original
+    sampled = task.batch([0, 1], torch.Generator().manual_seed(3))["latents"]
+    assert not torch.allclose(sampled, a)

@@ -94,6 +94,9 @@ class UNetSection:
     """Scale of a per-channel constant added to the noise (lets the model learn very dark/bright images)."""
     zero_terminal_snr: bool = False
     """Rescale the betas so the last timestep is pure noise (Lin et al. 2023); needs v_prediction."""
+    latent_sample: bool = True
+    """Draw training latents from the VAE posterior (mean + std * noise, as Stable Diffusion did); false
+    uses the posterior mean (needed when the VAE's posterior std is not small, e.g. an untrained VAE)."""
     class_conditional: bool = False
     """Caption every image with data.class_template of its class label (class-folder datasets)."""
     validation_prompts: tuple[str, ...] = ()

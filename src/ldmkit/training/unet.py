@@ -71,7 +71,7 @@ class UNetTask:
 
     def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Scaled latent samples and text states (one random caption each, some dropped to the empty prompt)."""
-        cached = self.cache.batch(ids, generator, sample=True)
+        cached = self.cache.batch(ids, generator, sample=self.recipe.unet.latent_sample)
         drop = torch.rand(len(ids), generator=generator) < self.recipe.unet.caption_dropout
         text = torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)
         return {"latents": cached.latents * self.components.scaling_factor, "text": text, "dropped": drop}
