@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 TRAINERS = {
@@ -25,6 +26,10 @@ def register(subparsers) -> None:
                             help="run folder (checkpoints/, metrics.jsonl, final/); an existing run resumes")
         _set_arg(parser)
         parser.set_defaults(func=run_train, trainer=kind)
+    staged = sub.add_parser("recipe", help="run a multi-stage recipe (e.g. VAE then UNet then CLIP); resumable")
+    staged.add_argument("stages_file", type=Path, help="YAML file with a `stages:` list")
+    staged.add_argument("--out", type=Path, required=True, help="root folder: one run folder per stage")
+    staged.set_defaults(func=run_recipe)
     resume = sub.add_parser("resume", help="resume the run in a run folder with its stored recipe")
     resume.add_argument("run_dir", type=Path, help="run folder written by `ldmkit train unet|vae|clip`")
     _set_arg(resume)
@@ -54,3 +59,11 @@ def run_resume(args: argparse.Namespace) -> int:
     from ldmkit.training.trainers import resume_run
 
     return _report(resume_run(args.run_dir, args.overrides))
+
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from ldmkit.training.stages import run_stages
+
+    done = run_stages(args.stages_file, args.out, log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps({"out": str(args.out), "stages": dict(done)}))
+    return 130 if done and done[-1][1] == "interrupted" else 0

@@ -1,0 +1,86 @@
+"""`ldmkit train recipe`: stages in order, {stage} placeholders, finished stages skipped, bad files refused."""
+
+from pathlib import Path
+
+import pytest
+
+from ldmkit.cli import main
+from ldmkit.errors import UsageError
+from ldmkit.training.stages import load_stages
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+FAST = ["train.steps=2", "train.checkpoint_every=1", "train.validate_every=0", "train.batch_size=4",
+        "data.builtin_n=24"]
+
+
+def write_stages(tmp_path):
+    text = "stages:\n" + "".join(
+        f"  - name: {name}\n    trainer: {trainer}\n    config: {CONFIGS / config}\n    set: {sets + FAST}\n"
+        for name, trainer, config, sets in (
+            ("vae", "vae", "vae-shapes.yaml", ["data.image_size=32"]),
+            ("unet", "unet", "tiny.yaml", ["model.vae_from={vae}"]),
+        ))
+    path = tmp_path / "stages.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_stages_run_in_order_then_skip(tmp_path, capsys):
+    stages = write_stages(tmp_path)
+    assert main(["train", "recipe", str(stages), "--out", str(tmp_path / "runs")]) == 0
+    assert '"vae": "trained", "unet": "trained"' in capsys.readouterr().out
+    recipe = (tmp_path / "runs" / "unet" / "config.yaml").read_text()
+    assert str(tmp_path / "runs" / "vae" / "final") in recipe  # {vae} was filled in
+    final = tmp_path / "runs" / "unet" / "final" / "unet" / "diffusion_pytorch_model.safetensors"
+    before = final.stat().st_mtime_ns
+    assert main(["train", "recipe", str(stages), "--out", str(tmp_path / "runs")]) == 0
+    assert '"vae": "skipped", "unet": "skipped"' in capsys.readouterr().out
+    assert final.stat().st_mtime_ns == before
+
+
+def test_unfinished_stage_is_resumed_not_restarted(tmp_path, capsys):
+    stages = write_stages(tmp_path)
+    assert main(["train", "recipe", str(stages), "--out", str(tmp_path / "runs")]) == 0
+    capsys.readouterr()
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "unet" / "final")  # as if stopped after its last checkpoint
+    assert main(["train", "recipe", str(stages), "--out", str(tmp_path / "runs")]) == 0
+    assert '"unet": "resumed"' in capsys.readouterr().out
+    assert (tmp_path / "runs" / "unet" / "final").is_dir()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("stages: []\n", "non-empty list"),
+    ("stages:\n  - {name: a, trainer: gan, config: tiny.yaml}\n", "trainer 'gan'"),
+    ("stages:\n  - {name: a, trainer: unet}\n", "missing keys ['config']"),
+    ("stages:\n  - {name: a, trainer: unet, config: nope.yaml}\n", "does not exist"),
+    ("stages:\n  - {name: a, trainer: unet, config: tiny.yaml, colour: red}\n", "unknown keys ['colour']"),
+])
+def test_bad_stages_files_are_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text.replace("tiny.yaml", str(CONFIGS / "tiny.yaml")))
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_stages(path)
+
+
+def test_placeholder_must_name_an_earlier_stage(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"stages:\n  - {{name: unet, trainer: unet, config: {CONFIGS / 'tiny.yaml'}, "
+                    f"set: ['model.vae_from={{vae}}']}}\n")
+    from ldmkit.training.stages import run_stages
+
+    with pytest.raises(UsageError, match="not an earlier stage"):
+        run_stages(path, tmp_path / "r")
+    assert main(["train", "recipe", str(path), "--out", str(tmp_path / "r")]) == 2
+
+
+@pytest.mark.parametrize("name", ["shapes-pipeline.yaml", "emoji-pipeline.yaml", "avatars-pipeline.yaml"])
+def test_shipped_stages_files_load_with_their_recipes(name):
+    from ldmkit.config import load_recipe
+    from ldmkit.training.recipes import RECIPES
+
+    stages = load_stages(CONFIGS / name)
+    assert [s.name for s in stages][:2] == ["vae", "unet"]
+    for s in stages:
+        load_recipe(s.config, RECIPES[s.trainer], [o.replace("{vae}", "/some/vae") for o in s.overrides])
