@@ -205,8 +205,9 @@ class Pipeline:
                                   steps_offset=int(cfg.get("steps_offset", 0)),
                                   final_alpha_one=bool(cfg.get("set_alpha_to_one", True)))
         warnings: list[str] = []
-        cond = self.encode_prompts([prompt] * num_images, warnings)
-        uncond = self.encode_prompts([negative_prompt] * num_images, warnings) if guidance != 1.0 else cond
+        # encode each prompt once and repeat it, as diffusers' encode_prompt does (num_images_per_prompt)
+        cond = self.encode_prompts([prompt], warnings).repeat(num_images, 1, 1)
+        uncond = self.encode_prompts([negative_prompt], warnings).repeat(num_images, 1, 1) if guidance != 1.0 else cond
         denoise = CFGDenoiser(Denoiser(self.model_fn, self.prediction_type, TimestepMap(self.schedule, sigma_steps)),
                               cond, uncond, guidance, guidance_rescale)
 
