@@ -138,11 +138,33 @@ def test_opencv_without_haar_cascades_falls_back_to_saliency(monkeypatch):
     fake = types.ModuleType("cv2")
     fake.data = types.SimpleNamespace()
     monkeypatch.setitem(sys.modules, "cv2", fake)
-    trim._face_cascade.cache_clear()
+    trim._forget_face_cascade()
     try:
         img = Image.new("RGB", (120, 60), "white")
         img.paste(Image.new("RGB", (20, 20), "red"), (90, 20))
         out, record = trim.standardize(img, 32)
         assert out.size == (32, 32) and record.reason != "face"
     finally:
-        trim._face_cascade.cache_clear()
+        trim._forget_face_cascade()
+
+
+def test_face_detection_from_several_threads_at_once():
+    """The cache builder decodes images in threads; one shared CascadeClassifier failed there in OpenCV."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image, ImageDraw
+
+    from ldmkit.data import trim
+
+    if trim._face_cascade() is None:
+        pytest.skip("this OpenCV build has no Haar cascades (trimming falls back to saliency)")
+    images = []  # different sizes at once is what broke the shared classifier (its scale table is per call)
+    for i in range(96):
+        side = (64, 160, 96)[i % 3]
+        img = Image.new("RGB", (side, side * 3 // 4), "white")
+        ImageDraw.Draw(img).ellipse((side // 3, side // 8, side * 3 // 4, side * 9 // 16), fill=(230, 190, 160))
+        images.append(img)
+    expected = [trim.standardize(img, 48)[0].tobytes() for img in images]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda img: trim.standardize(img, 48)[0].tobytes(), images))
+    assert results == expected

@@ -50,6 +50,33 @@ def test_unfinished_stage_is_resumed_not_restarted(tmp_path, capsys):
     assert (tmp_path / "runs" / "unet" / "final").is_dir()
 
 
+def test_out_placeholder_shares_one_dataset_and_set_applies_to_every_stage(tmp_path, capsys):
+    text = "stages:\n" + "".join(
+        f"  - {{name: {name}, trainer: {trainer}, config: {CONFIGS / config}, set: {sets}}}\n"
+        for name, trainer, config, sets in (
+            ("vae", "vae", "vae-shapes.yaml", ["data.path={out}/shared"]),
+            ("unet", "unet", "tiny.yaml", ["data.path={out}/shared", "model.vae_from={vae}"]),
+        ))
+    stages = tmp_path / "stages.yaml"
+    stages.write_text(text)
+    out = tmp_path / "runs"
+    args = ["train", "recipe", str(stages), "--out", str(out)] + [a for o in FAST for a in ("--set", o)]
+    assert main(args + ["--set", "data.image_size=32"]) == 0
+    assert '"vae": "trained", "unet": "trained"' in capsys.readouterr().out
+    assert (out / "shared" / "dataset_card.json").is_file()  # built once, by the first stage
+    assert not (out / "vae" / "dataset").exists() and not (out / "unet" / "dataset").exists()
+    for stage in ("vae", "unet"):
+        recipe = (out / stage / "config.yaml").read_text()
+        assert str(out / "shared") in recipe and "steps: 2" in recipe  # {out} filled, --set applied
+
+
+def test_stage_may_not_be_called_out(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"stages:\n  - {{name: out, trainer: unet, config: {CONFIGS / 'tiny.yaml'}}}\n")
+    with pytest.raises(UsageError, match="reserved"):
+        load_stages(path)
+
+
 @pytest.mark.parametrize("text,message", [
     ("stages: []\n", "non-empty list"),
     ("stages:\n  - {name: a, trainer: gan, config: tiny.yaml}\n", "trainer 'gan'"),
@@ -75,7 +102,7 @@ def test_placeholder_must_name_an_earlier_stage(tmp_path):
     assert main(["train", "recipe", str(path), "--out", str(tmp_path / "r")]) == 2
 
 
-@pytest.mark.parametrize("name", ["shapes-pipeline.yaml", "emoji-pipeline.yaml", "avatars-pipeline.yaml"])
+@pytest.mark.parametrize("name", ["shapes-pipeline.yaml", "emoji-pipeline.yaml", "avatars-pipeline.yaml", "default.yaml"])
 def test_shipped_stages_files_load_with_their_recipes(name):
     from ldmkit.config import load_recipe
     from ldmkit.training.recipes import RECIPES
@@ -83,4 +110,5 @@ def test_shipped_stages_files_load_with_their_recipes(name):
     stages = load_stages(CONFIGS / name)
     assert [s.name for s in stages][:2] == ["vae", "unet"]
     for s in stages:
-        load_recipe(s.config, RECIPES[s.trainer], [o.replace("{vae}", "/some/vae") for o in s.overrides])
+        load_recipe(s.config, RECIPES[s.trainer],
+                    [o.replace("{vae}", "/some/vae").replace("{out}", "/some/out") for o in s.overrides])

@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -209,9 +209,25 @@ def largest_face(img) -> tuple[float, float] | None:
     return (x + w / 2) / scale, (y + h / 2) / scale
 
 
-@lru_cache(maxsize=1)
+_THREAD = threading.local()
+
+
 def _face_cascade():
-    """The frontal-face Haar cascade shipped with opencv-python(-headless) 4.x, or None if unavailable."""
+    """This thread's frontal-face Haar cascade (opencv-python(-headless) 4.x), or None if unavailable.
+
+    One per thread: a CascadeClassifier shared by the cache builder's loader threads fails inside
+    OpenCV (cascadedetect.hpp `0 <= scaleIdx` assertion), seen on a 2-thread cache build."""
+    if not hasattr(_THREAD, "cascade"):
+        _THREAD.cascade = _load_face_cascade()
+    return _THREAD.cascade
+
+
+def _forget_face_cascade() -> None:
+    """Drop this thread's cascade (the next call loads it again)."""
+    _THREAD.__dict__.pop("cascade", None)
+
+
+def _load_face_cascade():
     try:
         import cv2
     except ImportError:

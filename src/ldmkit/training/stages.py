@@ -8,7 +8,8 @@
     ldmkit train recipe configs/shapes-pipeline.yaml --out runs/shapes
 
 Each stage trains in OUT/<name>/ with its own recipe file (a path relative to the stages file) and
-overrides, where `{stage}` stands for OUT/<stage>/final. Running the command again skips finished
+overrides, where `{stage}` stands for OUT/<stage>/final and `{out}` for OUT itself (e.g. a dataset folder
+that every stage shares: `data.path={out}/dataset`). Running the command again skips finished
 stages (their final/ exists), resumes an interrupted one exactly (its run folder holds the state), and
 starts the rest, so stopping and restarting at any point gives the same models.
 """
@@ -22,6 +23,7 @@ from ldmkit.config.recipe import read_yaml_mapping
 from ldmkit.errors import UsageError
 
 STAGE_KEYS = ("name", "trainer", "config", "set")
+OUT_PLACEHOLDER = "out"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Stage:
 
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise UsageError(f"stage name {self.name!r}: use letters, digits, '-' and '_' only")
+        if self.name == OUT_PLACEHOLDER:
+            raise UsageError(f"stage name {self.name!r} is reserved: {{{OUT_PLACEHOLDER}}} stands for the output folder")
         if self.trainer not in RECIPES:
             raise UsageError(f"stage {self.name!r}: trainer {self.trainer!r} is not one of {', '.join(RECIPES)}")
 
@@ -75,20 +79,28 @@ def load_stages(path: str | Path) -> list[Stage]:
     return stages
 
 
-def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage: str) -> list[str]:
-    """Replace {name} with the final model folder of an EARLIER stage."""
+def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage: str,
+                      out: Path | None = None) -> list[str]:
+    """Replace {name} with the final model folder of an EARLIER stage, and {out} with the output folder."""
+    values = {k: str(v) for k, v in finals.items()}
+    if out is not None:
+        values[OUT_PLACEHOLDER] = str(out)
     filled = []
     for o in overrides:
         try:
-            filled.append(o.format(**{k: str(v) for k, v in finals.items()}))
+            filled.append(o.format(**values))
         except (KeyError, IndexError) as err:
             raise UsageError(f"stage {stage!r}: override {o!r} refers to {err}, which is not an earlier stage "
                              f"({', '.join(finals) or 'none'})") from None
     return filled
 
 
-def run_stages(path: str | Path, out: str | Path, *, log=print) -> list[tuple[str, str]]:
-    """Run every stage in order; returns (stage, what happened) pairs: skipped | resumed | trained | interrupted."""
+def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
+               log=print) -> list[tuple[str, str]]:
+    """Run every stage in order; returns (stage, what happened) pairs: skipped | resumed | trained | interrupted.
+
+    `overrides` apply to every stage's recipe after the stage's own (placeholders allowed); a stage that
+    resumes keeps the recipe stored in its run folder."""
     from ldmkit.training.trainers import resume_run, run_trainer, trainer_of
 
     stages, out = load_stages(path), Path(out)
@@ -102,7 +114,7 @@ def run_stages(path: str | Path, out: str | Path, *, log=print) -> list[tuple[st
             result = resume_run(run_dir)
             status = "interrupted" if result.interrupted else "resumed"
         else:
-            result = run_trainer(stage.trainer, stage.config, run_dir, fill_placeholders(stage.overrides, finals, stage.name))
+            result = run_trainer(stage.trainer, stage.config, run_dir, fill_placeholders(stage.overrides + tuple(overrides), finals, stage.name, out))
             status = "interrupted" if result.interrupted else "trained"
         log(f"stage {stage.name} ({stage.trainer}): {status} -> {run_dir / 'final'}")
         done.append((stage.name, status))

@@ -137,7 +137,8 @@ def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) 
     modules = (components.unet, components.vae, components.text_encoder.model)
     flags = [[p.requires_grad for p in m.parameters()] for m in modules]
     try:
-        pipe = Pipeline(components)
+        # on the device the UNet trains on: Pipeline's default (cpu) would move a GPU run's UNet off the GPU
+        pipe = Pipeline(components, device=next(components.unet.parameters()).device)
         images = [pipe(p, steps=steps, seed=i).images[0] for i, p in enumerate(prompts)]
     finally:  # Pipeline freezes its modules; training must go on with the same trainable set
         for m, f in zip(modules, flags):

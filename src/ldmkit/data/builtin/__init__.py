@@ -15,21 +15,27 @@ from ldmkit.errors import UsageError
 DATASETS = ("shapes", "emoji", "avatars")
 
 
-def build_dataset(name: str, out: Path, *, n: int | None = None, seed: int = 0, size: int = 64) -> dict:
+def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: int = 0, size: int = 64) -> dict:
     """Write the built-in dataset `name` into `out` and return its dataset card.
 
+    name: one of DATASETS, or a mixture such as "emoji+avatars" (see `ldmkit.data.builtin.mix`; n may
+    then be a {part: count} mapping).
     n: number of images (None: the dataset's full / default size); seed: drives every random choice;
     size: side of the square images in pixels. `out` must be empty, missing, or an earlier build of
     the same dataset (whose files are then replaced).
     """
     from ldmkit.data.builtin.card import make_card, prepare_output, write_build
 
+    if "+" in name:
+        from ldmkit.data.builtin.mix import build_mix, parse_parts
+
+        _check_size(size)
+        return build_mix(parse_parts(name, DATASETS), Path(out), n=n, seed=seed, size=size)
     if name not in DATASETS:
         raise UsageError(f"unknown built-in dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if n is not None and (not isinstance(n, int) or n < 1):
         raise UsageError(f"n must be a positive integer or None, got {n!r}")
-    if not isinstance(size, int) or not 16 <= size <= 1024:
-        raise UsageError(f"size must be an integer number of pixels in [16, 1024], got {size!r}")
+    _check_size(size)
     out = Path(out)
     builder = _builder(name)
     builder_check = getattr(builder, "check_sources", None)
@@ -40,6 +46,11 @@ def build_dataset(name: str, out: Path, *, n: int | None = None, seed: int = 0, 
     card = make_card(result, n=n, seed=seed, size=size)
     write_build(out, result, card)
     return card
+
+
+def _check_size(size) -> None:
+    if not isinstance(size, int) or not 16 <= size <= 1024:
+        raise UsageError(f"size must be an integer number of pixels in [16, 1024], got {size!r}")
 
 
 def _builder(name: str):
