@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -37,6 +38,9 @@ def register(sub) -> None:
                    help="run the UNet in bfloat16 (faster on CPUs with AMX/AVX512-BF16; images differ slightly)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (costs ~30-60 s once; pays off for many images, best with --fast)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default: torch's, one per core); 1 avoids a 10x slowdown when other "
+                        "programs keep the cores busy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_generate)
 
@@ -61,12 +65,15 @@ def default_model_dir() -> Path:
 
 
 def resolve_model(path: Path | None) -> Path:
+    """--model, else the default model shipped in the package (an error, never random weights, when absent)."""
     if path is None:
         path = default_model_dir()
         if not (path / "model_index.json").exists():
             raise ModelFolderError(
-                "no default model is shipped in this install yet; make one with "
-                "`ldmkit model init --preset small64 DIR` (random weights) or train one, then pass --model DIR")
+                f"no default model is installed ({path} has no model_index.json) and no --model was given. "
+                "Pass --model DIR with a model folder, or make the default model: "
+                "`ldmkit train recipe configs/default.yaml --out runs/default` then "
+                f"`ldmkit model ship runs/default --out {path}` (or install an ldmkit release, which ships it)")
     if not path.exists():
         raise ModelFolderError(f"model folder {path} does not exist")
     return path
@@ -83,6 +90,7 @@ def load_init_image(path: Path):
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    _passive_omp_waits()
     width, height = parse_size(args.size)
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise UsageError(f"--steps must be in 1..1000, got {args.steps}")
@@ -90,6 +98,8 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--guidance must be >= 0, got {args.guidance}")
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.init_image is None and args.strength is not None:
         print("ldmkit: note: --strength has no effect without --init-image", file=sys.stderr)
     if args.sampler is not None:
@@ -100,16 +110,52 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--best-of must be >= 1 and cannot be combined with --trajectory or --init-image; "
                          f"got --best-of {args.best_of}")
     model = resolve_model(args.model)
-    if args.best_of is not None:
-        return _generate_best_of(args, model, width, height)
+    with _threads(args.threads):
+        if args.best_of is not None:
+            return _generate_best_of(args, model, width, height)
+        return _generate(args, model, width, height)
+
+
+def _passive_omp_waits() -> None:
+    """Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise (before torch loads).
+
+    With spinning (libgomp's default), a second program busy on one of two cores makes parallel ops wait for
+    a descheduled thread: `ldmkit generate` with a 64x64 small64 model took 50 s instead of 5 s beside one
+    busy loop; with sleeping waits 15.6 s (one thread: 17.5 s). PNG bytes do not depend on the wait policy.
+    """
+    import os
+
+    if "torch" not in sys.modules:  # libgomp reads the variable once, when torch loads it
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """torch's CPU thread count set to `n` (None: unchanged) while generating, restored afterwards."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _generate(args: argparse.Namespace, model: Path, width, height) -> int:
     init = load_init_image(args.init_image) if args.init_image is not None else None
 
     from ldmkit.pipeline import Pipeline
-    from ldmkit.pipeline.output import save_result, slugify
+    from ldmkit.pipeline.output import save_result
     from ldmkit.pipeline.trajectory import save_trajectory
 
     import torch
 
+    if args.quiet:
+        _quiet_loading()
     pipe = Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle,
                                     unet_dtype=torch.bfloat16 if args.fast else None, compile=args.compile)
     result = pipe(args.prompt, negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
@@ -118,14 +164,46 @@ def run_generate(args: argparse.Namespace) -> int:
                   trajectory=args.trajectory, trajectory_every=args.trajectory_every, progress=not args.quiet)
     for w in result.warnings:
         print(f"ldmkit: warning: {w}", file=sys.stderr)
-    for path in save_result(result, args.out):
+    saved = save_result(result, args.out)
+    for path in saved:
         print(path)
     if result.trajectory is not None:
-        for k, seed in enumerate(result.seeds):
-            stem = f"{slugify(args.prompt)}-{seed}"
-            for path in save_trajectory(result.trajectory, args.out, stem, k, final=result.images[k]):
+        for k, image_path in enumerate(saved):
+            # named after the image just written (never an existing name), so earlier trajectories are kept
+            for path in save_trajectory(result.trajectory, args.out, image_path.stem, k, final=result.images[k]):
                 print(path)
     return 0
+
+
+def _quiet_loading() -> None:
+    """No "Loading weights" progress bars from transformers / diffusers (--quiet)."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
+
+
+def reference_png_sha256(model: Path | None, prompt: str, seed: int) -> str:
+    """SHA-256 of the PNG that `ldmkit generate PROMPT [--model MODEL] --seed SEED` writes, on ONE thread.
+
+    Bytes differ between thread counts (CPU kernels split their sums by thread), so the reference is
+    always taken on one. `ldmkit model ship` records it; tests/pipeline/test_default_model.py compares.
+    """
+    import hashlib
+    import io
+    import tempfile
+
+    from ldmkit.cli import build_parser
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_args = ["--model", str(model)] if model is not None else []
+        args = build_parser().parse_args(["generate", prompt, *model_args, "--seed", str(seed), "--threads", "1",
+                                          "-o", tmp, "--quiet"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            run_generate(args)
+        (png,) = Path(tmp).glob("*.png")
+        return hashlib.sha256(png.read_bytes()).hexdigest()
 
 
 def _generate_best_of(args: argparse.Namespace, model: Path, width, height) -> int:

@@ -1,4 +1,5 @@
-"""`ldmkit model init` (random weights from a preset) and `ldmkit model info` (what a model holds).
+"""`ldmkit model init` (random weights from a preset), `model info` (what a model holds) and `model ship`
+(a model folder or training run -> the fp16 folder shipped inside the package, issue 6).
 
 Parsing and printing only; torch/diffusers are imported inside the command functions.
 """
@@ -9,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from ldmkit.errors import UsageError
 
 PRESET_NAMES = ("tiny", "small64", "sd15", "sd21")  # ldmkit.models.presets.PRESETS, without importing it
 
@@ -41,10 +44,34 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     info.set_defaults(func=run_info)
 
+    ship = sub.add_parser(
+        "ship", help="copy a model (or a training run) into a package folder: fp16 weights, <= 60 MB",
+        description="Write a model folder, or the finished stages of `ldmkit train recipe --out RUN`, as the "
+                    "default model shipped inside the package: every weight as fp16 safetensors, the packaged "
+                    "MiniLM text encoder by reference instead of a copy, and ldmkit.json recording the recipe, "
+                    "dataset cards, metrics, source hash, size and a reference image hash for this platform.",
+    )  # fmt: skip
+    ship.add_argument("source", type=Path, metavar="RUN_OR_MODEL_FOLDER", help="model folder or multi-stage run folder")
+    ship.add_argument("--out", type=Path, required=True, help="destination, e.g. src/ldmkit/default_model")
+    ship.add_argument("--clip", type=Path, metavar="FOLDER", help="model folder holding clip/ (default: the source's)")
+    ship.add_argument("--attributes", type=Path, metavar="FOLDER",
+                      help="folder holding attributes/, the attribute classifier (default: the source's)")
+    ship.add_argument("--recipe", type=Path, metavar="FILE", help="recipe file to record (e.g. configs/default.yaml)")
+    ship.add_argument("--card", type=Path, nargs="+", default=[], metavar="FILE", help="dataset card file(s)")
+    ship.add_argument("--metrics", type=Path, nargs="+", default=[], metavar="FILE", help="metrics JSON file(s)")
+    ship.add_argument("--steps", type=int, help="default sampling steps of the shipped model")
+    ship.add_argument("--sampler", help="default sampler of the shipped model")
+    ship.add_argument("--guidance", type=float, help="default guidance scale of the shipped model")
+    ship.add_argument("--name", default="", help="model name recorded in ldmkit.json and each PNG")
+    ship.add_argument("--replace", action="store_true", help="replace an earlier ship in --out (never other folders)")
+    ship.add_argument("--max-mb", type=float, default=60.0, help="refuse to ship more than this (default: 60 MB)")
+    ship.add_argument("--no-reference", action="store_true",
+                      help="skip generating the reference image whose PNG hash the tests compare against")
+    ship.set_defaults(func=run_ship)
+
 
 def run_init(args: argparse.Namespace) -> int:
     """Build random-init components and save them to a new folder."""
-    from ldmkit.errors import UsageError
     from ldmkit.models import build_components, save_components
 
     out = Path(args.out)
@@ -124,4 +151,34 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, sort_keys=True, default=str))
     else:
         _print_text(info)
+    return 0
+
+
+def run_ship(args: argparse.Namespace) -> int:
+    """Ship a model folder or run into --out; prints each file's size and the total."""
+    from ldmkit.models.shipping import ShipSpec, ship_model
+
+    sampling = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("guidance", args.guidance))
+                if v is not None}
+    if args.sampler is not None:
+        from ldmkit.diffusion.registry import get_sampler
+
+        get_sampler(args.sampler)  # an unknown name fails before any work
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise UsageError(f"--steps must be in 1..1000, got {args.steps}")
+    spec = ShipSpec(source=args.source, out=args.out, clip=args.clip, attributes=args.attributes, recipe=args.recipe,
+                    cards=tuple(args.card), metrics=tuple(args.metrics), sampling=sampling, name=args.name,
+                    replace=args.replace, max_bytes=int(args.max_mb * 1_000_000))
+    reference = None
+    if not args.no_reference:
+        from ldmkit.cli.generate import reference_png_sha256
+
+        def reference(folder: Path, info: dict[str, Any]) -> str:
+            return reference_png_sha256(folder, info["prompt"], info["seed"])
+
+    report = ship_model(spec, reference=reference, log=print)
+    for name, size in report.files.items():
+        print(f"{size / 1e6:9.3f} MB  {name}")
+    print(f"shipped {report.total_bytes / 1e6:.1f} MB (limit {args.max_mb:g} MB) to {report.out}: source hash "
+          f"{report.source_hash}, text encoder {report.text_encoder}")
     return 0

