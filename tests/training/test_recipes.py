@@ -9,22 +9,27 @@ import torch
 
 from ldmkit.config import load_recipe
 from ldmkit.errors import UsageError
-from ldmkit.training.recipes import ClipRecipe, DataSection, UNetRecipe, VAERecipe
+from ldmkit.training.recipes import AttributesRecipe, ClipRecipe, DataSection, UNetRecipe, VAERecipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _recipe_class(path: Path):
-    if path.name.startswith("vae-"):
-        return VAERecipe
-    if path.name.startswith("clip-"):
-        return ClipRecipe
+    name = path.name.removeprefix("default-")
+    for prefix, cls in (("vae", VAERecipe), ("clip", ClipRecipe), ("attributes", AttributesRecipe)):
+        if name.startswith(prefix):
+            return cls
     return UNetRecipe
 
 
-@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.endswith("-pipeline.yaml")),
-                         ids=lambda p: p.name)
-def test_every_config_loads(path):  # the multi-stage *-pipeline.yaml files are tested in test_stages.py
+def _is_stages_file(path: Path) -> bool:
+    import yaml
+
+    return "stages" in yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if not _is_stages_file(p)), ids=lambda p: p.name)
+def test_every_config_loads(path):  # the multi-stage (stages:) files are tested in test_stages.py
     recipe = load_recipe(path, _recipe_class(path))
     assert recipe.train.steps >= 1 and recipe.data.image_size >= 16
 

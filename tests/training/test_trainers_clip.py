@@ -119,3 +119,20 @@ def test_tuned_text_tower_is_saved_and_reloaded(tmp_path):
 
     frozen = load_components(result.final_dir).text_encoder.model.state_dict()
     assert all(torch.equal(initial[k], frozen[k]) for k in initial)
+
+
+def test_fine_tuning_starts_from_the_earlier_dual_encoder(tmp_path):
+    """clip.init_from: the fine-tune's `before` is the first run's `after` on the same held-out split."""
+    torch.set_num_threads(1)
+    common = ["data.builtin_n=48", "train.batch_size=16", "train.warmup_steps=0", "train.checkpoint_every=0",
+              "train.validate_every=0", "train.progress_bar=false", f"data.path={tmp_path / 'data'}"]
+    first = train_clip(load_recipe(RECIPE, ClipRecipe, common + ["train.steps=12"]), tmp_path / "a")
+    tuned = train_clip(load_recipe(RECIPE, ClipRecipe, common + ["train.steps=3", "train.lr=0.01",
+                                                                 f"clip.init_from={first.final_dir}"]), tmp_path / "b")
+    a = json.loads((tmp_path / "a" / "clip_report.json").read_text())
+    b = json.loads((tmp_path / "b" / "clip_report.json").read_text())
+    assert b["before"] == a["after"]
+    assert a["after"] != a["before"]  # so a fresh start (the random encoder) could not pass the line above
+    w_a = load_dual_encoder(first.final_dir).state_dict()
+    w_b = load_dual_encoder(tuned.final_dir).state_dict()
+    assert any(not torch.equal(w_a[k], w_b[k]) for k in w_a)  # and it did train further

@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--sampler", help="sampler name (default from the model)")
     p.add_argument("--guidance", type=float, help="guidance scale (default from the model)")
     p.add_argument("--best-of", type=int, default=1, metavar="K", help="also measure best-of-K reranking")
+    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="evaluate only rows with this label, e.g. source=avatars (repeatable)")
+    p.add_argument("--attributes", type=Path, metavar="FOLDER",
+                   help="attribute classifier for avatars rows (default: MODEL/attributes; `ldmkit train attributes`)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates per interval (default 1000)")
     p.add_argument("-o", "--out", type=Path, required=True, help="new or empty output folder")
     p.set_defaults(func=run_eval)
@@ -36,6 +40,16 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise UsageError(f"--seeds {text!r}: expected comma-separated integers such as 0,1,2") from None
 
 
+def parse_where(items: list[str]) -> dict[str, str]:
+    where = {}
+    for item in items:
+        column, sep, value = item.partition("=")
+        if not sep or not column.strip():
+            raise UsageError(f"--where {item!r}: expected COLUMN=VALUE, e.g. source=avatars")
+        where[column.strip()] = value.strip()
+    return where
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from ldmkit.evaluation.run import EvalSettings, evaluate, parse_sweep
     from ldmkit.evaluation.report import REPORT_FILE, fmt
@@ -43,7 +57,8 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(model=args.model, data=args.data, out=args.out, split=args.split, n=args.n,
                             seeds=parse_seeds(args.seeds), sweep=parse_sweep(args.sweep) if args.sweep else None,
                             clip=args.clip, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                            best_of=args.best_of, n_boot=args.n_boot)
+                            best_of=args.best_of, n_boot=args.n_boot, where=parse_where(args.where),
+                            attributes=args.attributes)
     if not settings.model.exists():
         raise UsageError(f"model folder {settings.model} does not exist")
     metrics = evaluate(settings)
@@ -51,6 +66,10 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for condition in metrics["conditions"]:
         shown = {k: fmt(v) for k, v in condition["metrics"].items() if isinstance(v, dict) and "estimate" in v}
+        avatars = condition["metrics"].get("avatars", {})
+        for part in ("all", "seen", "unseen"):
+            if avatars.get(part):
+                shown[f"avatars attribute accuracy ({part})"] = fmt(avatars[part]["mean"])
         print(condition["label"] + ": " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     print(args.out / "metrics.json")
     print(args.out / REPORT_FILE)

@@ -1,4 +1,4 @@
-"""`ldmkit train unet|vae|clip|resume`: parsing and printing only (ldmkit.training does the work)."""
+"""`ldmkit train unet|vae|clip|attributes|recipe|resume`: parsing and printing only (ldmkit.training does the work)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,34 @@ TRAINERS = {
     "unet": "text-conditional UNet on cached latents (from a preset or a model folder)",
     "vae": "AutoencoderKL: L1 + gradient + KL (+ optional patch GAN); measures the latent scaling factor",
     "clip": "contrastive dual encoder (ConvNet image tower + projected text encoder) for scoring/reranking",
+    "attributes": "attribute classifier (one head per label column) that scores generated images in `ldmkit eval`",
 }
+SHORTCUTS = (("data", "data.path"), ("image_size", "data.image_size"), ("steps", "train.steps"),
+             ("batch_size", "train.batch_size"), ("seed", "train.seed"))
 
 
 def register(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train a VAE, UNet or CLIP dual encoder; resume a run")
+    train = subparsers.add_parser("train", help="train a VAE, UNet, CLIP dual encoder or attribute classifier; "
+                                               "resume a run")
     sub = train.add_subparsers(dest="train_command", metavar="TRAINER")
     train.set_defaults(func=lambda args: (train.print_help(), 2)[1])
     for kind, text in TRAINERS.items():
         parser = sub.add_parser(kind, help=text)
-        parser.add_argument("--config", type=Path, required=True, help="YAML recipe (see configs/)")
+        optional = kind == "attributes"  # its recipe's defaults are a complete recipe
+        parser.add_argument("--config", type=Path, required=not optional,
+                            help="YAML recipe (see configs/)" + ("; default: the recipe's defaults" if optional else ""))
         parser.add_argument("--out", type=Path, required=True,
                             help="run folder (checkpoints/, metrics.jsonl, final/); an existing run resumes")
+        if kind == "attributes":
+            _attribute_shortcuts(parser)
         _set_arg(parser)
         parser.set_defaults(func=run_train, trainer=kind)
     staged = sub.add_parser("recipe", help="run a multi-stage recipe (e.g. VAE then UNet then CLIP); resumable")
     staged.add_argument("stages_file", type=Path, help="YAML file with a `stages:` list")
     staged.add_argument("--out", type=Path, required=True, help="root folder: one run folder per stage")
+    staged.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value in EVERY stage's recipe (after the stage's own), e.g. --set "
+                             "train.steps=2 for a smoke run (repeatable)")
     staged.set_defaults(func=run_recipe)
     resume = sub.add_parser("resume", help="resume the run in a run folder with its stored recipe")
     resume.add_argument("run_dir", type=Path, help="run folder written by `ldmkit train unet|vae|clip`")
@@ -39,6 +50,29 @@ def register(subparsers) -> None:
 def _set_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set train.steps=200 (repeatable)")
+
+
+def _attribute_shortcuts(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DIR", help="dataset folder (data.path); e.g. an avatars build")
+    parser.add_argument("--image-size", type=int, help="input side in pixels (data.image_size; default 64)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
+    parser.add_argument("--batch-size", type=int, help="images per step (train.batch_size)")
+    parser.add_argument("--seed", type=int, help="seed of initialisation and data order (train.seed)")
+    parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                        help="use only rows with this label, e.g. source=avatars (repeatable; attributes.where)")
+
+
+def shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    """`--steps 200` etc. as the dotted overrides they stand for (before any --set, which wins)."""
+    from ldmkit.cli.eval import parse_where
+
+    # JSON values are YAML too, and quoting keeps a folder named e.g. "123" or "yes" a string
+    out = [f"{key}={json.dumps(getattr(args, name))}" for name, key in SHORTCUTS
+           if getattr(args, name, None) is not None]
+    where = parse_where(getattr(args, "where", []))
+    if where:
+        out.append(f"attributes.where={json.dumps(where)}")
+    return out
 
 
 def _report(result) -> int:
@@ -52,7 +86,7 @@ def _report(result) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from ldmkit.training.trainers import run_trainer
 
-    return _report(run_trainer(args.trainer, args.config, args.out, args.overrides))
+    return _report(run_trainer(args.trainer, args.config, args.out, shortcut_overrides(args) + args.overrides))
 
 
 def run_resume(args: argparse.Namespace) -> int:
@@ -64,6 +98,6 @@ def run_resume(args: argparse.Namespace) -> int:
 def run_recipe(args: argparse.Namespace) -> int:
     from ldmkit.training.stages import run_stages
 
-    done = run_stages(args.stages_file, args.out, log=lambda line: print(line, file=sys.stderr))
+    done = run_stages(args.stages_file, args.out, overrides=args.overrides, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"out": str(args.out), "stages": dict(done)}))
     return 130 if done and done[-1][1] == "interrupted" else 0

@@ -57,3 +57,31 @@ def split_ids(image_ids, spec: SplitSpec = SplitSpec()) -> dict[str, list[str]]:
     for image_id in image_ids:
         out[split_of(image_id, spec)].append(image_id)
     return out
+
+
+def check_holdout(holdout, where: str = "holdout") -> tuple[dict[str, str], ...]:
+    """`holdout` as a tuple of non-empty {column: value} dicts of text; UsageError naming the bad entry."""
+    if isinstance(holdout, (str, dict)) or not isinstance(holdout, (list, tuple)):
+        raise UsageError(f"{where} must be a list of label combinations such as "
+                         f"[{{hair_color: red, accessory: sunglasses}}], got {holdout!r}")
+    out = []
+    for i, combo in enumerate(holdout):
+        if not isinstance(combo, dict) or not combo or not all(
+                isinstance(k, str) and k and isinstance(v, str) for k, v in combo.items()):
+            raise UsageError(f"{where}[{i}] must be a non-empty mapping of label column -> value (text), got {combo!r}")
+        out.append(dict(combo))
+    return tuple(out)
+
+
+def matches_holdout(labels: dict[str, str], holdout) -> bool:
+    """Whether `labels` has every column: value of at least one combination in `holdout`."""
+    return any(all(labels.get(k) == v for k, v in combo.items()) for combo in holdout)
+
+
+def split_with_holdout(image_id: str, labels: dict[str, str], spec: SplitSpec = SplitSpec(), holdout=()) -> str:
+    """split_of(image_id), except that an image matching a holdout combination is always 'test'.
+
+    Moving only matching images keeps every other image where its hash put it, so a holdout never
+    changes the split of images outside it.
+    """
+    return "test" if matches_holdout(labels, holdout) else split_of(image_id, spec)

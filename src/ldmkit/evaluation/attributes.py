@@ -66,7 +66,8 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, object]], true: Sequence
     """Compare predicted[i] with true[i] for every attribute that true[i] has.
 
     A prediction missing an attribute counts as wrong; an item without a true value for an
-    attribute is not counted for it. Names in `exclude` that no item has are ignored (they are not
+    attribute is not counted for it. A true value may be a frozenset of acceptable values (a caption
+    that cannot tell two values apart): the prediction is right when it is one of them. Names in `exclude` that no item has are ignored (they are not
     listed in .excluded, which shows what was actually left out).
     """
     if len(predicted) != len(true):
@@ -81,7 +82,7 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, object]], true: Sequence
                              f"got {type(guess).__name__} and {type(truth).__name__}")
         for name, value in truth.items():
             counts[name] = counts.get(name, 0) + 1
-            correct[name] = correct.get(name, 0) + int(name in guess and guess[name] == value)
+            correct[name] = correct.get(name, 0) + int(name in guess and is_match(guess[name], value))
     excluded = tuple(sorted(set(exclude) & set(counts)))
     kept = sorted(set(counts) - set(excluded))
     if not kept:
@@ -89,6 +90,11 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, object]], true: Sequence
     per_attribute = {name: correct[name] / counts[name] for name in kept}
     return AttributeAccuracy(mean=sum(per_attribute.values()) / len(per_attribute), per_attribute=per_attribute,
                              counts={name: counts[name] for name in kept}, excluded=excluded)
+
+
+def is_match(predicted: object, true: object) -> bool:
+    """predicted == true, or predicted in true when true is a frozenset of acceptable values."""
+    return predicted in true if isinstance(true, frozenset) else predicted == true
 
 
 def unreliable_attributes(classifier_accuracy: Mapping[str, float], *,
@@ -128,3 +134,53 @@ def compositional_split(train_labels: Iterable[Mapping[str, object]], eval_label
     seen = tuple(i for i, key in enumerate(keys) if key in seen_combinations)
     unseen = tuple(i for i, key in enumerate(keys) if key not in seen_combinations)
     return CompositionalSplit(attributes=attributes, seen=seen, unseen=unseen)
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How the evaluated dataset is split: the model's own training split when its ldmkit.json records one."""
+
+    val: float = 0.05
+    """Fraction of images in val (by image-id hash)."""
+    test: float = 0.05
+    """Fraction of images in test (by image-id hash)."""
+    holdout: tuple[dict[str, str], ...] = ()
+    """Label combinations moved to test and never trained on: the "unseen" images."""
+    source: str = "default"
+    """Where the rule comes from: "default" or the ldmkit.json it was read from."""
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.val <= 1 and 0 <= self.test <= 1 and self.val + self.test <= 1):
+            raise UsageError(f"SplitRule fractions must be in [0, 1] and sum to at most 1; got val={self.val}, "
+                             f"test={self.test}")
+
+    def split(self, dataset, name: str):
+        """Split `name` of `dataset` under this rule."""
+        from ldmkit.data.splits import SplitSpec
+        from ldmkit.training.run_data import held_out_split, subset
+
+        spec = SplitSpec(val=self.val, test=self.test)
+        if not self.holdout:
+            return dataset.split(name, spec)
+        return subset(dataset, held_out_split(dataset.samples, spec, self.holdout, name))
+
+    def describe(self) -> dict:
+        return {"val": self.val, "test": self.test, "holdout": list(self.holdout), "source": self.source}
+
+
+def split_rule(model_dir) -> SplitRule:
+    """The split the model was trained with (training.data of MODEL/ldmkit.json: val/test fractions and
+    holdout), so eval's test split holds no training image; the default SplitSpec when none is recorded."""
+    import json
+    from pathlib import Path
+
+    from ldmkit.data.splits import check_holdout
+
+    meta = Path(model_dir) / "ldmkit.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))["training"]["data"]
+        val, test = float(data["val_fraction"]), float(data["test_fraction"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return SplitRule()
+    return SplitRule(val=val, test=test, holdout=check_holdout(tuple(data.get("holdout") or ()), f"{meta}: holdout"),
+                     source=str(meta))

@@ -66,7 +66,8 @@ def _summary(metrics: dict) -> str:
 def _metric_table(metrics: dict) -> str:
     e = html.escape
     columns = [(k, n) for k, n in ALIGNMENT + FIDELITY]
-    header = "<tr><th>condition</th>" + "".join(f"<th>{n}</th>" for _, n in columns) + "<th>shapes accuracy</th></tr>"
+    header = ("<tr><th>condition</th>" + "".join(f"<th>{n}</th>" for _, n in columns)
+              + "<th>shapes accuracy</th><th>avatars attribute accuracy</th></tr>")
     rows = []
     ref = metrics.get("reference", {})
     real = ref.get("real_images", {})
@@ -80,15 +81,16 @@ def _metric_table(metrics: dict) -> str:
             "real images of the split): lower is better; the real-image row compares two disjoint halves of the real "
             "images, the floor at this sample size. Reranked (best-of-K) images were chosen with the same encoder "
             "that scores them, so their alignment gains are optimistic.</p>")
-    return "<table>" + header + "".join(rows) + "</table>" + note + _shapes_table(metrics, e)
+    return "<table>" + header + "".join(rows) + "</table>" + note + _shapes_table(metrics, e) + _avatars_table(metrics, e)
 
 
 def _row(label: str, values: dict) -> str:
     e = html.escape
     cells = [fmt(values.get(key)) for key, _ in ALIGNMENT + FIDELITY]
     shapes = values.get("shapes", {}).get("mean")
+    avatars = (values.get("avatars", {}).get("all") or {}).get("mean")
     return (f"<tr><td class='p'>{e(label)}</td>" + "".join(f"<td>{e(c)}</td>" for c in cells)
-            + f"<td>{e(fmt(shapes))}</td></tr>")
+            + f"<td>{e(fmt(shapes))}</td><td>{e(fmt(avatars))}</td></tr>")
 
 
 def _shapes_table(metrics: dict, e) -> str:
@@ -103,6 +105,27 @@ def _shapes_table(metrics: dict, e) -> str:
                    + "".join(f"<td>{e(fmt(table['per_attribute'].get(n)))}</td>" for n in names) + "</tr>"
                    for label, table in sets)
     return "<h3>Shapes attribute accuracy (read back with read_shapes)</h3><table>" + head + body + "</table>"
+
+
+def _avatars_table(metrics: dict, e) -> str:
+    """Per-attribute accuracy of avatars images (all / seen / unseen combinations) and what was excluded."""
+    sets = [("real images", metrics.get("reference", {}).get("real_images", {}).get("avatars"))]
+    sets += [(c["label"], c["metrics"].get("avatars")) for c in metrics["conditions"]]
+    rows = [(f"{label} ({part})", scores[part]) for label, scores in sets if scores
+            for part in ("all", "seen", "unseen") if scores.get(part)]
+    if not rows:
+        return ""
+    names = sorted({n for _, table in rows for n in table["per_attribute"]})
+    head = ("<tr><th>set</th><th>images</th><th>mean</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>")
+    body = "".join(f"<tr><td class='p'>{e(label)}</td><td>{table['images']}</td><td>{e(fmt(table['mean']))}</td>"
+                   + "".join(f"<td>{e(fmt(table['per_attribute'].get(n)))}</td>" for n in names) + "</tr>"
+                   for label, table in rows)
+    excluded = next((scores["excluded"] for _, scores in sets if scores), {})
+    listed = ", ".join(f"{n} ({'no head' if a is None else f'{a:.1%}'})" for n, a in sorted(excluded.items()))
+    note = (f"<p>Excluded (classifier below 95% on real held-out images, or without a head): {e(listed)}.</p>"
+            if listed else "<p>No attribute excluded.</p>")
+    return ("<h3>Avatars attribute accuracy (attribute classifier; only attributes the prompt mentions; "
+            "unseen = attribute combinations held out of training)</h3><table>" + head + body + "</table>" + note)
 
 
 def _grid(condition: dict) -> str:

@@ -6,10 +6,12 @@
 
 One *condition* is one sweep value (and, with best_of > 1, with and without best-of-K reranking).
 Every condition generates one image per (caption, seed) and is scored with the dual encoder
-(CLIP score, prompt retrieval, FD / KID / CMMD against the split's real images) and, for `shapes`,
-with the exact attribute reader. Every number carries a bootstrap 95% interval. The real images give
-the references: their own alignment scores (a ceiling) and real-vs-real fidelity on two disjoint
-halves (a floor).
+(CLIP score, prompt retrieval, FD / KID / CMMD against the split's real images), for `shapes` with
+the exact attribute reader, and for `avatars` rows with the attribute classifier (MODEL/attributes/ or
+--attributes), seen and unseen attribute combinations apart. The split is the one the model was trained
+with (its ldmkit.json), so test images were never trained on. Every number carries a bootstrap 95%
+interval. The real images give the references: their own alignment scores (a ceiling) and real-vs-real
+fidelity on two disjoint halves (a floor).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ldmkit.errors import DataError, ModelFolderError, UsageError
+from ldmkit.evaluation.attributes import SplitRule, split_rule
 from ldmkit.evaluation.features import find_dual_encoder, image_embeddings, long_captions
 from ldmkit.evaluation.metric_sets import (alignment_metrics, fidelity_metrics, real_vs_real, run_environment,
                                            write_json)
@@ -90,6 +93,10 @@ class EvalSettings:
     """Bootstrap replicates per interval."""
     boot_seed: int = 0
     """Seed of the bootstrap resampling."""
+    where: dict[str, str] = field(default_factory=dict)
+    """Evaluate only rows whose labels match all of these (e.g. {"source": "avatars"}), real images included."""
+    attributes: Path | None = None
+    """Attribute classifier folder (holding attributes/, or attributes/ itself); default MODEL/attributes/."""
 
     def __post_init__(self) -> None:
         for name in ("model", "data", "out"):
@@ -108,6 +115,10 @@ class EvalSettings:
             raise UsageError(f"n_boot must be >= 2, got {self.n_boot}")
         if self.clip is not None:
             object.__setattr__(self, "clip", Path(self.clip))
+        if self.attributes is not None:
+            object.__setattr__(self, "attributes", Path(self.attributes))
+        if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.where.items()):
+            raise UsageError(f"--where must be COLUMN=VALUE pairs, got {self.where!r}")
 
 
 @dataclass
@@ -126,8 +137,9 @@ def evaluate(settings: EvalSettings) -> dict:
     """Run the evaluation, write OUT/metrics.json and OUT/report.html, and return the metrics dict."""
     from ldmkit.evaluation.report import write_report
 
+    rule = split_rule(settings.model)
+    held_out, prompts, labels = _held_out(settings, rule)
     out = _prepare_out(settings.out)
-    held_out, prompts, labels = _held_out(settings)
     from ldmkit.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(settings.model)
@@ -144,7 +156,8 @@ def evaluate(settings: EvalSettings) -> dict:
     metrics = {"settings": _settings_dict(settings), "environment": run_environment(settings.model, dual, settings.clip),
                "data": {"root": str(settings.data), "split": settings.split, "images_in_split": len(held_out),
                         "evaluated_images": len(prompts), "distinct_prompts": len(set(prompts)),
-                        "image_size": size, "prompts": prompts},
+                        "image_size": size, "where": settings.where, "split_rule": rule.describe(),
+                        "prompts": prompts},
                "notes": notes}
     metrics["text_limits"] = _text_limits(pipe, dual, prompts)
     shapes = is_shapes_dataset(settings.data)
@@ -157,6 +170,9 @@ def evaluate(settings: EvalSettings) -> dict:
     if shapes:
         reference.setdefault("real_images", {})["shapes"] = shapes_attribute_scores(
             real[:len(prompts)], labels, n_boot=settings.n_boot, seed=settings.boot_seed)
+    avatars = _avatars_scorer(settings, rule, prompts, labels, notes)
+    if avatars is not None:
+        reference.setdefault("real_images", {})["avatars"] = avatars(real[:len(prompts)], range(len(prompts)))
     metrics["reference"] = reference
     conditions = []
     for condition in _conditions(settings):
@@ -171,6 +187,8 @@ def evaluate(settings: EvalSettings) -> dict:
         if shapes:
             result["metrics"]["shapes"] = shapes_attribute_scores(
                 condition.images, [labels[i] for i in own], n_boot=settings.n_boot, seed=settings.boot_seed)
+        if avatars is not None:
+            result["metrics"]["avatars"] = avatars(condition.images, own)
         conditions.append(result)
     metrics["conditions"] = conditions
     write_json(out / METRICS_FILE, metrics)
@@ -187,16 +205,48 @@ def _prepare_out(out: Path) -> Path:
     return out
 
 
-def _held_out(settings: EvalSettings):
-    """(split dataset, first caption of each of its first n images, their labels)."""
+def _held_out(settings: EvalSettings, rule: SplitRule):
+    """(split dataset restricted to `where`, first caption of each of its first n images, their labels)."""
     from ldmkit.data.dataset import CaptionDataset
+    from ldmkit.training.run_data import subset
 
-    held_out = CaptionDataset.open(settings.data).split(settings.split)
+    held_out = rule.split(CaptionDataset.open(settings.data), settings.split)
+    if settings.where:
+        held_out = subset(held_out, [s for s in held_out.samples
+                                     if all(s.labels.get(k) == v for k, v in settings.where.items())])
     if len(held_out) < 2:
-        raise DataError(f"the {settings.split!r} split of {settings.data} has {len(held_out)} image(s); the metrics "
-                        "need at least 2 (use a larger dataset or another --split)")
+        where = f" with labels {settings.where}" if settings.where else ""
+        raise DataError(f"the {settings.split!r} split of {settings.data} has {len(held_out)} image(s){where}; the "
+                        "metrics need at least 2 (use a larger dataset, another --split or --where)")
     chosen = held_out.samples[:settings.n]
     return held_out, [s.captions[0] for s in chosen], [dict(s.labels) for s in chosen]
+
+
+def _avatars_scorer(settings: EvalSettings, rule: SplitRule, prompts: list[str], labels: list[dict], notes: list[str]):
+    """score(images, prompt_indices) -> the avatars attribute table, or None when there is nothing to score."""
+    from ldmkit.data.splits import matches_holdout
+    from ldmkit.evaluation.avatars_score import avatars_attribute_scores, find_attribute_classifier, mentioned_values
+
+    asked = [mentioned_values(row, prompt) for row, prompt in zip(labels, prompts)]
+    if not any(asked):
+        if settings.attributes is not None:
+            notes.append(f"--attributes {settings.attributes}: no evaluated prompt is an avatars caption, "
+                         "nothing to score")
+        return None
+    classifier = find_attribute_classifier(settings.model, settings.attributes)
+    if classifier is None:
+        notes.append(f"{sum(map(bool, asked))} avatars prompts, but {settings.model} has no attributes/ and no "
+                     "--attributes was given: attribute accuracy is skipped (train one: `ldmkit train attributes`)")
+        return None
+    unseen = [matches_holdout(row, rule.holdout) for row in labels]
+
+    def score(images, indices) -> dict:
+        indices = list(indices)
+        return avatars_attribute_scores(classifier.predict_images(images), [asked[i] for i in indices],
+                                        classifier.config.accuracy, unseen=[unseen[i] for i in indices],
+                                        n_boot=settings.n_boot, seed=settings.boot_seed)
+
+    return score
 
 
 def _conditions(settings: EvalSettings) -> list[Condition]:

@@ -77,19 +77,28 @@ class ClipTask:
         train = self.train
         if not len(train):
             raise DataError(f"the train split of {dataset.root} is empty; lower data.val_fraction/test_fraction")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(recipe.model.seed + 4)
-            self.model = DualEncoder(DualEncoderConfig(
-                embed_dim=cfg.embed_dim, image_channels=tuple(cfg.image_channels), text_hidden=text.hidden_size,
-                init_temperature=cfg.init_temperature, text_tuned=cfg.tune_text), text)
-        text.model.requires_grad_(cfg.tune_text)
+        if cfg.init_from is not None:  # fine-tune: the earlier dual encoder, text tower included
+            from ldmkit.models.dual_encoder import load_dual_encoder
+
+            self.model = load_dual_encoder(cfg.init_from).train()
+            self.model.requires_grad_(True)
+            text = self.model.text_encoder
+            tune_text = self.model.config.text_tuned
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(recipe.model.seed + 4)
+                self.model = DualEncoder(DualEncoderConfig(
+                    embed_dim=cfg.embed_dim, image_channels=tuple(cfg.image_channels), text_hidden=text.hidden_size,
+                    init_temperature=cfg.init_temperature, text_tuned=cfg.tune_text), text)
+            tune_text = cfg.tune_text
+        text.model.requires_grad_(tune_text)
         self.train_pixels = load_pixels(train, recipe.data.image_size)
         captions = [c for s in train.samples for c in s.captions]
         self.first_caption = torch.tensor([0] + [len(s.captions) for s in train.samples]).cumsum(0)[:-1]
         self.caption_count = torch.tensor([len(s.captions) for s in train.samples])
         self.input_ids, self.attention_mask = self.model.tokenize(captions)
         self.pooled = None
-        if not cfg.tune_text:  # frozen tower: pool every caption once
+        if not tune_text:  # frozen tower: pool every caption once
             with torch.no_grad():
                 self.pooled = torch.cat([self.model.pooled_text(i, m) for i, m in
                                          zip(self.input_ids.split(256), self.attention_mask.split(256))])

@@ -1,9 +1,10 @@
-"""Recipes of the three component trainers: typed sections read from YAML (`configs/*.yaml`).
+"""Recipes of the component trainers: typed sections read from YAML (`configs/*.yaml`).
 
     recipe = load_recipe("configs/tiny.yaml", UNetRecipe, ["train.steps=20"])
 
 Every recipe has `data` (where the images come from), `model` (what to start from) and `train`
-(the shared loop's `TrainConfig`), plus one section of its own: `unet`, `vae` or `clip`.
+(the shared loop's `TrainConfig`), plus one section of its own: `unet`, `vae`, `clip` or `attributes`
+(the attribute classifier's recipe has no `model`: it starts from scratch).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ldmkit.errors import UsageError
 
 BUILTIN_DATASETS = ("shapes", "emoji", "avatars")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-TRAINERS = ("unet", "vae", "clip")
+TRAINERS = ("unet", "vae", "clip", "attributes")
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,11 @@ class DataSection:
     path: str | None = None
     """Dataset folder (any format CaptionDataset.open reads); None: RUN_DIR/dataset (needs `builtin`)."""
     builtin: str | None = None
-    """Build this built-in dataset (shapes, emoji, avatars) at `path` when the folder is missing."""
-    builtin_n: int | None = 256
-    """Number of images of the built-in dataset (None: the dataset's full/default size)."""
+    """Build this built-in dataset (shapes, emoji, avatars, or a mixture like emoji+avatars) at `path` when
+    the folder is missing."""
+    builtin_n: int | dict[str, int | None] | None = 256
+    """Number of images of the built-in dataset (None: the dataset's full/default size); for a mixture,
+    one count per part or a {part: count} mapping (parts left out: default size)."""
     builtin_seed: int = 0
     """Seed of the built-in dataset."""
     image_size: int = 32
@@ -40,15 +43,25 @@ class DataSection:
     """Fraction of images in the test split (never trained on)."""
     class_template: str = "a photo of {}"
     """Caption of each image of a class-folder dataset ('{}' is the class name)."""
+    holdout: tuple[dict[str, str], ...] = ()
+    """Label combinations never trained on, e.g. [{hair_color: red, mouth: big_smile}]: every image
+    matching ANY of them goes to the test split (compositional generalisation, scored as "unseen")."""
 
     def __post_init__(self) -> None:
         owner = "data"
         if self.builtin is not None:
-            check_choice(owner, "builtin", self.builtin, BUILTIN_DATASETS)
+            if isinstance(self.builtin, str) and "+" in self.builtin:
+                from ldmkit.data.builtin.mix import parse_parts, part_sizes
+
+                part_sizes(parse_parts(self.builtin, BUILTIN_DATASETS), self.builtin_n)
+            else:
+                check_choice(owner, "builtin", self.builtin, BUILTIN_DATASETS)
         if self.path is None and self.builtin is None:
             raise UsageError("data.path is required unless data.builtin names a dataset to build")
-        if self.builtin_n is not None:
+        if self.builtin_n is not None and not isinstance(self.builtin_n, dict):
             check_int(owner, "builtin_n", self.builtin_n, minimum=2)
+        elif isinstance(self.builtin_n, dict) and not (isinstance(self.builtin, str) and "+" in self.builtin):
+            raise UsageError("data.builtin_n may be a {part: count} mapping only for a mixture such as emoji+avatars")
         check_int(owner, "builtin_seed", self.builtin_seed, minimum=0)
         check_int(owner, "image_size", self.image_size, minimum=16)
         check_float(owner, "val_fraction", self.val_fraction, minimum=0.0, below=1.0)
@@ -57,6 +70,9 @@ class DataSection:
             raise UsageError("data.val_fraction + data.test_fraction must leave some images to train on (< 1)")
         if "{}" not in self.class_template:
             raise UsageError(f"data.class_template must contain '{{}}', got {self.class_template!r}")
+        from ldmkit.data.splits import check_holdout
+
+        object.__setattr__(self, "holdout", check_holdout(self.holdout, "data.holdout"))
 
 
 @dataclass(frozen=True)
@@ -186,9 +202,14 @@ class ClipSection:
     """Starting softmax temperature (CLIP's 0.07); the learned logit scale is clamped at 100."""
     eval_split: Literal["val", "test"] = "val"
     """Held-out split of the before/after retrieval report."""
+    init_from: str | None = None
+    """Fine-tune this dual encoder (a model folder holding clip/, or a clip/ folder) instead of starting
+    from random weights; its architecture replaces embed_dim / image_channels / tune_text."""
 
     def __post_init__(self) -> None:
         owner = "clip"
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise UsageError(f"clip.init_from must be a folder path, got {self.init_from!r}")
         check_int(owner, "embed_dim", self.embed_dim, minimum=2)
         if not self.image_channels or not all(isinstance(c, int) and c >= 1 for c in self.image_channels):
             raise UsageError(f"clip.image_channels must be a non-empty list of positive ints, got {self.image_channels!r}")
@@ -211,4 +232,41 @@ class ClipRecipe:
     """Shared loop settings."""
 
 
-RECIPES = {"unet": UNetRecipe, "vae": VAERecipe, "clip": ClipRecipe}
+@dataclass(frozen=True)
+class AttributesSection:
+    """The attribute classifier (one softmax head per label column) that scores generated images."""
+
+    columns: tuple[str, ...] = ()
+    """Label columns to classify; empty: every column with at least two values among the chosen rows."""
+    where: dict[str, str] = field(default_factory=dict)
+    """Use only rows whose labels match all of these, e.g. {source: avatars} in a mixed dataset."""
+    channels: tuple[int, ...] = (32, 64, 128)
+    """Channels of the stride-2 conv stages; the last feature map is kept whole (attributes have places)."""
+    shift: int = 4
+    """Largest random translation in pixels (replicate padding); no flips: some attributes are sided."""
+
+    def __post_init__(self) -> None:
+        owner = "attributes"
+        if not all(isinstance(c, str) and c for c in self.columns) or len(set(self.columns)) != len(self.columns):
+            raise UsageError(f"attributes.columns must be distinct label column names, got {list(self.columns)}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.where.items()):
+            raise UsageError(f"attributes.where must map label columns to values (text), got {self.where!r}")
+        if not self.channels or not all(isinstance(c, int) and c >= 1 for c in self.channels):
+            raise UsageError(f"attributes.channels must be a non-empty list of positive ints, got {self.channels!r}")
+        check_int(owner, "shift", self.shift, minimum=0)
+
+
+@dataclass(frozen=True)
+class AttributesRecipe:
+    """`ldmkit train attributes`: the attribute classifier, saved as attributes/ (a model folder can hold it)."""
+
+    data: DataSection = field(default_factory=lambda: DataSection(builtin="avatars", builtin_n=2000, image_size=64))
+    """Dataset section (the classifier trains on the train split, reports accuracy on val + test)."""
+    attributes: AttributesSection = field(default_factory=AttributesSection)
+    """Classifier settings."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, lr_schedule="cosine", checkpoint_every=500, log_every=50))
+    """Shared loop settings (on 6,000 avatars at 64 px: >= 95% on 11 of 12 columns, ~25 min on one CPU thread)."""
+
+
+RECIPES = {"unet": UNetRecipe, "vae": VAERecipe, "clip": ClipRecipe, "attributes": AttributesRecipe}

@@ -54,14 +54,25 @@ def _train_function(kind: str):
         from ldmkit.training.clip_task import train_clip
 
         return train_clip
+    if kind == "attributes":
+        from ldmkit.training.attributes_task import train_attributes
+
+        return train_attributes
     raise UsageError(f"unknown trainer {kind!r}; known trainers: {', '.join(TRAINERS)}")
 
 
-def run_trainer(kind: str, config: str | Path, run_dir: str | Path, overrides: Sequence[str] = ()):
-    """Train `kind` with the recipe file `config` (plus dotted overrides) in `run_dir`."""
+def run_trainer(kind: str, config: str | Path | None, run_dir: str | Path, overrides: Sequence[str] = ()):
+    """Train `kind` with the recipe file `config` (None: the recipe's defaults) plus dotted overrides in `run_dir`."""
     if kind not in RECIPES:
         raise UsageError(f"unknown trainer {kind!r}; known trainers: {', '.join(TRAINERS)}")
-    recipe = load_recipe(config, RECIPES[kind], overrides)
+    if config is None:
+        from ldmkit.config.recipe import apply_overrides, from_dict, to_dict
+
+        defaults = to_dict(RECIPES[kind]())  # overrides of one key keep the recipe's defaults of the others
+        recipe = from_dict(RECIPES[kind], apply_overrides(RECIPES[kind], defaults, overrides),
+                           source=f"the {kind} recipe's defaults")
+    else:
+        recipe = load_recipe(config, RECIPES[kind], overrides)
     return _train_function(kind)(recipe, Path(run_dir))
 
 
@@ -70,7 +81,8 @@ def resume_run(run_dir: str | Path, overrides: Sequence[str] = ()):
     run_dir = Path(run_dir)
     kind = trainer_of(run_dir)
     if kind is None:
-        raise UsageError(f"{run_dir} holds no training run ({MARKER} is missing); start one with `ldmkit train unet|vae|clip`")
+        raise UsageError(f"{run_dir} holds no training run ({MARKER} is missing); start one with "
+                         "`ldmkit train unet|vae|clip|attributes`")
     if not (run_dir / RECIPE_FILE).is_file():
         raise UsageError(f"{run_dir / RECIPE_FILE} is missing: the run never started, start it again")
     return run_trainer(kind, run_dir / RECIPE_FILE, run_dir, overrides)
