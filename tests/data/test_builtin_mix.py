@@ -55,3 +55,13 @@ def test_bad_mixtures_are_refused(tmp_path, name, n, message):
     with pytest.raises(UsageError, match=message):
         build_dataset(name, tmp_path / "m", n=n, seed=0, size=32)
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_builds_a_mixture_with_per_part_counts(tmp_path, capsys):
+    from ldmkit.cli import main
+
+    assert main(["data", "build", "shapes+avatars", str(tmp_path / "m"), "--n", "shapes=3", "--n", "avatars=2",
+                 "--size", "32"]) == 0
+    assert "5 images" in capsys.readouterr().out
+    assert main(["data", "build", "shapes+avatars", str(tmp_path / "x"), "--n", "3", "--n", "avatars"]) == 2
+    assert "PART=N" in capsys.readouterr().err

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ldmkit.errors import UsageError
+
 FORMAT_CHOICES = ("imagefolder", "coco", "flickr30k", "flickr8k", "sidecar", "classfolders")
 """Mirrors ldmkit.data.formats.FORMATS (not imported here: `ldmkit --help` must stay light)."""
 
@@ -29,10 +31,13 @@ def register(subparsers) -> None:
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.set_defaults(func=run_stats)
 
-    build = sub.add_parser("build", help="write a built-in dataset (shapes, emoji, avatars)")
-    build.add_argument("name", help="built-in dataset name: shapes, emoji or avatars")
+    build = sub.add_parser("build", help="write a built-in dataset (shapes, emoji, avatars, or a mixture)")
+    build.add_argument("name", help="built-in dataset name: shapes, emoji or avatars, or a mixture joined with "
+                                    "'+' such as emoji+avatars (one folder, a `source` label per image)")
     build.add_argument("out", type=Path, help="output folder (new, or an earlier build of the same dataset)")
-    build.add_argument("--n", type=int, default=None, help="number of images (default: the dataset's own)")
+    build.add_argument("--n", action="append", default=None, metavar="N|PART=N",
+                       help="number of images (default: the dataset's own); for a mixture, PART=N sets one "
+                            "part's count, e.g. --n avatars=2000 (repeatable)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     build.set_defaults(func=run_build)
@@ -96,10 +101,31 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_counts(items: list[str] | None) -> int | dict[str, int] | None:
+    """--n values: None, one integer, or PART=N pairs (a mixture's per-part counts)."""
+    if not items:
+        return None
+    if len(items) == 1 and "=" not in items[0]:
+        try:
+            return int(items[0])
+        except ValueError:
+            raise UsageError(f"--n {items[0]!r}: expected an integer or PART=N") from None
+    counts = {}
+    for item in items:
+        part, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            counts[part.strip()] = int(value)
+        except ValueError:
+            raise UsageError(f"--n {item!r}: with several --n, each must be PART=N such as avatars=2000") from None
+    return counts
+
+
 def run_build(args: argparse.Namespace) -> int:
     from ldmkit.data.builtin import build_dataset
 
-    card = build_dataset(args.name, args.out, n=args.n, seed=args.seed, size=args.size)
+    card = build_dataset(args.name, args.out, n=parse_counts(args.n), seed=args.seed, size=args.size)
     print(f"built {args.name} in {args.out}: {card.get('images', '?')} images, "
           f"{card.get('captions', '?')} captions (seed {args.seed})")
     return 0
