@@ -52,3 +52,20 @@ def test_report_shows_grids_plots_and_metric_tables(report):
 def test_fmt_shows_estimate_and_interval():
     assert fmt({"estimate": 1.5, "low": 1.0, "high": 2.25}) == "1.5 [1, 2.25]"
     assert fmt(None) == "–"
+
+
+def test_plots_survive_an_estimate_outside_its_interval(report, tmp_path):
+    """FD's small-sample bias can put the estimate outside its bootstrap interval (a note says so); the
+    plot must still be drawn (matplotlib refuses negative error bars), seen on the default model's eval."""
+    import copy
+
+    from ldmkit.evaluation.report import write_report
+
+    _, _, metrics = report
+    metrics = copy.deepcopy(metrics)
+    for condition in metrics["conditions"]:
+        for value in condition["metrics"].values():
+            if isinstance(value, dict) and "estimate" in value:
+                value["low"], value["high"] = value["estimate"] + 1.0, value["estimate"] + 2.0
+    page = write_report(metrics, tmp_path).read_text(encoding="utf-8")
+    assert "<img" in page and any(tmp_path.rglob("*.png"))

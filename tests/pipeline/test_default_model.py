@@ -19,10 +19,15 @@ from ldmkit.cli import main
 from ldmkit.cli.generate import default_model_dir, reference_png_sha256
 
 MODEL = default_model_dir()
-pytestmark = pytest.mark.skipif(
-    not (MODEL / "model_index.json").is_file(),
-    reason=f"no default model shipped yet in {MODEL} (make it with `ldmkit model ship RUN --out {MODEL}`)",
-)
+
+
+def test_the_default_model_ships_in_the_package():
+    """Issue 6: the package holds a trained model, fp16 safetensors, <= 60 MB, with its record."""
+    assert (MODEL / "model_index.json").is_file(), f"no default model in {MODEL}"
+    weights = list(MODEL.rglob("*.safetensors"))
+    assert weights and sum(f.stat().st_size for f in MODEL.rglob("*") if f.is_file()) <= 60_000_000
+    record = json.loads((MODEL / "ldmkit.json").read_text())
+    assert record["shipped"]["total_bytes"] <= 60_000_000 and record.get("metrics")
 
 
 @pytest.fixture(scope="module")

@@ -172,7 +172,9 @@ def _plots(metrics: dict, out: Path) -> list[str]:
                           for c in conditions if c["best_of"] == k and key in c["metrics"]]
                 xs = [sweep["values"][i] if numeric else i for i, _ in points]
                 mid = [ci["estimate"] for _, ci in points]
-                err = [[ci["estimate"] - ci["low"] for _, ci in points], [ci["high"] - ci["estimate"] for _, ci in points]]
+                # an estimate outside its interval (FD's small-sample bias; noted in metrics.json) draws no bar there
+                err = [[max(0.0, ci["estimate"] - ci["low"]) for _, ci in points],
+                       [max(0.0, ci["high"] - ci["estimate"]) for _, ci in points]]
                 ax.errorbar(xs, mid, yerr=err, marker="o", capsize=3, label="best-of-1" if k == 1 else f"best-of-{k}")
             floor = _ci(reference, key)
             if floor:
