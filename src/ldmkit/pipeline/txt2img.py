@@ -107,6 +107,13 @@ class Pipeline:
             m.eval().requires_grad_(False)
 
     @classmethod
+    def default(cls, **kwargs) -> "Pipeline":
+        """The default model shipped inside the package (`ldmkit generate` without --model)."""
+        from importlib import resources
+
+        return cls.from_pretrained(Path(str(resources.files("ldmkit") / "default_model")), **kwargs)
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, *, allow_pickle: bool = False, device: str = "cpu",
                         unet_dtype: torch.dtype | None = None, compile: bool = False) -> Pipeline:
         from ldmkit.models.folder import load_components
