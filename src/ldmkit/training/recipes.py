@@ -119,6 +119,11 @@ class UNetSection:
     """Prompts drawn into a grid at each validation (train.validate_every); empty: the first val captions."""
     validation_steps: int = 10
     """Sampler steps of the validation images."""
+    eval_clip: str | None = None
+    """A model folder holding clip/ (or a clip/ folder): at every validation, K val captions are generated and
+    scored with it (CLIP score, prompt retrieval among the K) into RUN_DIR/eval.jsonl and eval_curve.png."""
+    eval_prompts: int = 32
+    """K, the number of val captions of that in-training evaluation (one image each)."""
 
     def __post_init__(self) -> None:
         owner = "unet"
@@ -129,6 +134,9 @@ class UNetSection:
         check_bool(owner, "zero_terminal_snr", self.zero_terminal_snr)
         check_bool(owner, "class_conditional", self.class_conditional)
         check_int(owner, "validation_steps", self.validation_steps, minimum=1)
+        check_int(owner, "eval_prompts", self.eval_prompts, minimum=2)
+        if self.eval_clip is not None and not isinstance(self.eval_clip, str):
+            raise UsageError(f"unet.eval_clip must be a folder path, got {self.eval_clip!r}")
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise UsageError("unet.zero_terminal_snr needs unet.prediction_type: v_prediction "
                              "(epsilon carries no information at zero SNR, Lin et al. 2023 §3.2)")

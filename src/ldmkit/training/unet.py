@@ -12,6 +12,7 @@ optional Min-SNR-gamma weights. RUN_DIR/final and every checkpoint's model/ subf
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,16 @@ class UNetTask:
             self.val = with_class_captions(self.val, recipe.data.class_template)
         self.cache = build_latent_cache(c, self.train, self.run_dir / CACHE_FOLDER, recipe.data.image_size)
         self.null_text = c.text_encoder.encode([""])[0].float()  # the empty prompt CFG contrasts with
+        self.dual_encoder = None
+        if obj.eval_clip is not None:  # checked now, not at the first validation hours later
+            from ldmkit.models.dual_encoder import load_dual_encoder
+
+            self.dual_encoder = load_dual_encoder(obj.eval_clip)
+            if len(self.val) < 2:
+                from ldmkit.errors import UsageError
+
+                raise UsageError(f"unet.eval_clip needs at least 2 val images to rank captions; the val split has "
+                                 f"{len(self.val)} (raise data.val_fraction)")
         c.unet.requires_grad_(True)
         c.vae.requires_grad_(False)
         c.text_encoder.model.requires_grad_(False)
@@ -94,6 +105,14 @@ class UNetTask:
         write_model_folder(self.components, Path(path) / "model", self.recipe, {"step": step})
         save_prompt_grid(self.components, self.validation_prompts(), Path(path) / "samples.png",
                          steps=self.recipe.unet.validation_steps)
+        captions = [s.captions[0] for s in self.val.samples[:self.recipe.unet.eval_prompts]]
+        if self.dual_encoder is not None and len(captions) >= 2:  # held-out captions only; retrieval needs 2+
+            from ldmkit.training.run_eval import append_eval_row, evaluate_alignment
+
+            with _trainable_flags_kept(self.components):
+                row = evaluate_alignment(self.components, self.dual_encoder, captions,
+                                         steps=self.recipe.unet.validation_steps)
+            append_eval_row(self.run_dir, step, row)
 
     def validation_prompts(self) -> list[str]:
         prompts = list(self.recipe.unet.validation_prompts)
@@ -128,22 +147,29 @@ def build_latent_cache(components, dataset, cache_dir: Path, image_size: int):
     return build_cache(dataset, cache_dir, encode_images=encode_images, encode_text=encode_text, spec=spec)
 
 
+@contextlib.contextmanager
+def _trainable_flags_kept(components):
+    """Pipeline freezes its modules; training must go on with the same trainable set afterwards."""
+    modules = (components.unet, components.vae, components.text_encoder.model)
+    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, flags):
+            for p, flag in zip(m.parameters(), f):
+                p.requires_grad_(flag)
+
+
 def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) -> None:
     """One image per prompt (seed i for prompt i), side by side in one PNG."""
     from PIL import Image
 
     from ldmkit.pipeline import Pipeline
 
-    modules = (components.unet, components.vae, components.text_encoder.model)
-    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
-    try:
+    with _trainable_flags_kept(components):
         # on the device the UNet trains on: Pipeline's default (cpu) would move a GPU run's UNet off the GPU
         pipe = Pipeline(components, device=next(components.unet.parameters()).device)
         images = [pipe(p, steps=steps, seed=i).images[0] for i, p in enumerate(prompts)]
-    finally:  # Pipeline freezes its modules; training must go on with the same trainable set
-        for m, f in zip(modules, flags):
-            for p, flag in zip(m.parameters(), f):
-                p.requires_grad_(flag)
     if not images:
         return
     w, h = images[0].size

@@ -1,0 +1,83 @@
+"""A small evaluation inside UNet training (issue 5): alignment of the current EMA weights, every validation.
+
+    row = evaluate_alignment(components, dual_encoder, captions, steps=10)
+    append_eval_row(run_dir, row)          # RUN_DIR/eval.jsonl + RUN_DIR/eval_curve.png
+
+For K held-out captions (one image each, seed i for caption i) it measures the CLIP score (100 x cosine,
+clipped at 0, as torchmetrics' CLIPScore) and prompt retrieval (is the image's own caption the closest,
+or among the 5 closest, of the K). The full `ldmkit eval` (fidelity, intervals, reports) runs on a
+finished model; this is the cheap curve to watch while training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+EVAL_LOG = "eval.jsonl"
+EVAL_PLOT = "eval_curve.png"
+
+
+@torch.no_grad()
+def evaluate_alignment(components, dual_encoder, captions: list[str], *, steps: int, guidance: float | None = None
+                       ) -> dict[str, float]:
+    """CLIP score and prompt-retrieval top-1/top-5 of one generated image per caption (seed i for caption i)."""
+    import numpy as np
+
+    from ldmkit.pipeline import Pipeline
+
+    device = next(components.unet.parameters()).device
+    pipe = Pipeline(components, device=device)
+    images = [pipe(c, steps=steps, guidance=guidance, seed=i).images[0] for i, c in enumerate(captions)]
+    pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
+                          for im in images]) / 127.5 - 1.0
+    image_emb = dual_encoder.encode_images(pixels).float().cpu()
+    text_emb = dual_encoder.encode_texts(captions).float().cpu()
+    sim = image_emb @ text_emb.T  # [K images, K captions], unit vectors
+    own = sim.diagonal()
+    rank = (sim > own[:, None]).sum(dim=1)  # captions closer than the image's own
+    return {"clip_score": float((100 * own.clamp_min(0)).mean()), "retrieval_top1": float((rank < 1).float().mean()),
+            "retrieval_top5": float((rank < 5).float().mean()), "prompts": len(captions)}
+
+
+def append_eval_row(run_dir: Path, step: int, row: dict[str, float]) -> None:
+    """Add the row for `step` to RUN_DIR/eval.jsonl (dropping rows of this or later steps that an interrupted
+    attempt left behind, so a resumed run keeps one row per step) and redraw eval_curve.png."""
+    path = Path(run_dir) / EVAL_LOG
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.exists() else []
+    rows = [r for r in rows if r["step"] < step] + [{"step": step, **row}]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+    _plot(rows, Path(run_dir) / EVAL_PLOT)
+
+
+def _plot(rows: list[dict], png: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
+    a.plot(steps, [r["clip_score"] for r in rows], marker="o")
+    a.set_title("CLIP score")
+    for key in ("retrieval_top1", "retrieval_top5"):
+        b.plot(steps, [r[key] for r in rows], marker="o", label=key.replace("retrieval_", ""))
+    b.set_title(f"prompt retrieval among {rows[-1]['prompts']}")
+    b.set_ylim(0, 1)
+    b.legend()
+    for ax in (a, b):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_name(png.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png)
