@@ -136,3 +136,16 @@ def test_fine_tuning_starts_from_the_earlier_dual_encoder(tmp_path):
     w_a = load_dual_encoder(first.final_dir).state_dict()
     w_b = load_dual_encoder(tuned.final_dir).state_dict()
     assert any(not torch.equal(w_a[k], w_b[k]) for k in w_a)  # and it did train further
+
+
+def test_a_clip_folder_without_its_text_encoder_is_refused_clearly(tmp_path):
+    import shutil
+
+    torch.set_num_threads(1)
+    recipe = load_recipe(RECIPE, ClipRecipe, ["data.builtin_n=16", "train.steps=1", "train.batch_size=8",
+                                              "train.checkpoint_every=0", "train.validate_every=0",
+                                              "train.progress_bar=false"])
+    result = train_clip(recipe, tmp_path / "run")
+    shutil.copytree(result.final_dir / "clip", tmp_path / "alone" / "clip")
+    with pytest.raises(ModelFolderError, match="no text_encoder/"):
+        load_dual_encoder(tmp_path / "alone")

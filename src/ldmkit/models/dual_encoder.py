@@ -183,6 +183,10 @@ def load_dual_encoder(path: str | Path) -> DualEncoder:
     except (ValueError, TypeError, KeyError) as err:
         raise ModelFolderError(f"{folder / CONFIG_FILE} is not a dual encoder config: {err}") from None
     text_root = folder if config.text_tuned else folder.parent
+    if not (text_root / "text_encoder").is_dir() and not (text_root / "config.json").is_file():
+        raise ModelFolderError(f"the dual encoder in {folder} uses the text encoder of the model folder around it, "
+                               f"but {text_root} has no text_encoder/: pass the whole model folder (with clip/ "
+                               "and text_encoder/), not a copy of clip/ alone")
     text = load_text_encoder(text_root)
     model = DualEncoder(config, text)
     missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
