@@ -74,3 +74,13 @@ def test_unet_training_logs_the_evaluation_at_each_validation(tmp_path):
     assert [r["step"] for r in rows] == [2, 4]
     assert all(0 <= r["retrieval_top1"] <= r["retrieval_top5"] <= 1 and r["prompts"] == 4 for r in rows)
     assert (tmp_path / "run" / "eval_curve.png").is_file()
+    # the rows travel in the model folder and `ldmkit eval` reports them
+    record = json.loads((tmp_path / "run" / "final" / "ldmkit.json").read_text())
+    assert [r["step"] for r in record["training_eval"]] == [2, 4]
+    from ldmkit.evaluation.run import EvalSettings, evaluate
+
+    metrics = evaluate(EvalSettings(model=tmp_path / "run" / "final", data=tmp_path / "run" / "dataset",
+                                    out=tmp_path / "eval", split="val", n=3, seeds=(0,), clip=clip.final_dir,
+                                    steps=2, n_boot=20))
+    assert metrics["training_eval"] == record["training_eval"]
+    assert "Evaluation during training" in (tmp_path / "eval" / "report.html").read_text()

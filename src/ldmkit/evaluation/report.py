@@ -30,12 +30,21 @@ def write_report(metrics: dict, out: Path) -> Path:
     parts += [f"<div class='note'>{e(note)}</div>" for note in metrics.get("notes", [])]
     parts.append("<h2>Metrics (estimate [95% bootstrap interval])</h2>" + _metric_table(metrics))
     parts += [f"<p><img src='{e(p)}' alt='{e(p)}'></p>" for p in plots]
+    if metrics.get("training_eval"):
+        parts.append("<h2>Evaluation during training (unet.eval_clip)</h2>" + _training_eval_table(metrics["training_eval"]))
     for condition in metrics["conditions"]:
         parts.append(f"<h2>Images: {e(condition['label'])}</h2>" + _grid(condition))
     parts.append("</body></html>")
     path = out / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def _training_eval_table(rows: list[dict]) -> str:
+    head = "<tr><th>step</th><th>CLIP score</th><th>retrieval top-1</th><th>retrieval top-5</th><th>prompts</th></tr>"
+    body = "".join(f"<tr><td>{r['step']}</td><td>{r['clip_score']:.2f}</td><td>{r['retrieval_top1']:.3f}</td>"
+                   f"<td>{r['retrieval_top5']:.3f}</td><td>{r['prompts']}</td></tr>" for r in rows)
+    return f"<table>{head}{body}</table>"
 
 
 def fmt(ci: dict | None) -> str:

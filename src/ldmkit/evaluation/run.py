@@ -159,6 +159,8 @@ def evaluate(settings: EvalSettings) -> dict:
                         "image_size": size, "where": settings.where, "split_rule": rule.describe(),
                         "prompts": prompts},
                "notes": notes}
+    if pipe.components.meta.get("training_eval"):  # the curve `unet.eval_clip` logged while training
+        metrics["training_eval"] = pipe.components.meta["training_eval"]
     metrics["text_limits"] = _text_limits(pipe, dual, prompts)
     shapes = is_shapes_dataset(settings.data)
     reference: dict = {}

@@ -43,13 +43,19 @@ def evaluate_alignment(components, dual_encoder, captions: list[str], *, steps: 
             "retrieval_top5": float((rank < 5).float().mean()), "prompts": len(captions)}
 
 
+def read_eval_rows(run_dir: Path) -> list[dict]:
+    """The rows of RUN_DIR/eval.jsonl (empty when the run has no in-training evaluation)."""
+    path = Path(run_dir) / EVAL_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def append_eval_row(run_dir: Path, step: int, row: dict[str, float]) -> None:
     """Add the row for `step` to RUN_DIR/eval.jsonl (dropping rows of this or later steps that an interrupted
     attempt left behind, so a resumed run keeps one row per step) and redraw eval_curve.png."""
     path = Path(run_dir) / EVAL_LOG
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.exists() else []
-    rows = [r for r in rows if r["step"] < step] + [{"step": step, **row}]
+    rows = [r for r in read_eval_rows(run_dir) if r["step"] < step] + [{"step": step, **row}]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     os.replace(tmp, path)

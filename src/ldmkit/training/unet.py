@@ -123,10 +123,17 @@ class UNetTask:
 
     def export(self, step: int, path: Path) -> None:
         """The checkpoint's model folder (checkpoints/step-N/model/): loads with Pipeline.from_pretrained."""
-        write_model_folder(self.components, path, self.recipe, {"trainer": "unet", "step": step})
+        write_model_folder(self.components, path, self.recipe, {"trainer": "unet", "step": step, **self._eval_meta()})
 
     def save_final(self, path: Path) -> None:
-        write_model_folder(self.components, path, self.recipe, {"trainer": "unet"})
+        write_model_folder(self.components, path, self.recipe, {"trainer": "unet", **self._eval_meta()})
+
+    def _eval_meta(self) -> dict[str, Any]:
+        """The in-training evaluation rows so far (ldmkit.json `training_eval`; `ldmkit eval` reports them)."""
+        from ldmkit.training.run_eval import read_eval_rows
+
+        rows = read_eval_rows(self.run_dir)
+        return {"training_eval": rows} if rows else {}
 
 
 def build_latent_cache(components, dataset, cache_dir: Path, image_size: int):
