@@ -17,7 +17,8 @@ from ldmkit.models import build_components, load_components, model_hash, save_co
 from ldmkit.models.dual_encoder import DualEncoder, DualEncoderConfig, load_dual_encoder, save_dual_encoder
 from ldmkit.models.folder import PACKAGED_REF
 from ldmkit.models.safety import check_safetensors_header
-from ldmkit.models.shipping import REFERENCE, SHIPPED, ShipSpec, platform_key, ship_model, to_fp16_safetensors
+from ldmkit.models.ship_parts import to_fp16_safetensors
+from ldmkit.models.shipping import REFERENCE, SHIPPED, ShipSpec, platform_key, ship_model
 from ldmkit.models.text import minilm_text_encoder
 
 
