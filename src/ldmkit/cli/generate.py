@@ -59,9 +59,9 @@ def parse_size(text: str | None) -> tuple[int | None, int | None]:
 
 
 def default_model_dir() -> Path:
-    from importlib import resources
+    from ldmkit.models.packaged import default_model_dir as packaged_dir
 
-    return Path(str(resources.files("ldmkit") / "default_model"))
+    return packaged_dir()
 
 
 def resolve_model(path: Path | None) -> Path:

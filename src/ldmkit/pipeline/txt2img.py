@@ -109,9 +109,9 @@ class Pipeline:
     @classmethod
     def default(cls, **kwargs) -> "Pipeline":
         """The default model shipped inside the package (`ldmkit generate` without --model)."""
-        from importlib import resources
+        from ldmkit.models.packaged import default_model_dir
 
-        return cls.from_pretrained(Path(str(resources.files("ldmkit") / "default_model")), **kwargs)
+        return cls.from_pretrained(default_model_dir(), **kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, allow_pickle: bool = False, device: str = "cpu",

@@ -61,6 +61,13 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
     if min(losses) > 0 and max(losses) / min(losses) > 20:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
+    save_figure(fig, png_path)
+
+
+def save_figure(fig, png_path: Path) -> None:
+    """Write a matplotlib figure atomically (temp file + rename: a reader never sees half a PNG), close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = png_path.with_name(png_path.stem + ".tmp.png")
     fig.savefig(tmp)

@@ -82,8 +82,6 @@ def _plot(rows: list[dict], png: Path) -> None:
     for ax in (a, b):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = png.with_name(png.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png)
+    from ldmkit.training.progress import save_figure
+
+    save_figure(fig, png)

@@ -103,7 +103,7 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
     resumes keeps the recipe stored in its run folder."""
     from ldmkit.training.trainers import resume_run, run_trainer, trainer_of
 
-    stages, out = load_stages(path), Path(out)
+    stages, out = load_stages(path), Path(out).resolve()  # absolute: run folders record these paths
     finals: dict[str, Path] = {}
     done: list[tuple[str, str]] = []
     for stage in stages:
