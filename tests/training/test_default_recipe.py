@@ -1,5 +1,6 @@
-"""Issue 6: configs/default.yaml runs end to end at tiny scale (emoji + avatars -> VAE -> UNet -> CLIP),
-the run ships as a package folder, and the shipped folder generates."""
+"""Issue 6: configs/default.yaml runs end to end at tiny scale (emoji + avatars -> VAE -> UNet -> CLIP ->
+attribute classifier -> one model folder -> eval of avatars and emoji), the run ships as a package folder,
+and the shipped folder generates."""
 
 from pathlib import Path
 
@@ -9,7 +10,12 @@ from ldmkit.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = ["data.builtin_n=12", "train.steps=2", "train.batch_size=4", "train.warmup_steps=0",
-        "train.checkpoint_every=1", "train.validate_every=0", "train.progress_bar=false"]
+        "train.checkpoint_every=1", "train.validate_every=0", "train.progress_bar=false",
+        "eval.split=train", "eval.n=4", "eval.steps=2", "eval.n_boot=20", "eval.sweep=guidance=1,3"]
+TRAINED = '"vae": "trained", "unet": "trained", "clip": "trained", "attributes": "trained"'
+EVALUATED = '"model": "shipped", "eval-avatars": "evaluated", "eval-emoji": "evaluated"'
+SKIPPED = ('"vae": "skipped", "unet": "skipped", "clip": "skipped", "attributes": "skipped", "model": "skipped", '
+           '"eval-avatars": "skipped", "eval-emoji": "skipped"')
 
 
 @pytest.mark.slow
@@ -21,12 +27,18 @@ def test_default_recipe_runs_ships_and_generates(tmp_path, capsys):
     args = ["train", "recipe", str(CONFIGS / "default.yaml"), "--out", str(out)]
     args += [a for o in TINY for a in ("--set", o)]
     assert main(args) == 0
-    assert '"vae": "trained", "unet": "trained", "clip": "trained", "attributes": "trained"' in capsys.readouterr().out
+    assert TRAINED + ", " + EVALUATED in capsys.readouterr().out
     card = (out / "dataset" / "dataset_card.json").read_text()
     assert '"emoji+avatars"' in card  # one mixture dataset, shared by the three stages
     assert not any((out / stage / "dataset").exists() for stage in ("vae", "unet", "clip", "attributes"))
     assert main(args) == 0  # a second call finds every stage finished
-    assert '"vae": "skipped", "unet": "skipped", "clip": "skipped", "attributes": "skipped"' in capsys.readouterr().out
+    assert SKIPPED in capsys.readouterr().out
+    import json
+
+    for part in ("avatars", "emoji"):  # each eval saw only its own rows, with the recipe's holdout rule
+        metrics = json.loads((out / f"eval-{part}" / "metrics.json").read_text())
+        assert metrics["settings"]["where"] == {"source": part} and len(metrics["conditions"]) == 2
+    assert (out / "model" / "attributes").is_dir() and (out / "eval-avatars" / "report.html").is_file()
 
     shipped = tmp_path / "pkg" / "default_model"
     assert main(["model", "ship", str(out), "--out", str(shipped), "--recipe", str(CONFIGS / "default.yaml"),

@@ -83,6 +83,13 @@ def test_stage_may_not_be_called_out(tmp_path):
     ("stages:\n  - {name: a, trainer: unet}\n", "missing keys ['config']"),
     ("stages:\n  - {name: a, trainer: unet, config: nope.yaml}\n", "does not exist"),
     ("stages:\n  - {name: a, trainer: unet, config: tiny.yaml, colour: red}\n", "unknown keys ['colour']"),
+    ("stages:\n  - {name: a, trainer: unet, config: tiny.yaml, ship: {}}\n", "one of `trainer`, `ship` or `eval`"),
+    ("stages:\n  - {name: a, ship: {colour: red}}\n", "unknown ship option 'colour'"),
+    ("stages:\n  - {name: a, eval: {model: m, n: many}}\n", "eval option n='many' has the wrong type; expected int"),
+    ("stages:\n  - {name: a, eval: {n: 4}}\n", "eval needs `model:`"),
+    ("stages:\n  - {name: a, eval: {model: m}, set: [x=1]}\n", "unknown keys ['set']"),
+    ("stages:\n  - {name: a, eval: [1]}\n", "must be a mapping"),
+    ("stages:\n  - {name: a, trainer: ship, config: tiny.yaml}\n", "instead of `trainer: ship`"),
 ])
 def test_bad_stages_files_are_refused_with_the_reason(tmp_path, text, message):
     path = tmp_path / "s.yaml"
@@ -112,5 +119,53 @@ def test_shipped_stages_files_load_with_their_recipes(name):
     stages = load_stages(CONFIGS / name)
     finals = {}
     for s in stages:
+        if s.kind != "train":
+            finals[s.name] = s.result(Path("/some/out"))
+            continue
         load_recipe(s.config, RECIPES[s.trainer], fill_placeholders(s.overrides, finals, s.name, Path("/some/out")))
         finals[s.name] = Path("/some/out") / s.name / "final"
+
+
+def test_ship_and_eval_stages_assemble_and_measure_then_skip(tmp_path, capsys):
+    """A training stage, then a ship stage (one fp16 model folder) and an eval stage on it; a stopped eval
+    (its .partial folder left behind) is redone, finished ones are skipped."""
+    path = tmp_path / "stages.yaml"
+    path.write_text(
+        "stages:\n"
+        f"  - {{name: unet, trainer: unet, config: {CONFIGS / 'tiny.yaml'}, set: {FAST + ['data.path={out}/data']}}}\n"
+        "  - {name: model, ship: {sampler: ddim, steps: 3, guidance: 2.5}}\n"
+        "  - {name: eval, eval: {model: '{model}', n: 4, split: train, n_boot: 20}}\n")
+    out = tmp_path / "runs"
+    assert main(["train", "recipe", str(path), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert '"unet": "trained", "model": "shipped", "eval": "evaluated"' in captured.out
+    assert "stage eval (eval): evaluated in" in captured.err and "3 of 3 stages in" in captured.err
+    import json
+
+    meta = json.loads((out / "model" / "ldmkit.json").read_text())
+    assert meta["sampling"]["steps"] == 3 and "stages:" in meta["recipe"]["text"]
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["data"]["root"] == str(out / "data") and metrics["settings"]["model"] == str(out / "model")
+    assert metrics["settings"]["out"] == str(out / "eval") and not (out / "eval.partial").exists()
+
+    import shutil
+
+    (out / "eval").rename(out / "eval.partial")  # as if stopped before the rename
+    shutil.rmtree(out / "model")
+    assert main(["train", "recipe", str(path), "--out", str(out)]) == 0
+    assert '"unet": "skipped", "model": "shipped", "eval": "evaluated"' in capsys.readouterr().out
+    assert (out / "eval" / "metrics.json").is_file() and not (out / "eval.partial").exists()
+    assert main(["train", "recipe", str(path), "--out", str(out)]) == 0
+    assert '"unet": "skipped", "model": "skipped", "eval": "skipped"' in capsys.readouterr().out
+
+
+def test_eval_stage_never_overwrites_a_foreign_folder(tmp_path):
+    from ldmkit.training.stages import run_stages
+
+    path = tmp_path / "stages.yaml"
+    path.write_text("stages:\n  - {name: eval, eval: {model: somewhere}}\n")
+    (tmp_path / "r" / "eval").mkdir(parents=True)
+    (tmp_path / "r" / "eval" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds no metrics.json"):
+        run_stages(path, tmp_path / "r")
+    assert (tmp_path / "r" / "eval" / "notes.txt").read_text() == "mine"

@@ -1,29 +1,45 @@
-"""Multi-stage recipes: train VAE -> UNet -> CLIP (any order) with one command, resumable at any point.
+"""Multi-stage recipes: train VAE -> UNet -> CLIP (any order), assemble the model, evaluate it: one command,
+resumable at any point.
 
     # configs/shapes-pipeline.yaml
     stages:
       - {name: vae,  trainer: vae,  config: vae-shapes.yaml}
       - {name: unet, trainer: unet, config: shapes-32.yaml, set: ["model.vae_from={vae}"]}
+      - {name: model, ship: {guidance: 5}}                        # OUT/model: one fp16 model folder
+      - {name: eval, eval: {model: "{model}", n: 64, sweep: "guidance=1,3,5"}}
 
     ldmkit train recipe configs/shapes-pipeline.yaml --out runs/shapes
 
-Each stage trains in OUT/<name>/ with its own recipe file (a path relative to the stages file) and
-overrides, where `{stage}` stands for OUT/<stage>/final and `{out}` for OUT itself (e.g. a dataset folder
-that every stage shares: `data.path={out}/dataset`). Running the command again skips finished
-stages (their final/ exists), resumes an interrupted one exactly (its run folder holds the state), and
-starts the rest, so stopping and restarting at any point gives the same models.
+A *training* stage trains in OUT/<name>/ with its own recipe file (a path relative to the stages file) and
+overrides, where `{stage}` stands for an earlier stage's result (OUT/<stage>/final for a training stage,
+OUT/<stage> for the others) and `{out}` for OUT itself (e.g. a dataset folder that every stage shares:
+`data.path={out}/dataset`). A *ship* stage writes the finished training stages as one model folder, the way
+`ldmkit model ship OUT` does (its options: name, sampler, steps, guidance, max_mb). An *eval* stage runs
+`ldmkit eval` into OUT/<name>/ (its options are EvalSettings' fields; `data` defaults to {out}/dataset).
+
+Running the command again skips finished stages (a final/, ldmkit.json or metrics.json exists), resumes an
+interrupted training stage exactly (its run folder holds the state), redoes an interrupted ship or eval
+(each writes to a temporary folder and renames it when done), and starts the rest, so stopping and
+restarting at any point gives the same models.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ldmkit.config.recipe import read_yaml_mapping
 from ldmkit.errors import UsageError
 
-STAGE_KEYS = ("name", "trainer", "config", "set")
+STAGE_KEYS = ("name", "trainer", "config", "set", "ship", "eval")
 OUT_PLACEHOLDER = "out"
+SHIP_OPTIONS = {"name": str, "sampler": str, "steps": int, "guidance": (int, float), "max_mb": (int, float)}
+EVAL_OPTIONS = {"model": str, "data": str, "split": str, "n": int, "seeds": list, "sweep": str, "clip": str,
+                "steps": int, "sampler": str, "guidance": (int, float), "best_of": int, "n_boot": int,
+                "where": dict, "attributes": str}
+EVAL_PATHS = ("model", "data", "clip", "attributes")  # eval options that may hold {stage} / {out} placeholders
 
 
 @dataclass(frozen=True)
@@ -31,13 +47,15 @@ class Stage:
     """One training run of a multi-stage recipe."""
 
     name: str
-    """Folder name under OUT, and how later stages refer to this stage's final model: {name}."""
+    """Folder name under OUT, and how later stages refer to this stage's result: {name}."""
     trainer: str
-    """unet | vae | clip."""
-    config: Path
-    """The stage's recipe file (resolved against the stages file's folder)."""
+    """unet | vae | clip | attributes for a training stage; "ship" or "eval" for the other two kinds."""
+    config: Path | None
+    """A training stage's recipe file (resolved against the stages file's folder); None for ship / eval."""
     overrides: tuple[str, ...] = ()
     """Dotted overrides, with {stage} placeholders not yet filled in."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """A ship or eval stage's options (checked against SHIP_OPTIONS / EVAL_OPTIONS)."""
 
     def __post_init__(self):
         from ldmkit.training.recipes import RECIPES
@@ -46,8 +64,33 @@ class Stage:
             raise UsageError(f"stage name {self.name!r}: use letters, digits, '-' and '_' only")
         if self.name == OUT_PLACEHOLDER:
             raise UsageError(f"stage name {self.name!r} is reserved: {{{OUT_PLACEHOLDER}}} stands for the output folder")
-        if self.trainer not in RECIPES:
+        if self.kind == "train" and self.trainer not in RECIPES:
             raise UsageError(f"stage {self.name!r}: trainer {self.trainer!r} is not one of {', '.join(RECIPES)}")
+        allowed = {"ship": SHIP_OPTIONS, "eval": EVAL_OPTIONS}.get(self.trainer, {})
+        for key, value in self.options.items():
+            if key not in allowed:
+                raise UsageError(f"stage {self.name!r}: unknown {self.trainer} option {key!r}; allowed: "
+                                 f"{', '.join(allowed)}")
+            if not isinstance(value, allowed[key]) or isinstance(value, bool):
+                types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+                raise UsageError(f"stage {self.name!r}: {self.trainer} option {key}={value!r} has the wrong type; "
+                                 f"expected {' or '.join(t.__name__ for t in types)}")
+
+        if self.kind == "eval" and "model" not in self.options:
+            raise UsageError(f"stage {self.name!r}: eval needs `model:` (e.g. \"{{model}}\", a ship stage's result)")
+
+    @property
+    def kind(self) -> str:
+        """"train", "ship" or "eval"."""
+        return self.trainer if self.trainer in ("ship", "eval") else "train"
+
+    def result(self, out: Path) -> Path:
+        """What {name} stands for in later stages: the final model of a training stage, else OUT/<name>."""
+        return out / self.name / "final" if self.kind == "train" else out / self.name
+
+    def finished(self, out: Path) -> bool:
+        marker = {"train": "final", "ship": "ldmkit.json", "eval": "metrics.json"}[self.kind]
+        return (out / self.name / marker).exists()
 
 
 def load_stages(path: str | Path) -> list[Stage]:
@@ -62,18 +105,34 @@ def load_stages(path: str | Path) -> list[Stage]:
         if not isinstance(item, dict):
             raise UsageError(f"{where}: expected a mapping with keys {', '.join(STAGE_KEYS)}")
         unknown = sorted(set(item) - set(STAGE_KEYS))
-        missing = [k for k in ("name", "trainer", "config") if k not in item]
+        kinds = [k for k in ("trainer", "ship", "eval") if k in item]
+        if len(kinds) > 1:
+            raise UsageError(f"{where}: give one of `trainer`, `ship` or `eval`, not {' and '.join(kinds)}")
+        kind = kinds[0] if kinds else "trainer"
+        need = ("name", "trainer", "config") if kind == "trainer" else ("name", kind)
+        missing = [k for k in need if k not in item]
+        if kind != "trainer":
+            unknown += [k for k in ("config", "set") if k in item]
         if unknown or missing:
-            raise UsageError(f"{where}: unknown keys {unknown}, missing keys {missing}; allowed: {', '.join(STAGE_KEYS)}")
-        overrides = item.get("set", [])
-        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-            raise UsageError(f"{where}: `set` must be a list of 'key=value' strings")
-        stage = Stage(str(item["name"]), str(item["trainer"]), (path.parent / str(item["config"])).resolve(),
-                      tuple(overrides))
+            raise UsageError(f"{where}: unknown keys {unknown}, missing keys {missing}; allowed: "
+                             + (", ".join(STAGE_KEYS[:4]) if kind == "trainer" else f"name, {kind}"))
+        if kind == "trainer" and str(item["trainer"]) in ("ship", "eval"):
+            raise UsageError(f"{where}: write `{item['trainer']}: {{options}}` instead of `trainer: {item['trainer']}`")
+        if kind == "trainer":
+            overrides = item.get("set", [])
+            if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+                raise UsageError(f"{where}: `set` must be a list of 'key=value' strings")
+            stage = Stage(str(item["name"]), str(item["trainer"]), (path.parent / str(item["config"])).resolve(),
+                          tuple(overrides))
+            if not stage.config.is_file():
+                raise UsageError(f"{where}: recipe file {stage.config} does not exist")
+        else:
+            options = item[kind] if item[kind] is not None else {}
+            if not isinstance(options, dict):
+                raise UsageError(f"{where}: `{kind}` must be a mapping of options (or {{}})")
+            stage = Stage(str(item["name"]), kind, None, options=dict(options))
         if stage.name in seen:
             raise UsageError(f"{where}: stage name {stage.name!r} is used twice")
-        if not stage.config.is_file():
-            raise UsageError(f"{where}: recipe file {stage.config} does not exist")
         seen.add(stage.name)
         stages.append(stage)
     return stages
@@ -97,28 +156,110 @@ def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage
 
 def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
                log=print) -> list[tuple[str, str]]:
-    """Run every stage in order; returns (stage, what happened) pairs: skipped | resumed | trained | interrupted.
+    """Run every stage in order; returns (stage, what happened) pairs: skipped | resumed | trained | interrupted
+    (training stages), skipped | shipped (ship), skipped | evaluated (eval).
 
-    `overrides` apply to every stage's recipe after the stage's own (placeholders allowed); a stage that
-    resumes keeps the recipe stored in its run folder."""
+    `overrides` apply to every training stage's recipe after the stage's own (placeholders allowed); a stage
+    that resumes keeps the recipe stored in its run folder. Those starting with `eval.` or `ship.` set an
+    option of every eval / ship stage instead (e.g. `eval.n=50`). Each stage's wall time is logged."""
     from ldmkit.training.trainers import resume_run, run_trainer, trainer_of
 
     stages, out = load_stages(path), Path(out).resolve()  # absolute: run folders record these paths
+    overrides, stages = _stage_kind_overrides(overrides, stages)
     finals: dict[str, Path] = {}
     done: list[tuple[str, str]] = []
+    began = time.perf_counter()
     for stage in stages:
-        run_dir = out / stage.name
-        if (run_dir / "final").is_dir():
+        run_dir, start = out / stage.name, time.perf_counter()
+        if stage.finished(out):
             status = "skipped"
+        elif stage.kind == "ship":
+            _ship_stage(stage, out, Path(path), log)
+            status = "shipped"
+        elif stage.kind == "eval":
+            _eval_stage(stage, out, finals, log)
+            status = "evaluated"
         elif trainer_of(run_dir) is not None:
             result = resume_run(run_dir)
             status = "interrupted" if result.interrupted else "resumed"
         else:
             result = run_trainer(stage.trainer, stage.config, run_dir, fill_placeholders(stage.overrides + tuple(overrides), finals, stage.name, out))
             status = "interrupted" if result.interrupted else "trained"
-        log(f"stage {stage.name} ({stage.trainer}): {status} -> {run_dir / 'final'}")
+        log(f"stage {stage.name} ({stage.trainer}): {status} in {_minutes(time.perf_counter() - start)} "
+            f"-> {stage.result(out)}")
         done.append((stage.name, status))
         if status == "interrupted":
             break
-        finals[stage.name] = run_dir / "final"
+        finals[stage.name] = stage.result(out)
+    log(f"recipe {path}: {len(done)} of {len(stages)} stages in {_minutes(time.perf_counter() - began)}")
     return done
+
+
+def _stage_kind_overrides(overrides, stages: list[Stage]) -> tuple[tuple[str, ...], list[Stage]]:
+    """Split off `eval.KEY=VALUE` / `ship.KEY=VALUE` overrides and apply them to the stages of that kind;
+    the rest are returned for the training stages."""
+    import dataclasses
+
+    import yaml
+
+    rest, options = [], {"eval": {}, "ship": {}}
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        kind, dot, option = key.strip().partition(".")
+        if kind not in options or not dot:
+            rest.append(text)
+            continue
+        if not sep or not option:
+            raise UsageError(f"override {text!r} must look like {kind}.OPTION=value")
+        options[kind][option] = yaml.safe_load(raw) if raw.strip() else ""
+    for kind, opts in options.items():
+        if opts and not any(s.kind == kind for s in stages):
+            raise UsageError(f"overrides {', '.join(f'{kind}.{k}' for k in opts)}: the recipe has no {kind} stage")
+    stages = [dataclasses.replace(s, options={**s.options, **options[s.kind]}) if options.get(s.kind) else s
+              for s in stages]  # re-checked by Stage.__post_init__
+    return tuple(rest), stages
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _ship_stage(stage: Stage, out: Path, stages_file: Path, log) -> None:
+    """The finished training stages of OUT as one fp16 model folder OUT/<name> (`ldmkit model ship OUT`)."""
+    from ldmkit.models.shipping import MAX_BYTES, ShipSpec, ship_model
+
+    opts = stage.options
+    sampling = {k: opts[k] for k in ("sampler", "steps", "guidance") if k in opts}
+    spec = ShipSpec(source=out, out=out / stage.name, recipe=stages_file, sampling=sampling, name=opts.get("name", ""),
+                    replace=True, max_bytes=int(opts["max_mb"] * 1_000_000) if "max_mb" in opts else MAX_BYTES)
+    ship_model(spec, log=log)  # atomic: a stopped ship leaves no ldmkit.json, so it is redone
+
+
+def _eval_stage(stage: Stage, out: Path, finals: dict[str, Path], log) -> None:
+    """`ldmkit eval` into OUT/<name>: written to OUT/<name>.partial, renamed when metrics.json is complete."""
+    import shutil
+
+    from ldmkit.evaluation.metric_sets import write_json
+    from ldmkit.evaluation.run import METRICS_FILE, EvalSettings, evaluate, parse_sweep
+
+    opts = dict(stage.options)
+    opts.setdefault("data", f"{{{OUT_PLACEHOLDER}}}/dataset")
+    for key in EVAL_PATHS:
+        if key in opts:
+            (opts[key],) = fill_placeholders((opts[key],), finals, stage.name, out)
+    if "sweep" in opts:
+        opts["sweep"] = parse_sweep(opts["sweep"])
+    if "seeds" in opts:
+        opts["seeds"] = tuple(opts["seeds"])
+    final, partial = out / stage.name, out / f"{stage.name}.partial"
+    if final.exists():
+        raise UsageError(f"{final} exists but holds no metrics.json; move it away and run the recipe again")
+    if partial.exists():
+        shutil.rmtree(partial)  # this stage's own unfinished output from a stopped run
+    metrics = evaluate(EvalSettings(out=partial, **opts))
+    for note in metrics["notes"]:
+        log(f"stage {stage.name}: note: {note}")
+    metrics["settings"]["out"] = str(final)  # where it lives once renamed
+    (partial / METRICS_FILE).unlink()
+    write_json(partial / METRICS_FILE, metrics)
+    partial.rename(final)
