@@ -14,6 +14,7 @@ from ldmkit.evaluation.features import image_embeddings
 from ldmkit.evaluation.frechet import frechet_distance_ci
 from ldmkit.evaluation.metric_sets import disjoint_halves
 from ldmkit.evaluation.run import EvalSettings, evaluate, parse_sweep
+from ldmkit.evaluation.shapes_score import shapes_attribute_scores
 from ldmkit.models.dual_encoder import load_dual_encoder
 
 _spec = importlib.util.spec_from_file_location("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
@@ -189,3 +190,23 @@ def test_cli_eval_prints_paths_and_refuses_best_of_without_clip(world, tmp_path,
         "euler", "ddim"]
     rc = main(["eval", str(world["bare"]), "--data", str(world["shapes"]), "--best-of", "2", "-o", str(tmp_path / "x")])
     assert rc == 2 and "no clip/" in capsys.readouterr().err
+
+
+def test_vae_round_trip_reference_scores_the_decoded_real_images(swept, world):
+    """reference.vae_round_trip: the evaluated real images through encode -> decode, scored like generated ones
+    (alignment and shapes attributes), and it is what vae_round_trip returns for those images."""
+    from ldmkit.evaluation.run import vae_round_trip
+    from ldmkit.pipeline import Pipeline
+
+    _, metrics = swept
+    trip = metrics["reference"]["vae_round_trip"]
+    n = metrics["data"]["evaluated_images"]
+    assert trip["images"] == n and {"clip_score", "retrieval_top1", "shapes"} <= set(trip)
+    pipe = Pipeline.from_pretrained(world["model"])
+    held_out = CaptionDataset.open(world["shapes"]).split("test")
+    real = [held_out.image(i).convert("RGB").resize((32, 32)) for i in range(n)]
+    decoded = vae_round_trip(pipe, real)
+    assert [im.size for im in decoded] == [(32, 32)] * n
+    assert any(np.asarray(a).tolist() != np.asarray(b).tolist() for a, b in zip(decoded, real))  # really decoded
+    expected = shapes_attribute_scores(decoded, [dict(s.labels) for s in held_out.samples[:n]], n_boot=N_BOOT, seed=0)
+    assert trip["shapes"]["mean"]["estimate"] == pytest.approx(expected["mean"]["estimate"])

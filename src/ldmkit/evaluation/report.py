@@ -83,6 +83,8 @@ def _metric_table(metrics: dict) -> str:
     floor = ref.get("real_vs_real", {})
     reference_row = {**real, **floor}
     rows.append(_row("real images (ceiling / real-vs-real floor)", reference_row))
+    if ref.get("vae_round_trip"):
+        rows.append(_row("real images through the VAE (the autoencoder's ceiling)", ref["vae_round_trip"]))
     for condition in metrics["conditions"]:
         rows.append(_row(condition["label"], condition["metrics"]))
     note = ("<p>Alignment (CLIP score, retrieval among the distinct evaluation captions): higher is better; the "
@@ -103,7 +105,9 @@ def _row(label: str, values: dict) -> str:
 
 
 def _shapes_table(metrics: dict, e) -> str:
-    sets = [("real images", metrics.get("reference", {}).get("real_images", {}).get("shapes"))]
+    ref = metrics.get("reference", {})
+    sets = [("real images", ref.get("real_images", {}).get("shapes")),
+            ("real images through the VAE", ref.get("vae_round_trip", {}).get("shapes"))]
     sets += [(c["label"], c["metrics"].get("shapes")) for c in metrics["conditions"]]
     sets = [(label, table) for label, table in sets if table]
     if not sets:
@@ -118,7 +122,9 @@ def _shapes_table(metrics: dict, e) -> str:
 
 def _avatars_table(metrics: dict, e) -> str:
     """Per-attribute accuracy of avatars images (all / seen / unseen combinations) and what was excluded."""
-    sets = [("real images", metrics.get("reference", {}).get("real_images", {}).get("avatars"))]
+    ref = metrics.get("reference", {})
+    sets = [("real images", ref.get("real_images", {}).get("avatars")),
+            ("real images through the VAE", ref.get("vae_round_trip", {}).get("avatars"))]
     sets += [(c["label"], c["metrics"].get("avatars")) for c in metrics["conditions"]]
     rows = [(f"{label} ({part})", scores[part]) for label, scores in sets if scores
             for part in ("all", "seen", "unseen") if scores.get(part)]
