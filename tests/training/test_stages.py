@@ -134,7 +134,7 @@ def test_ship_and_eval_stages_assemble_and_measure_then_skip(tmp_path, capsys):
         "stages:\n"
         f"  - {{name: unet, trainer: unet, config: {CONFIGS / 'tiny.yaml'}, set: {FAST + ['data.path={out}/data']}}}\n"
         "  - {name: model, ship: {sampler: ddim, steps: 3, guidance: 2.5}}\n"
-        "  - {name: eval, eval: {model: '{model}', n: 4, split: train, n_boot: 20}}\n")
+        "  - {name: eval, eval: {model: '{model}', data: '{out}/data', n: 4, split: train, n_boot: 20}}\n")
     out = tmp_path / "runs"
     assert main(["train", "recipe", str(path), "--out", str(out)]) == 0
     captured = capsys.readouterr()
