@@ -1,0 +1,37 @@
+"""The attribute-accuracy ceiling a model's VAE allows, without generating anything (docs/quality.md).
+
+    python scripts/vae_ceiling.py src/ldmkit/default_model runs/default/dataset
+
+Scores the first 200 held-out avatars of DATA (the model's own split rule, as `ldmkit eval` uses it) with
+the model's attribute classifier twice: as they are, and after a VAE encode -> decode. The same numbers
+appear in `ldmkit eval`'s metrics.json under reference.vae_round_trip; this only skips the generation.
+"""
+
+import sys
+from pathlib import Path
+
+from ldmkit.evaluation.attributes import split_rule
+from ldmkit.evaluation.run import EvalSettings, _avatars_scorer, _held_out, vae_round_trip
+from ldmkit.pipeline import Pipeline
+
+
+def main(model: Path, data: Path, n: int = 200) -> None:
+    settings = EvalSettings(model=model, data=data, out=Path("unused"), n=n, where={"source": "avatars"})
+    rule = split_rule(model)
+    held_out, prompts, labels = _held_out(settings, rule)
+    pipe = Pipeline.from_pretrained(model)
+    size = pipe.default_size()
+    real = [held_out.image(i).convert("RGB").resize((size, size)) for i in range(len(prompts))]
+    notes: list[str] = []
+    score = _avatars_scorer(settings, rule, prompts, labels, notes)
+    if score is None:
+        sys.exit("; ".join(notes) or "no avatars prompts to score")
+    for name, images in (("real images", real), ("through the VAE", vae_round_trip(pipe, real))):
+        table = score(images, range(len(prompts)))["all"]
+        mean = table["mean"]
+        per = ", ".join(f"{k} {v['estimate']:.2f}" for k, v in sorted(table["per_attribute"].items()))
+        print(f"{name}: {mean['estimate']:.3f} [{mean['low']:.3f}, {mean['high']:.3f}] ({len(images)} images; {per})")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
