@@ -169,3 +169,13 @@ def test_eval_stage_never_overwrites_a_foreign_folder(tmp_path):
     with pytest.raises(UsageError, match="holds no metrics.json"):
         run_stages(path, tmp_path / "r")
     assert (tmp_path / "r" / "eval" / "notes.txt").read_text() == "mine"
+
+
+def test_eval_stage_options_are_the_eval_settings():
+    """An eval stage takes every EvalSettings field but `out` (the stage's own folder), and nothing else."""
+    import dataclasses
+
+    from ldmkit.evaluation.run import EvalSettings
+    from ldmkit.training.stages import EVAL_OPTIONS
+
+    assert set(EVAL_OPTIONS) == {f.name for f in dataclasses.fields(EvalSettings)} - {"out"}

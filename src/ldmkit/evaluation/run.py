@@ -226,9 +226,8 @@ def vae_round_trip(pipe, images: list, batch: int = 32) -> list:
     decoded = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            pixels = torch.cat([to_pixels(image) for image in images[start:start + batch]]).to(pipe.device, pipe.vae.dtype)
-            latents = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
-            decoded += to_pil(pipe.decode(latents))
+            pixels = torch.cat([to_pixels(image) for image in images[start:start + batch]])
+            decoded += to_pil(pipe.decode(pipe.encode_pixels(pixels)))
     return decoded
 
 

@@ -171,7 +171,11 @@ class Pipeline:
         """Image -> VAE posterior mean latents (deterministic, so strength 0 is a pure round trip)."""
         if image.size != (width, height):
             image = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-        pixels = to_pixels(image).to(self.device, self.vae.dtype)
+        return self.encode_pixels(to_pixels(image))
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] NCHW pixels -> scaled VAE posterior mean latents (the inverse of `decode`, up to the VAE)."""
+        pixels = pixels.to(self.device, self.vae.dtype)
         return self.vae.encode(pixels).latent_dist.mean.float() * self.vae.config.scaling_factor
 
     # -- the call -----------------------------------------------------------------------------
