@@ -9,9 +9,11 @@ predict, MSE, backward, AdamW step. ldmkit's step reads latents and text states 
 once through ldmkit.data.cache (the same VAE, text encoder, UNet, batch size and images), and runs
 through the real training loop (`ldmkit.training.loop.train`). Prints samples/s of each (ldmkit:
 the steps as metrics.jsonl reports them, and the whole train() call including the end-of-run
-checkpoint and final/ save), the median ratio over interleaved repeats (target >= 2x), and the achieved FLOP/s of the UNet step (forward + backward,
-counted by torch's FlopCounterMode) over this machine's measured fp32 matmul peak (and, for bf16, also
-over the measured bf16 matmul peak).
+checkpoint and final/ save), the median ratio over interleaved repeats (target >= 2x), and the achieved
+FLOP/s of ldmkit's training step (UNet forward + backward FLOPs, attention included, counted by torch's
+FlopCounterMode; times the loop's samples/s) over this machine's measured fp32 matmul peak (and, for
+bf16, also over the measured bf16 matmul peak). benchmarks/unet_step.py breaks the step down by width,
+precision and attention kernel.
 
 `--text-encoder minilm` uses the default model's text encoder (the packaged MiniLM, 6 layers, 384-d)
 instead of the preset's; `--mixed-precision bf16` runs BOTH sides in bf16 the way each does it: ldmkit
@@ -122,7 +124,9 @@ def ldmkit_steps(task, cfg, run_dir: Path) -> tuple[float, float]:
 
 
 def unet_step_flops(task, batch_size: int, device: str) -> float:
-    """FLOPs of one UNet forward + backward at this batch size."""
+    """FLOPs of one UNet forward + backward at this batch size, attention included (counted on the math
+    attention path: torch's flash kernels are invisible to FlopCounterMode)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     c = task.components
@@ -130,7 +134,7 @@ def unet_step_flops(task, batch_size: int, device: str) -> float:
     sample = torch.randn(batch_size, *c.latent_shape(task.recipe.data.image_size), device=device)
     context = torch.randn(batch_size, c.text_encoder.max_length, c.text_encoder.hidden_size, device=device)
     t = torch.randint(0, 1000, (batch_size,), device=device)
-    with FlopCounterMode(display=False) as counter:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         unet(sample, t, context).sample.sum().backward()
     unet.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())

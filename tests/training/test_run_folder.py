@@ -47,12 +47,13 @@ def test_run_folder_records_config_versions_metrics_and_plot(toy, tmp_path, caps
 def test_bf16_autocast_trains(toy, tmp_path):
     cfg = dataclasses.replace(CFG, mixed_precision="bf16", steps=8, progress_bar=False, lr=5e-2)
     task = toy.ToyTask(noisy=False)
-    seen = []
+    seen, flash = [], []
     original = task.loss
 
     def spy(modules, batch, generator):
         device = batch["x"].device.type
         seen.append(torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device))
+        flash.append(torch.backends.cuda.flash_sdp_enabled())  # the global SDPA flag, CPU included
         # the prepared module computes in bf16 inside (accelerate hands back fp32 outputs)
         hidden = modules["net"][0](batch["x"])
         seen.append(hidden.dtype)
@@ -62,5 +63,21 @@ def test_bf16_autocast_trains(toy, tmp_path):
     result = train(task, cfg, tmp_path)
     assert result.step == 8 and result.nonfinite_skipped == 0
     assert seen and all(d == torch.bfloat16 for d in seen)  # autocast was on
+    assert flash == [False] * len(flash)  # CPU + bf16: the math attention kernel (faster there)
+    assert torch.backends.cuda.flash_sdp_enabled()  # and restored afterwards
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_fp32_keeps_the_flash_attention_kernel(toy, tmp_path):
+    task = toy.ToyTask(noisy=False)
+    flash = []
+    original = task.loss
+
+    def spy(modules, batch, generator):
+        flash.append(torch.backends.cuda.flash_sdp_enabled())
+        return original(modules, batch, generator)
+
+    task.loss = spy
+    train(task, dataclasses.replace(CFG, steps=2, progress_bar=False, checkpoint_every=0), tmp_path)
+    assert flash and all(flash)

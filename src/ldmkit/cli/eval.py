@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--attributes", type=Path, metavar="FOLDER",
                    help="attribute classifier for avatars rows (default: MODEL/attributes; `ldmkit train attributes`)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates per interval (default 1000)")
+    p.add_argument("--batch", type=int, default=16,
+                   help="images sampled together (default 16; changes images only by float rounding)")
     p.add_argument("-o", "--out", type=Path, required=True, help="new or empty output folder")
     p.set_defaults(func=run_eval)
 
@@ -58,7 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
                             seeds=parse_seeds(args.seeds), sweep=parse_sweep(args.sweep) if args.sweep else None,
                             clip=args.clip, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                             best_of=args.best_of, n_boot=args.n_boot, where=parse_where(args.where),
-                            attributes=args.attributes)
+                            attributes=args.attributes, batch=args.batch)
     if not settings.model.exists():
         raise UsageError(f"model folder {settings.model} does not exist")
     metrics = evaluate(settings)

@@ -97,6 +97,8 @@ class EvalSettings:
     """Evaluate only rows whose labels match all of these (e.g. {"source": "avatars"}), real images included."""
     attributes: Path | None = None
     """Attribute classifier folder (holding attributes/, or attributes/ itself); default MODEL/attributes/."""
+    batch: int = 16
+    """Images sampled together (one UNet batch per step); a batch changes images only by float rounding."""
 
     def __post_init__(self) -> None:
         for name in ("model", "data", "out"):
@@ -111,6 +113,8 @@ class EvalSettings:
             raise UsageError(f"--steps must be in 1..1000, got {self.steps}")
         if self.guidance is not None and self.guidance < 0:
             raise UsageError(f"--guidance must be >= 0, got {self.guidance}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise UsageError(f"--batch must be an integer >= 1, got {self.batch!r}")
         if self.n_boot < 2:
             raise UsageError(f"n_boot must be >= 2, got {self.n_boot}")
         if self.clip is not None:
@@ -305,27 +309,31 @@ def _conditions(settings: EvalSettings) -> list[Condition]:
 
 
 def _generate(pipe, dual, condition: Condition, prompts: list[str], settings: EvalSettings, out: Path) -> None:
-    """Fill condition.images and .records, saving each image under OUT/images/<condition>/."""
+    """Fill condition.images and .records (prompt by prompt, seeds inner), saving each image under
+    OUT/images/<condition>/. Without reranking the images are sampled `settings.batch` at a time."""
     from ldmkit.pipeline.output import slugify
     from ldmkit.pipeline.rerank import rerank_best_of
 
     folder = out / "images" / slugify(condition.label, max_len=60)
     folder.mkdir(parents=True, exist_ok=True)
-    for index, prompt in enumerate(prompts):
-        for seed in settings.seeds:
-            record = {"prompt_index": index, "prompt": prompt}
-            if condition.best_of > 1:
-                result = rerank_best_of(pipe, dual, prompt, condition.best_of, seed=seed * condition.best_of,
-                                        **condition.kwargs)
-                record["rerank_scores"] = result.scores
-            else:
-                result = pipe(prompt, seed=seed, **condition.kwargs)
-            path = folder / f"{index:04d}-seed{result.seeds[0]}.png"
-            result.images[0].save(path)
-            record.update(seed=result.seeds[0], file=path.relative_to(out).as_posix(),
-                          steps=result.params.steps, sampler=result.params.sampler, guidance=result.params.guidance)
-            condition.images.append(result.images[0])
-            condition.records.append(record)
+    jobs = [(index, prompt, seed) for index, prompt in enumerate(prompts) for seed in settings.seeds]
+    if condition.best_of > 1:
+        results = [rerank_best_of(pipe, dual, prompt, condition.best_of, seed=seed * condition.best_of,
+                                  **condition.kwargs) for _, prompt, seed in jobs]
+    else:
+        chunks = [jobs[at:at + settings.batch] for at in range(0, len(jobs), settings.batch)]
+        results = [result for chunk in chunks for result in pipe.generate_batch(
+            [prompt for _, prompt, _ in chunk], [seed for _, _, seed in chunk], **condition.kwargs)]
+    for (index, prompt, _), result in zip(jobs, results):
+        record = {"prompt_index": index, "prompt": prompt}
+        if condition.best_of > 1:
+            record["rerank_scores"] = result.scores
+        path = folder / f"{index:04d}-seed{result.seeds[0]}.png"
+        result.images[0].save(path)
+        record.update(seed=result.seeds[0], file=path.relative_to(out).as_posix(),
+                      steps=result.params.steps, sampler=result.params.sampler, guidance=result.params.guidance)
+        condition.images.append(result.images[0])
+        condition.records.append(record)
 
 
 def _text_limits(pipe, dual, prompts: list[str]) -> dict:

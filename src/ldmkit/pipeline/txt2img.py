@@ -12,7 +12,7 @@ image as diffusers' StableDiffusionPipeline, and image k of a batch equals a sin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -200,15 +200,60 @@ class Pipeline:
         trajectory_every: int = 1,
         progress: bool = False,
     ) -> GenerationResult:
+        if init_image is not None and (height is None and width is None):
+            width, height = init_image.size
+        if num_images < 1:
+            raise UsageError(f"number of images must be >= 1, got {num_images}")
+        seeds = [seed + k for k in range(num_images)]
+        recorder = TrajectoryRecorder(every=trajectory_every) if trajectory else None
+        latents, images, params, warnings = self._sample(
+            [prompt] * num_images, seeds, negative_prompt, steps, guidance, guidance_rescale, sampler, height, width,
+            init_image, strength, recorder, progress)
+        traj = recorder.finish(self.decode) if recorder is not None else None
+        return GenerationResult(images, seeds, params, latents, traj, warnings)
+
+    @torch.no_grad()
+    def generate_batch(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        *,
+        negative_prompt: str = "",
+        steps: int | None = None,
+        guidance: float | None = None,
+        guidance_rescale: float | None = None,
+        sampler: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        progress: bool = False,
+    ) -> list[GenerationResult]:
+        """Image i from prompts[i] and seeds[i], all in one sampling run (one UNet batch per step).
+
+        Result i is `pipe(prompts[i], seed=seeds[i], ...)` up to the float rounding of a batched UNet
+        (each image keeps its own noise generator); much faster than one call per image on a CPU.
+        """
+        if isinstance(prompts, str):
+            raise UsageError("generate_batch takes a list of prompts, got one string (use pipe(prompt) for one)")
+        if not prompts or len(prompts) != len(seeds):
+            raise UsageError(f"generate_batch needs a non-empty list of prompts and one seed per prompt, "
+                             f"got {len(prompts)} prompt(s) and {len(seeds)} seed(s)")
+        latents, images, params, warnings = self._sample(
+            list(prompts), [int(s) for s in seeds], negative_prompt, steps, guidance, guidance_rescale, sampler,
+            height, width, None, 0.8, None, progress)
+        return [GenerationResult([image], [seed], replace(params, prompt=prompt, seed=seed), latents[i:i + 1],
+                                 None, list(warnings))
+                for i, (prompt, seed, image) in enumerate(zip(prompts, seeds, images))]
+
+    def _sample(self, prompts, seeds, negative_prompt, steps, guidance, guidance_rescale, sampler, height, width,
+                init_image, strength, recorder, progress):
+        """Sample len(prompts) images, image i from prompts[i] with its own generator seeded seeds[i]."""
         d = self.defaults()
         steps = int(d["steps"] if steps is None else steps)
         guidance = float(d["guidance"] if guidance is None else guidance)
         guidance_rescale = float(d["guidance_rescale"] if guidance_rescale is None else guidance_rescale)
         spec = get_sampler(d["sampler"] if sampler is None else sampler)
-        if init_image is not None and (height is None and width is None):
-            width, height = init_image.size
         height, width = height or self.default_size(), width or self.default_size()
-        self._check(steps, guidance, height, width, num_images, strength if init_image is not None else None)
+        self._check(steps, guidance, height, width, strength if init_image is not None else None)
 
         cfg = self.components.scheduler_config
         spacing = cfg.get("timestep_spacing", "leading")
@@ -216,15 +261,17 @@ class Pipeline:
                                   steps_offset=int(cfg.get("steps_offset", 0)),
                                   final_alpha_one=bool(cfg.get("set_alpha_to_one", True)))
         warnings: list[str] = []
-        # encode each prompt once and repeat it, as diffusers' encode_prompt does (num_images_per_prompt)
-        cond = self.encode_prompts([prompt], warnings).repeat(num_images, 1, 1)
-        uncond = self.encode_prompts([negative_prompt], warnings).repeat(num_images, 1, 1) if guidance != 1.0 else cond
+        # encode each distinct prompt once and gather, as diffusers' encode_prompt does (num_images_per_prompt)
+        distinct = list(dict.fromkeys(prompts))
+        rows = torch.tensor([distinct.index(p) for p in prompts], device=self.device)
+        cond = self.encode_prompts(distinct, warnings)[rows]
+        n = len(prompts)
+        uncond = self.encode_prompts([negative_prompt], warnings).repeat(n, 1, 1) if guidance != 1.0 else cond
         denoise = CFGDenoiser(Denoiser(self.model_fn, self.prediction_type, TimestepMap(self.schedule, sigma_steps)),
                               cond, uncond, guidance, guidance_rescale)
 
-        seeds = [seed + k for k in range(num_images)]
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        shape = (num_images, self.unet.config.in_channels, height // self.factor, width // self.factor)
+        shape = (n, self.unet.config.in_channels, height // self.factor, width // self.factor)
         if init_image is None:
             noise = gaussian_like(torch.empty(shape, device=self.device), generators)
             x = noise * initial_noise_scale(spec, float(sigma_steps.sigmas[0]), spacing)
@@ -234,7 +281,6 @@ class Pipeline:
             x0 = self.encode_image(init_image, width, height).expand(shape)
             x = x0 + gaussian_like(x0, generators) * sigma_steps.sigmas[0]
 
-        recorder = TrajectoryRecorder(every=trajectory_every) if trajectory else None
         bar = _progress_bar(len(sigma_steps), progress)
 
         def on_step(step: Step):
@@ -254,13 +300,12 @@ class Pipeline:
             raise LdmkitError("non-finite latents at the end of sampling")
         latents = x / (1 + sigma_steps.sigmas[-1] ** 2) ** 0.5  # VE -> the VP latents the VAE expects
         images = to_pil(self.decode(latents))
-        params = GenerationParams(prompt, negative_prompt, steps, spec.name, guidance, guidance_rescale, seed,
+        params = GenerationParams(prompts[0], negative_prompt, steps, spec.name, guidance, guidance_rescale, seeds[0],
                                   width, height, strength if init_image is not None else None,
                                   self.model_hash, self.components.meta.get("name", ""))
-        traj = recorder.finish(self.decode) if recorder is not None else None
-        return GenerationResult(images, seeds, params, latents, traj, warnings)
+        return latents, images, params, warnings
 
-    def _check(self, steps, guidance, height, width, num_images, strength):
+    def _check(self, steps, guidance, height, width, strength):
         T = self.schedule.num_train_timesteps
         if not 1 <= steps <= min(1000, T):
             raise UsageError(f"steps must be in 1..{min(1000, T)}, got {steps}")
@@ -269,8 +314,6 @@ class Pipeline:
         for name, v in (("height", height), ("width", width)):
             if v <= 0 or v % self.factor:
                 raise UsageError(f"{name} {v} is not a positive multiple of the VAE factor {self.factor}")
-        if num_images < 1:
-            raise UsageError(f"number of images must be >= 1, got {num_images}")
         if strength is not None and not 0.0 <= strength <= 1.0:
             raise UsageError(f"strength must be in [0, 1], got {strength}")
 

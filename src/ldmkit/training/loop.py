@@ -114,7 +114,7 @@ def _optimizer_step(run: RunState, task: TrainTask, log: ProgressLog) -> dict[st
     for _ in range(cfg.grad_accum):
         batch = send_to_device(task.batch(run.order.next_batch(), run.generator), acc.device)
         with acc.accumulate(*run.wrapped.values()):  # no DDP all-reduce until the last micro-batch
-            with acc.autocast():
+            with _forward_context(acc, cfg):
                 loss, metrics = task.loss(run.wrapped, batch, run.generator)
             acc.backward(loss)  # divides by grad_accum; scales the loss under fp16
         losses.append(float(loss.detach()))
@@ -217,6 +217,24 @@ def _stop_requested(run: RunState, stop: StopSignals) -> bool:
 
 def _ema_weights(ema: EMA | None) -> contextlib.AbstractContextManager:
     return ema.applied() if ema is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _forward_context(acc: Any, cfg: TrainConfig) -> Iterator[None]:
+    """accelerate's autocast around the forward; on a CPU under bf16 also the math attention kernel.
+
+    torch's CPU flash-attention backward in bf16 is slow at these sizes: 130 ms of a 437 ms small64
+    UNet step (batch 32), against 36 ms in fp32. The math path (bmm + softmax, bf16 matmuls) makes the
+    whole bf16 step ~10% faster; in fp32 it is slower, so fp32 keeps the flash kernel
+    (benchmarks/unet_step.py measures both). The kernel is picked in the forward and its backward follows.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(acc.autocast())
+        if cfg.mixed_precision == "bf16" and acc.device.type == "cpu":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
 
 
 def _accelerator(cfg: TrainConfig) -> Any:
