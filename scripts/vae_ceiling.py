@@ -1,12 +1,15 @@
 """The attribute-accuracy ceiling a model's VAE allows, without generating anything (docs/quality.md).
 
-    python scripts/vae_ceiling.py src/ldmkit/default_model runs/default/dataset
+    python scripts/vae_ceiling.py src/ldmkit/default_model runs/default/dataset [--vae runs/vae/final] [--n 200]
 
-Scores the first 200 held-out avatars of DATA (the model's own split rule, as `ldmkit eval` uses it) with
+Scores the first N held-out avatars of DATA (the model's own split rule, as `ldmkit eval` uses it) with
 the model's attribute classifier twice: as they are, and after a VAE encode -> decode. The same numbers
 appear in `ldmkit eval`'s metrics.json under reference.vae_round_trip; this only skips the generation.
+`--vae` round-trips through another model folder's VAE (e.g. a `train vae` run's final/) instead, so an
+autoencoder can be judged before any UNet is trained on it.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -15,11 +18,11 @@ from ldmkit.evaluation.run import EvalSettings, _avatars_scorer, _held_out, vae_
 from ldmkit.pipeline import Pipeline
 
 
-def main(model: Path, data: Path, n: int = 200) -> None:
+def main(model: Path, data: Path, n: int = 200, vae: Path | None = None) -> None:
     settings = EvalSettings(model=model, data=data, out=Path("unused"), n=n, where={"source": "avatars"})
     rule = split_rule(model)
     held_out, prompts, labels = _held_out(settings, rule)
-    pipe = Pipeline.from_pretrained(model)
+    pipe = Pipeline.from_pretrained(vae or model)
     size = pipe.default_size()
     real = [held_out.image(i).convert("RGB").resize((size, size)) for i in range(len(prompts))]
     notes: list[str] = []
@@ -34,4 +37,10 @@ def main(model: Path, data: Path, n: int = 200) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="model folder: split rule and attribute classifier")
+    parser.add_argument("data", type=Path, help="dataset folder")
+    parser.add_argument("--vae", type=Path, help="model folder whose VAE to round-trip through (default: MODEL's)")
+    parser.add_argument("--n", type=int, default=200, help="held-out avatars to score (default 200)")
+    args = parser.parse_args()
+    main(args.model, args.data, args.n, args.vae)

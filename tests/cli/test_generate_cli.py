@@ -79,6 +79,49 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(tiny_model, tmp_path, 
     assert not out.exists()
 
 
+def test_prompts_file_generates_n_images_of_each_in_batches(tiny_model, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n\n  a blue square  \n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc = main(["generate", "--prompts", str(prompts), "--model", str(tiny_model), "--steps", "2", "--n", "2",
+               "--seed", "3", "--batch", "3", "-o", str(out), "--quiet"])
+    assert rc == 0
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["a-blue-square-3.png", "a-blue-square-4.png", "a-red-circle-3.png", "a-red-circle-4.png"]
+    assert len(capsys.readouterr().out.split()) == 4
+    params = Image.open(out / "a-blue-square-4.png").text["parameters"]
+    assert params.startswith("a blue square\n") and "Seed: 4" in params
+    # the same image as generating that prompt and seed alone (batches change only float rounding)
+    main(["generate", "a blue square", "--model", str(tiny_model), "--steps", "2", "--seed", "4",
+          "-o", str(tmp_path / "alone"), "--quiet"])
+    import numpy as np
+
+    together = np.asarray(Image.open(out / "a-blue-square-4.png"), dtype=int)
+    alone = np.asarray(Image.open(tmp_path / "alone" / "a-blue-square-4.png"), dtype=int)
+    assert np.abs(together - alone).max() <= 1
+
+
+@pytest.mark.parametrize("setup,args,message", [
+    (None, ["--prompts", "missing.txt"], "--prompts missing.txt: cannot read it"),
+    (b"", ["--prompts", "{f}"], "no prompts (every line is blank)"),
+    (b"a cat\n\xff\xfe dog\n", ["--prompts", "{f}"], "line 2: not UTF-8 text"),
+    (b"a cat\n", ["x", "--prompts", "{f}"], "give one PROMPT or --prompts FILE"),
+    (b"a cat\n", ["--prompts", "{f}", "--best-of", "2"], "cannot be combined with --init-image, --trajectory or --best-of"),
+    (b"a cat\n", ["--prompts", "{f}", "--batch", "0"], "--batch must be >= 1"),
+    (None, [], "give one PROMPT or --prompts FILE"),
+])
+def test_bad_prompts_files_are_named_and_write_nothing(tiny_model, tmp_path, capsys, setup, args, message):
+    file = tmp_path / "p.txt"
+    if setup is not None:
+        file.write_bytes(setup)
+    out = tmp_path / "out"
+    args = [a.replace("{f}", str(file)) for a in args]
+    rc = main(["generate", *args, "--model", str(tiny_model), "-o", str(out), "--quiet"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_missing_model_folder_is_named(tmp_path, capsys):
     rc = main(["generate", "x", "--model", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o")])
     assert rc == 2 and "nowhere" in capsys.readouterr().err

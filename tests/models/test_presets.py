@@ -85,6 +85,17 @@ def test_text_encoder_override_sets_cross_attention_width():
     assert c.unet.config.cross_attention_dim == 384 == c.text_encoder.hidden_size
 
 
+def test_latent_channels_override_sets_vae_and_unet_alike():
+    c = build_components("tiny", seed=0, latent_channels=8)
+    assert c.vae.config.latent_channels == 8 == c.unet.config.in_channels == c.unet.config.out_channels
+    assert c.latent_shape(32)[0] == 8
+    again = build_components("tiny", seed=0, latent_channels=8).unet.state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in c.unet.state_dict().items())  # seeded like any preset
+    for bad in (0, 65, 2.5, True):
+        with pytest.raises(UsageError, match="latent channels must be an integer in 1..64"):
+            build_components("tiny", latent_channels=bad)
+
+
 def test_unknown_preset_and_text_encoder_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="known presets: tiny"):
         get_preset("huge")

@@ -46,6 +46,10 @@ def test_recipe_errors_name_the_key():
         load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.caption_dropout=1.5"])
     with pytest.raises(UsageError, match="prediction_type"):
         load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.prediction_type=x0"])
+    with pytest.raises(UsageError, match="model.latent_channels must be >= 1"):
+        load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["model.latent_channels=0"])
+    with pytest.raises(UsageError, match="cannot change model.init_from's architecture"):
+        load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["model.latent_channels=8", "model.init_from=somewhere"])
 
 
 def test_unet_run_uses_a_trained_vae_and_its_scaling_factor(tmp_path):
@@ -70,3 +74,24 @@ def test_unet_run_uses_a_trained_vae_and_its_scaling_factor(tmp_path):
         mean = trained.encode(load_pixels(task.train, 32)[:2]).latent_dist.mean
     torch.testing.assert_close(task.cache.batch([0, 1], torch.Generator(), sample=False).latents, mean,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_eight_latent_channels_from_vae_to_generated_image(tmp_path):
+    """model.latent_channels=8: a VAE run, a UNet run on its latents (vae_from), a generated image."""
+    from ldmkit.pipeline import Pipeline
+    from ldmkit.training.unet import train_unet
+    from ldmkit.training.vae import train_vae
+
+    torch.set_num_threads(1)
+    common = ["data.builtin_n=12", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=0",
+              "train.progress_bar=false", "model.latent_channels=8"]
+    vae_run = train_vae(load_recipe(CONFIGS / "vae-shapes.yaml", VAERecipe, common), tmp_path / "vae")
+    unet_run = train_unet(load_recipe(CONFIGS / "tiny.yaml", UNetRecipe,
+                                      [*common, f"model.vae_from={vae_run.final_dir}"]), tmp_path / "unet")
+    pipe = Pipeline.from_pretrained(unet_run.final_dir)
+    result = pipe("a red square", steps=2, seed=0)
+    assert result.latents.shape[1] == 8 and result.images[0].size == (32, 32)
+    # a 4-channel UNet refuses the 8-channel VAE with the reason
+    with pytest.raises(UsageError, match="its VAE has 8 latent channels, the UNet expects 4"):
+        train_unet(load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, [*common[:-1], f"model.vae_from={vae_run.final_dir}"]),
+                   tmp_path / "unet4")

@@ -15,7 +15,11 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="generate images from a text prompt",
                        description="Generate images from a text prompt with a model folder "
                                    "(the shipped default model when --model is not given).")
-    p.add_argument("prompt", help="what to draw")
+    p.add_argument("prompt", nargs="?", help="what to draw (or --prompts FILE)")
+    p.add_argument("--prompts", type=Path, metavar="FILE",
+                   help="UTF-8 text file, one prompt per line (blank lines skipped): --n images of each")
+    p.add_argument("--batch", type=int, default=16, metavar="B",
+                   help="with --prompts: images sampled together (default 16; only float rounding differs)")
     p.add_argument("--model", type=Path, help="model folder (diffusers layout); default: the shipped model")
     p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt (what to steer away from)")
     p.add_argument("--steps", type=int, help="denoising steps (1..1000; default from the model, else 25)")
@@ -89,8 +93,34 @@ def load_init_image(path: Path):
         raise UsageError(f"cannot read init image {path}: {err}") from None
 
 
+def read_prompts(path: Path) -> list[str]:
+    """The non-blank lines of a UTF-8 prompts file, stripped; a clear error for anything else."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"--prompts {path}: cannot read it ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UsageError(f"--prompts {path}, line {line}: not UTF-8 text (byte {err.start}); "
+                         "save the file as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise UsageError(f"--prompts {path}: no prompts (every line is blank)")
+    return prompts
+
+
 def run_generate(args: argparse.Namespace) -> int:
     _passive_omp_waits()
+    if (args.prompt is None) == (args.prompts is None):
+        raise UsageError("give one PROMPT or --prompts FILE (one prompt per line), not both and not neither")
+    if args.prompts is not None:
+        if args.init_image is not None or args.trajectory or args.best_of is not None:
+            raise UsageError("--prompts cannot be combined with --init-image, --trajectory or --best-of; "
+                             "run those one prompt at a time")
+        if args.batch < 1:
+            raise UsageError(f"--batch must be >= 1, got {args.batch}")
     width, height = parse_size(args.size)
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise UsageError(f"--steps must be in 1..1000, got {args.steps}")
@@ -109,8 +139,11 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.best_of is not None and (args.best_of < 1 or args.trajectory or args.init_image is not None):
         raise UsageError(f"--best-of must be >= 1 and cannot be combined with --trajectory or --init-image; "
                          f"got --best-of {args.best_of}")
+    prompts = read_prompts(args.prompts) if args.prompts is not None else None
     model = resolve_model(args.model)
     with _threads(args.threads):
+        if prompts is not None:
+            return _generate_prompts(args, model, width, height, prompts)
         if args.best_of is not None:
             return _generate_best_of(args, model, width, height)
         return _generate(args, model, width, height)
@@ -148,16 +181,10 @@ def _threads(n: int | None):
 def _generate(args: argparse.Namespace, model: Path, width, height) -> int:
     init = load_init_image(args.init_image) if args.init_image is not None else None
 
-    from ldmkit.pipeline import Pipeline
     from ldmkit.pipeline.output import save_result
     from ldmkit.pipeline.trajectory import save_trajectory
 
-    import torch
-
-    if args.quiet:
-        _quiet_loading()
-    pipe = Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle,
-                                    unet_dtype=torch.bfloat16 if args.fast else None, compile=args.compile)
+    pipe = _load_pipeline(args, model)
     result = pipe(args.prompt, negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
                   guidance_rescale=args.guidance_rescale, sampler=args.sampler, seed=args.seed, num_images=args.n,
                   height=height, width=width, init_image=init, strength=0.8 if args.strength is None else args.strength,
@@ -173,6 +200,40 @@ def _generate(args: argparse.Namespace, model: Path, width, height) -> int:
             for path in save_trajectory(result.trajectory, args.out, image_path.stem, k, final=result.images[k]):
                 print(path)
     return 0
+
+
+def _generate_prompts(args: argparse.Namespace, model: Path, width, height, prompts: list[str]) -> int:
+    """--prompts FILE: image k of every prompt uses seed + k, as for one prompt; sampled --batch at a time."""
+    from ldmkit.pipeline.output import save_result
+
+    pipe = _load_pipeline(args, model)
+    jobs = [(prompt, args.seed + k) for prompt in prompts for k in range(args.n)]
+    warned: set[str] = set()
+    for at in range(0, len(jobs), args.batch):
+        chunk = jobs[at:at + args.batch]
+        results = pipe.generate_batch([prompt for prompt, _ in chunk], [seed for _, seed in chunk],
+                                      negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,
+                                      guidance_rescale=args.guidance_rescale, sampler=args.sampler,
+                                      height=height, width=width, progress=not args.quiet)
+        for result in results:
+            for w in result.warnings:
+                if w not in warned:
+                    warned.add(w)
+                    print(f"ldmkit: warning: {w}", file=sys.stderr)
+            for path in save_result(result, args.out):
+                print(path, flush=True)
+    return 0
+
+
+def _load_pipeline(args: argparse.Namespace, model: Path):
+    import torch
+
+    from ldmkit.pipeline import Pipeline
+
+    if args.quiet:
+        _quiet_loading()
+    return Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle,
+                                    unet_dtype=torch.bfloat16 if args.fast else None, compile=args.compile)
 
 
 def _quiet_loading() -> None:
@@ -213,15 +274,11 @@ def _generate_best_of(args: argparse.Namespace, model: Path, width, height) -> i
     if not (model / CLIP_FOLDER).is_dir():
         raise ModelFolderError(f"--best-of reranks with the model's dual encoder, but {model} has no {CLIP_FOLDER}/ "
                                "folder; train one with `ldmkit train clip` or drop --best-of")
-    from ldmkit.pipeline import Pipeline
     from ldmkit.pipeline.output import save_image
     from ldmkit.pipeline.rerank import rerank_best_of
 
-    import torch
-
     dual = load_dual_encoder(model)
-    pipe = Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle,
-                                    unet_dtype=torch.bfloat16 if args.fast else None, compile=args.compile)
+    pipe = _load_pipeline(args, model)
     for k in range(args.n):
         result = rerank_best_of(pipe, dual, args.prompt, args.best_of, seed=args.seed + k * args.best_of,
                                 negative_prompt=args.negative, steps=args.steps, guidance=args.guidance,

@@ -32,6 +32,8 @@ def register(subparsers: Any) -> None:
         metavar="clip|minilm|DIR",
         help="text encoder: random 'clip', pretrained 'minilm', or a local folder (default: the preset's)",
     )
+    init.add_argument("--latent-channels", type=int, metavar="C",
+                      help="latent channels of the VAE and UNet (default: the preset's, 4)")
     init.set_defaults(func=run_init)
 
     info = sub.add_parser("info", help="describe a model folder or single-file checkpoint")
@@ -77,9 +79,11 @@ def run_init(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not empty; `model init` never overwrites files")
-    components = build_components(args.preset, seed=args.seed, text_encoder=args.text_encoder)
+    components = build_components(args.preset, seed=args.seed, text_encoder=args.text_encoder,
+                                  latent_channels=args.latent_channels)
     save_components(components, out)
-    print(f"wrote {args.preset} model (seed {args.seed}, text encoder {components.text_encoder.kind}) to {out}")
+    print(f"wrote {args.preset} model (seed {args.seed}, text encoder {components.text_encoder.kind}, "
+          f"{components.latent_channels} latent channels) to {out}")
     return 0
 
 

@@ -195,11 +195,13 @@ def build_text_encoder(preset: ModelPreset, choice: str | None, *, seed: int) ->
 
 
 def build_components(
-    preset: str | ModelPreset, *, seed: int = 0, text_encoder: str | None = None
+    preset: str | ModelPreset, *, seed: int = 0, text_encoder: str | None = None, latent_channels: int | None = None
 ) -> "Components":  # noqa: F821
     """Random-init components of `preset`, identical for the same seed (the global RNG is left untouched).
 
     The UNet's cross_attention_dim follows the text encoder's width, so any text encoder fits.
+    `latent_channels` replaces the preset's 4 in the VAE's latents and the UNet's input and output
+    (more channels keep more detail through the autoencoder at the same latent size, as SD3's 16 do).
     """
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -207,12 +209,18 @@ def build_components(
     from ldmkit.models.components import Components
 
     p = get_preset(preset)
+    unet_cfg, vae_cfg = {**p.unet}, {**p.vae}
+    if latent_channels is not None:
+        if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or not 1 <= latent_channels <= 64:
+            raise UsageError(f"latent channels must be an integer in 1..64, got {latent_channels!r}")
+        unet_cfg.update(in_channels=latent_channels, out_channels=latent_channels)
+        vae_cfg.update(latent_channels=latent_channels)
     text = build_text_encoder(p, text_encoder, seed=seed + 2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**{**p.unet, "cross_attention_dim": text.hidden_size})
+        unet = UNet2DConditionModel(**{**unet_cfg, "cross_attention_dim": text.hidden_size})
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKL(**p.vae)
+        vae = AutoencoderKL(**vae_cfg)
     meta = {"preset": p.name, "seed": seed, "image_size": p.image_size, "text_encoder": text.kind}
     return Components(
         unet=unet.eval(),

@@ -20,7 +20,8 @@ def start_components(model: ModelSection, image_size: int):
     if model.init_from is not None:
         components = load_components(Path(model.init_from))
     else:
-        components = build_components(model.preset, seed=model.seed, text_encoder=model.text_encoder)
+        components = build_components(model.preset, seed=model.seed, text_encoder=model.text_encoder,
+                                      latent_channels=model.latent_channels)
     if model.vae_from is not None:
         vae = load_components(Path(model.vae_from)).vae
         if vae.config.latent_channels != components.latent_channels:

@@ -89,11 +89,18 @@ class ModelSection:
     """Seed of the random initialisation."""
     vae_from: str | None = None
     """A model folder (e.g. a `train vae` run's final/) whose trained VAE and scaling factor replace the start's."""
+    latent_channels: int | None = None
+    """Latent channels of a fresh preset (VAE latents and UNet input/output); None: the preset's (4)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.preset, str) or not self.preset:
             raise UsageError(f"model.preset must be a preset name, got {self.preset!r}")
         check_int("model", "seed", self.seed, minimum=0)
+        if self.latent_channels is not None:
+            check_int("model", "latent_channels", self.latent_channels, minimum=1)
+            if self.init_from is not None:
+                raise UsageError("model.latent_channels builds a fresh preset; it cannot change model.init_from's "
+                                 f"architecture ({self.init_from})")
 
 
 @dataclass(frozen=True)
