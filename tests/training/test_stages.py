@@ -179,3 +179,22 @@ def test_eval_stage_options_are_the_eval_settings():
     from ldmkit.training.stages import EVAL_OPTIONS
 
     assert set(EVAL_OPTIONS) == {f.name for f in dataclasses.fields(EvalSettings)} - {"out"}
+
+
+def test_set_reaches_only_the_stages_whose_recipe_has_that_section(tmp_path, capsys):
+    text = "stages:\n" + "".join(
+        f"  - {{name: {name}, trainer: {trainer}, config: {CONFIGS / config}, set: {sets + FAST}}}\n"
+        for name, trainer, config, sets in (
+            ("vae", "vae", "vae-shapes.yaml", ["data.image_size=32"]),
+            ("attributes", "attributes", "attributes-avatars.yaml", []),
+        ))
+    stages = tmp_path / "stages.yaml"
+    stages.write_text(text)
+    out = tmp_path / "runs"
+    assert main(["train", "recipe", str(stages), "--out", str(out), "--set", "modle.latent_channels=8"]) == 2
+    assert "no training stage's recipe has a 'modle' section; sections: attributes" in capsys.readouterr().err
+    assert not (out / "vae").exists()  # refused before any stage ran
+    assert main(["train", "recipe", str(stages), "--out", str(out), "--set", "model.latent_channels=8"]) == 0
+    assert '"vae": "trained", "attributes": "trained"' in capsys.readouterr().out
+    assert "latent_channels: 8" in (out / "vae" / "config.yaml").read_text()
+    assert "latent_channels" not in (out / "attributes" / "config.yaml").read_text()

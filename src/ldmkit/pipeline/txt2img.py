@@ -262,9 +262,9 @@ class Pipeline:
                                   final_alpha_one=bool(cfg.get("set_alpha_to_one", True)))
         warnings: list[str] = []
         # encode each distinct prompt once and gather, as diffusers' encode_prompt does (num_images_per_prompt)
-        distinct = list(dict.fromkeys(prompts))
-        rows = torch.tensor([distinct.index(p) for p in prompts], device=self.device)
-        cond = self.encode_prompts(distinct, warnings)[rows]
+        row_of = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+        rows = torch.tensor([row_of[p] for p in prompts], device=self.device)
+        cond = self.encode_prompts(list(row_of), warnings)[rows]
         n = len(prompts)
         uncond = self.encode_prompts([negative_prompt], warnings).repeat(n, 1, 1) if guidance != 1.0 else cond
         denoise = CFGDenoiser(Denoiser(self.model_fn, self.prediction_type, TimestepMap(self.schedule, sigma_steps)),

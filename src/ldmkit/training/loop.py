@@ -224,9 +224,10 @@ def _forward_context(acc: Any, cfg: TrainConfig) -> Iterator[None]:
     """accelerate's autocast around the forward; on a CPU under bf16 also the math attention kernel.
 
     torch's CPU flash-attention backward in bf16 is slow at these sizes: 130 ms of a 437 ms small64
-    UNet step (batch 32), against 36 ms in fp32. The math path (bmm + softmax, bf16 matmuls) makes the
-    whole bf16 step ~10% faster; in fp32 it is slower, so fp32 keeps the flash kernel
-    (benchmarks/unet_step.py measures both). The kernel is picked in the forward and its backward follows.
+    UNet step (batch 32), against 36 ms in fp32. The math path (bmm + softmax, bf16 matmuls) made the
+    whole bf16 small64 step 4-12% faster (4% slower at 3x its width); in fp32 it is 10% slower, so fp32
+    keeps the flash kernel (benchmarks/unet_step.py measures both). The kernel is picked in the forward
+    and its backward follows.
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(acc.autocast())

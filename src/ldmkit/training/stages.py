@@ -159,13 +159,17 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
     """Run every stage in order; returns (stage, what happened) pairs: skipped | resumed | trained | interrupted
     (training stages), skipped | shipped (ship), skipped | evaluated (eval).
 
-    `overrides` apply to every training stage's recipe after the stage's own (placeholders allowed); a stage
-    that resumes keeps the recipe stored in its run folder. Those starting with `eval.` or `ship.` set an
-    option of every eval / ship stage instead (e.g. `eval.n=50`). Each stage's wall time is logged."""
+    `overrides` apply to every training stage whose recipe has the override's section, after the stage's
+    own (placeholders allowed): `model.latent_channels=8` reaches the vae, unet and clip stages, not the
+    attributes classifier, which has no model section; a section no training stage has is an error before
+    anything runs. A stage that resumes keeps the recipe stored in its run folder. Overrides starting with
+    `eval.` or `ship.` set an option of every eval / ship stage instead (e.g. `eval.n=50`). Each stage's
+    wall time is logged."""
     from ldmkit.training.trainers import resume_run, run_trainer, trainer_of
 
     stages, out = load_stages(path), Path(out).resolve()  # absolute: run folders record these paths
     overrides, stages = _stage_kind_overrides(overrides, stages)
+    applies = _override_targets(overrides, stages)
     finals: dict[str, Path] = {}
     done: list[tuple[str, str]] = []
     began = time.perf_counter()
@@ -183,7 +187,9 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
             result = resume_run(run_dir)
             status = "interrupted" if result.interrupted else "resumed"
         else:
-            result = run_trainer(stage.trainer, stage.config, run_dir, fill_placeholders(stage.overrides + tuple(overrides), finals, stage.name, out))
+            own = tuple(o for o in overrides if stage.name in applies[o])
+            result = run_trainer(stage.trainer, stage.config, run_dir,
+                                 fill_placeholders(stage.overrides + own, finals, stage.name, out))
             status = "interrupted" if result.interrupted else "trained"
         log(f"stage {stage.name} ({stage.trainer}): {status} in {_minutes(time.perf_counter() - start)} "
             f"-> {stage.result(out)}")
@@ -193,6 +199,25 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
         finals[stage.name] = stage.result(out)
     log(f"recipe {path}: {len(done)} of {len(stages)} stages in {_minutes(time.perf_counter() - began)}")
     return done
+
+
+def _override_targets(overrides: tuple[str, ...], stages: list[Stage]) -> dict[str, set[str]]:
+    """For each recipe-wide override, the training stages whose recipe has its top-level section."""
+    from dataclasses import fields
+
+    from ldmkit.training.recipes import RECIPES
+
+    sections = {stage.name: {f.name for f in fields(RECIPES[stage.trainer])} for stage in stages
+                if stage.kind == "train"}
+    targets = {}
+    for override in overrides:
+        section = override.split("=", 1)[0].split(".", 1)[0].strip()
+        targets[override] = {name for name, names in sections.items() if section in names}
+        if not targets[override]:
+            known = sorted(set().union(*sections.values()))
+            raise UsageError(f"--set {override}: no training stage's recipe has a {section!r} section; "
+                             f"sections: {', '.join(known)} (or eval.KEY / ship.KEY for those stages)")
+    return targets
 
 
 def _stage_kind_overrides(overrides, stages: list[Stage]) -> tuple[tuple[str, ...], list[Stage]]:
