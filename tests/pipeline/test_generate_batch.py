@@ -43,3 +43,11 @@ def test_bad_batches_are_refused(pipe):
         pipe.generate_batch("a red circle", [1], steps=1)
     with pytest.raises(UsageError, match="steps"):
         pipe.generate_batch(["a"], [1], steps=0)
+
+
+def test_each_result_carries_only_its_own_prompt_warnings(pipe):
+    long = "a red circle " + "very " * 100
+    short, long_result = pipe.generate_batch(["a blue square", long], [1, 2], steps=1)
+    assert short.warnings == []
+    assert len(long_result.warnings) == 1 and "dropped" in long_result.warnings[0]
+    assert long_result.warnings == pipe(long, seed=2, steps=1).warnings

@@ -211,8 +211,8 @@ def build_components(
     p = get_preset(preset)
     unet_cfg, vae_cfg = {**p.unet}, {**p.vae}
     if latent_channels is not None:
-        if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or not 1 <= latent_channels <= 64:
-            raise UsageError(f"latent channels must be an integer in 1..64, got {latent_channels!r}")
+        if isinstance(latent_channels, bool) or not isinstance(latent_channels, int) or latent_channels < 1:
+            raise UsageError(f"latent channels must be an integer >= 1, got {latent_channels!r}")
         unet_cfg.update(in_channels=latent_channels, out_channels=latent_channels)
         vae_cfg.update(latent_channels=latent_channels)
     text = build_text_encoder(p, text_encoder, seed=seed + 2)

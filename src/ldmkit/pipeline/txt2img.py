@@ -147,13 +147,18 @@ class Pipeline:
 
     def encode_prompts(self, prompts: list[str], warnings: list[str]) -> torch.Tensor:
         for p in dict.fromkeys(prompts):
-            dropped = self.text_encoder.dropped_tokens(p)
-            if dropped:
-                msg = (f"prompt longer than the text encoder's {self.text_encoder.max_length} tokens: "
-                       f"{dropped} token(s) dropped from {p[:40]!r}...")
+            msg = self._truncation_warning(p)
+            if msg:
                 log.warning(msg)
                 warnings.append(msg)
         return self.text_encoder.encode(prompts).to(self.device)
+
+    def _truncation_warning(self, prompt: str) -> str | None:
+        dropped = self.text_encoder.dropped_tokens(prompt)
+        if not dropped:
+            return None
+        return (f"prompt longer than the text encoder's {self.text_encoder.max_length} tokens: "
+                f"{dropped} token(s) dropped from {prompt[:40]!r}...")
 
     def model_fn(self, x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         dtype = self._unet_dtype
@@ -230,7 +235,8 @@ class Pipeline:
         """Image i from prompts[i] and seeds[i], all in one sampling run (one UNet batch per step).
 
         Result i is `pipe(prompts[i], seed=seeds[i], ...)` up to the float rounding of a batched UNet
-        (each image keeps its own noise generator); much faster than one call per image on a CPU.
+        (each image keeps its own noise generator), warnings included: those of its own prompt and of the
+        negative prompt. Much faster than one call per image on a CPU.
         """
         if isinstance(prompts, str):
             raise UsageError("generate_batch takes a list of prompts, got one string (use pipe(prompt) for one)")
@@ -240,8 +246,11 @@ class Pipeline:
         latents, images, params, warnings = self._sample(
             list(prompts), [int(s) for s in seeds], negative_prompt, steps, guidance, guidance_rescale, sampler,
             height, width, None, 0.8, None, progress)
+        own = {prompt: [w for w in warnings if w in (self._truncation_warning(prompt),
+                                                     self._truncation_warning(negative_prompt))]
+               for prompt in dict.fromkeys(prompts)}
         return [GenerationResult([image], [seed], replace(params, prompt=prompt, seed=seed), latents[i:i + 1],
-                                 None, list(warnings))
+                                 None, list(own[prompt]))
                 for i, (prompt, seed, image) in enumerate(zip(prompts, seeds, images))]
 
     def _sample(self, prompts, seeds, negative_prompt, steps, guidance, guidance_rescale, sampler, height, width,
