@@ -136,7 +136,7 @@ def test_loader_draws_replay_from_the_generator(dataset, tmp_path):
     cache = build(dataset, tmp_path / "cache", Encoders())
     everything = cache.batch(range(len(cache)), torch.Generator(), sample=False)
     mean = everything.latents
-    std = load_file(cache.folder / cache.manifest["shards"][0]["file"])["std"]
+    std = load_file(cache.folder / cache.manifest["shards"][0]["file"])["std"][:, 0]  # [N, views, ...]
     idx = [2, 0, 1]
     batch = cache.batch(idx, torch.Generator().manual_seed(5), sample=True)
     replay = torch.Generator().manual_seed(5)
@@ -153,16 +153,48 @@ def test_loader_draws_replay_from_the_generator(dataset, tmp_path):
     assert sorted(epoch) == sorted(cache.image_ids)
 
 
-def test_flip_variants_only_for_flippable_captions(dataset, tmp_path):
-    cache = build(dataset, tmp_path / "cache", Encoders(), flip_variants=True)
+def test_flip_variants_mirror_latents_and_captions(dataset, tmp_path):
+    """Mirrored rows are the encoding of the mirrored image (not a mirrored latent) with the mirrored caption."""
+    enc = Encoders()
+    cache = build(dataset, tmp_path / "cache", enc, flip_variants=True)
     plain = cache.batch(range(len(cache)), torch.Generator(), sample=False)
+    pixels = torch.stack([image_tensor(s, 16, centre_crop_resize) for s in dataset])
+    mirrored_mean, _ = Encoders().images(torch.flip(pixels, dims=(-1,)))
     g = torch.Generator().manual_seed(0)
-    flipped_seen = set()
+    seen = set()
     for _ in range(40):
-        batch = cache.batch(range(len(cache)), g, sample=False, flip=True)
-        for i, (a, b) in enumerate(zip(batch.latents, plain.latents)):
-            if not torch.equal(a, b):
-                torch.testing.assert_close(a, torch.flip(b, dims=(-1,)))  # pooling commutes with mirroring
-                flipped_seen.add(dataset[i].image_id)
-    assert "1.png" not in flipped_seen  # its caption says 'on the left'
-    assert flipped_seen == {s.image_id for s in dataset} - {"1.png"}
+        batch = cache.batch(range(len(cache)), g, sample=False, flip_p=0.5)
+        for i, (a, m) in enumerate(zip(batch.latents, batch.mirrored)):
+            sample = dataset[i]
+            caption = sample.captions[batch.caption_index[i]]
+            if m:
+                torch.testing.assert_close(a, mirrored_mean[i])
+                swapped = caption.replace("left", "right")
+                torch.testing.assert_close(batch.text[i], caption_state(swapped))
+                seen.add(sample.image_id)
+            else:
+                torch.testing.assert_close(a, plain.latents[i])
+                torch.testing.assert_close(batch.text[i], caption_state(caption))
+    assert seen == {s.image_id for s in dataset}  # 'on the left' mirrors too: its caption says 'on the right'
+    never = cache.batch(range(len(cache)), torch.Generator(), sample=False, flip_p=0.0)
+    assert never.mirrored == () and torch.equal(never.latents, plain.latents)
+    with pytest.raises(Exception, match="flip_variants"):
+        build(dataset, tmp_path / "c2", Encoders()).batch([0], torch.Generator(), flip_p=0.5)
+
+
+def test_views_are_cached_and_drawn(dataset, tmp_path):
+    def shift(pixels, focus, sample, view):
+        return pixels + 0.25 * view
+
+    cache = build_cache(dataset, tmp_path / "v", encode_images=Encoders().images, encode_text=Encoders().text,
+                        spec=CacheSpec(image_encoder="pool4", text_encoder="chars", size=16, views=3, augment_id="shift"),
+                        preprocess=centre_crop_resize, augment_view=shift, batch_size=2, shard_size=3)
+    assert cache.views == 3
+    pixels = torch.stack([image_tensor(s, 16, centre_crop_resize) for s in dataset])
+    batch = cache.batch(range(len(cache)), torch.Generator().manual_seed(2), sample=False)
+    for i, v in enumerate(batch.view):
+        torch.testing.assert_close(batch.latents[i], Encoders().images(pixels[i:i + 1] + 0.25 * v)[0][0])
+    g = torch.Generator().manual_seed(0)
+    assert {v for _ in range(20) for v in cache.batch([0], g).view} == {0, 1, 2}
+    with pytest.raises(Exception, match="augment_view"):
+        build(dataset, tmp_path / "v2", Encoders(), views=2)

@@ -98,10 +98,55 @@ def test_faces_are_found_when_the_cascade_is_there():
 
 
 def test_ours_keeps_more_of_off_centre_subjects_than_a_centre_crop():
-    table = _bench().run(n=30, faces=4)
+    table = _bench().run(n=30, faces=4, photos=0)
     ours = np.mean([row["ours"] for row in table.values()])
     centre = np.mean([row["centre"] for row in table.values()])
-    assert ours > centre + 0.3
+    assert ours > centre + 0.5
+
+
+def test_photographs_keep_at_least_what_a_centre_crop_keeps():
+    """Issue 12.7: 4:3 / 3:4 photo-like cases (plain, textured, off-centre, a person at the top edge)."""
+    bench = _bench()
+    table = bench.run(n=0, faces=0, photos=48)
+    assert len(table) == 12
+    for kind, row in table.items():
+        assert row["ours"] >= row["centre"] - 1e-9, (kind, row)
+        assert row["worse"] == 0, (kind, row)
+    # the failure that started it: a big subject on a plain backdrop was cut down to a square inside it
+    assert table["photo/4:3/plain/large"]["ours"] > 0.9
+    # and the head of a person at the top edge of a portrait survives (a centre crop cuts it)
+    person = table["photo/3:4/plain/person-top"]
+    assert person["ours"] > 0.95 > person["centre"] + 0.2
+
+
+def test_policy_options():
+    bench = _bench()
+    image, mask, _ = bench.photo_case(10)  # 3:4, plain backdrop, head at the top edge
+    _, auto = standardize(image, 32)
+    _, centre = standardize(image, 32, focus="centre")
+    assert bench.kept_fraction(mask, auto.crop_box) > bench.kept_fraction(mask, centre.crop_box) + 0.3
+    assert centre.reason == "centre" and centre.crop_box == bench.centre_box(*image.size)
+    # trim=False: a small subject on a plain backdrop is not zoomed into
+    small = _scene(200, 100, (20, 40, 40, 60))
+    _, trimmed = standardize(small, 16)
+    _, untrimmed = standardize(small, 16, trim=False)
+    assert trimmed.reason == "content" and trimmed.crop_box[2] - trimmed.crop_box[0] < 40
+    assert untrimmed.trim_box == (0, 0, 200, 100) and untrimmed.crop_box[2] - untrimmed.crop_box[0] == 100
+    _, padded = standardize(small, 16, policy="pad", trim=False)
+    assert padded.crop_box == (0, -50, 200, 150)
+    with pytest.raises(UsageError, match="no effect"):
+        standardize(small, 16, policy="pad", focus="face")
+    with pytest.raises(UsageError, match="trim"):
+        standardize(small, 16, trim="yes")
+
+
+def test_standardizer_names_its_policy_for_caches():
+    a, b = trim.Standardizer(), trim.Standardizer(focus="centre")
+    assert a.cache_id != b.cache_id and f"v{trim.TRIM_VERSION}" in a.cache_id
+    img = _scene(120, 60, (80, 10, 110, 50))
+    assert a(img, 16)[0].tobytes() == standardize(img, 16)[0].tobytes()
+    fx, fy = trim.focus_fraction(a(img, 16)[1])
+    assert 0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0
 
 
 def test_bad_arguments():

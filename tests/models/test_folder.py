@@ -8,6 +8,7 @@ import torch
 
 from ldmkit.errors import ModelFolderError
 from ldmkit.models import build_components, load_components, model_hash, save_components
+from ldmkit.models.folder import check_layout
 
 
 def _assert_same(a, b):
@@ -112,8 +113,10 @@ def test_not_a_folder(tmp_path):
         load_components(tmp_path / "absent")
     f = tmp_path / "model.safetensors"
     f.write_bytes(b"")
-    with pytest.raises(ModelFolderError, match="single checkpoint file"):
-        load_components(f)
+    with pytest.raises(ModelFolderError, match="single checkpoint file.*ldmkit model convert"):
+        check_layout(f)
+    with pytest.raises(ModelFolderError, match="not a valid safetensors file"):
+        load_components(f)  # a file is read as a single-file checkpoint (tests/models/test_downloaded_layouts.py)
 
 
 def test_optional_clip_folder_is_ignored(saved, tmp_path):

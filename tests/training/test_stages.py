@@ -54,8 +54,8 @@ def test_out_placeholder_shares_one_dataset_and_set_applies_to_every_stage(tmp_p
     text = "stages:\n" + "".join(
         f"  - {{name: {name}, trainer: {trainer}, config: {CONFIGS / config}, set: {sets}}}\n"
         for name, trainer, config, sets in (
-            ("vae", "vae", "vae-shapes.yaml", ["data.path={out}/shared"]),
-            ("unet", "unet", "tiny.yaml", ["data.path={out}/shared", "model.vae_from={vae}"]),
+            ("vae", "vae", "vae-shapes.yaml", ["data.path={out}/shared", "data.builtin=shapes"]),
+            ("unet", "unet", "tiny.yaml", ["data.path={out}/shared", "data.builtin=shapes", "model.vae_from={vae}"]),
         ))
     stages = tmp_path / "stages.yaml"
     stages.write_text(text)
@@ -132,7 +132,7 @@ def test_ship_and_eval_stages_assemble_and_measure_then_skip(tmp_path, capsys):
     path = tmp_path / "stages.yaml"
     path.write_text(
         "stages:\n"
-        f"  - {{name: unet, trainer: unet, config: {CONFIGS / 'tiny.yaml'}, set: {FAST + ['data.path={out}/data']}}}\n"
+        f"  - {{name: unet, trainer: unet, config: {CONFIGS / 'tiny.yaml'}, set: {FAST + ['data.path={out}/data', 'data.builtin=shapes']}}}\n"
         "  - {name: model, ship: {sampler: ddim, steps: 3, guidance: 2.5}}\n"
         "  - {name: eval, eval: {model: '{model}', data: '{out}/data', n: 4, split: train, n_boot: 20}}\n")
     out = tmp_path / "runs"

@@ -1,7 +1,8 @@
 """Command line: parsing and printing only. `main(argv)` is what tests call.
 
 Sub-commands live in one module each and register themselves with `register(subparsers)`.
-Nothing here imports torch: `ldmkit --help` must stay fast.
+Nothing here imports torch: `ldmkit --help` must stay fast. Importing `ldmkit` (below) has already set
+the OpenMP wait policy before any command loads torch (ldmkit.cpu_threads).
 """
 
 from __future__ import annotations
@@ -28,18 +29,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_hint(err: Exception, args: argparse.Namespace) -> str:
+    """"; TEXT" for an error that offers a flag (`err.flag_hint = (FLAG, TEXT)`, e.g. --allow-pickle), only when
+    the command that ran has that flag: a hint never names a flag the user cannot pass (issue 12)."""
+    flag, text = getattr(err, "flag_hint", None) or ("", "")
+    return f"; {text}" if flag and hasattr(args, flag.lstrip("-").replace("-", "_")) else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from ldmkit.cpu_threads import apply_threads, requested_threads
     from ldmkit.errors import LdmkitError
 
     try:
+        if args.command != "generate":  # generate sets (and restores) its own thread count
+            apply_threads(requested_threads(getattr(args, "threads", None)))
         return int(args.func(args) or 0)
     except LdmkitError as err:
-        print(f"ldmkit: error: {err}", file=sys.stderr)
+        print(f"ldmkit: error: {err}{flag_hint(err, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ldmkit: interrupted", file=sys.stderr)

@@ -61,18 +61,21 @@ def _dataset_args(parser: argparse.ArgumentParser) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from ldmkit.data.dataset import CaptionDataset
 
+    from ldmkit.data.report import accounting_line
+    from ldmkit.errors import printable
+
     dataset = CaptionDataset.inspect(args.dir, format=args.format, class_template=args.class_template)
-    fraction = dataset.bad_fraction()
-    too_bad = not len(dataset) or fraction > args.max_bad_fraction
+    tally = dataset.report.accounting(len(dataset))  # the same tally as `data stats`
+    too_bad = not len(dataset) or tally["bad_fraction"] > args.max_bad_fraction
     if args.json:
-        answer = {**dataset.summary(), "bad_fraction": round(fraction, 6),
+        answer = {**dataset.summary(), **tally,
                   "converted": dict(sorted(dataset.report.converted.items())),
                   "examples": dataset.report.examples_dict()}
         print(json.dumps(answer, ensure_ascii=False))
     else:
-        print(f"{dataset.root}: format {dataset.format}, {len(dataset)} usable images, "
+        print(f"{printable(str(dataset.root))}: format {dataset.format}, {len(dataset)} usable images, "
               f"{dataset.num_captions()} captions")
-        print(f"unusable images: {dataset.report.bad_images()} ({fraction:.1%}; limit {args.max_bad_fraction:g})")
+        print(accounting_line(tally, args.max_bad_fraction))
         for line in dataset.report.lines():
             print(f"  {line}")
         if dataset.report.converted:
@@ -86,8 +89,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     from ldmkit.data.dataset import CaptionDataset
-    from ldmkit.data.stats import dataset_stats, stats_lines, write_stats
+    from ldmkit.data.stats import dataset_stats, require_matplotlib, stats_lines, write_stats
 
+    if args.out is not None:
+        require_matplotlib()  # before reading anything, let alone writing
     dataset = CaptionDataset.inspect(args.dir, format=args.format, class_template=args.class_template)
     stats = dataset_stats(dataset)
     if args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ldmkit.cli.threads_option import add_threads_option
 from ldmkit.errors import UsageError
 
 
@@ -32,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=16,
                    help="images sampled together (default 16; changes images only by float rounding)")
     p.add_argument("-o", "--out", type=Path, required=True, help="new or empty output folder")
+    add_threads_option(p)
     p.set_defaults(func=run_eval)
 
 

@@ -37,14 +37,28 @@ def register(subparsers: Any) -> None:
     init.set_defaults(func=run_init)
 
     info = sub.add_parser("info", help="describe a model folder or single-file checkpoint")
-    info.add_argument("path", type=Path, metavar="PATH", help="model folder (or .safetensors with --single-file)")
+    info.add_argument("path", type=Path, metavar="PATH", help="model folder, or one SD checkpoint file (.safetensors)")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     info.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin/.pt weights (weights only)")
     info.add_argument(
-        "--single-file", metavar="PRESET", choices=PRESET_NAMES, default=None,
-        help="PATH is one original-layout SD checkpoint with this preset's architecture",
+        "--preset", "--single-file", dest="single_file", metavar="PRESET", choices=PRESET_NAMES, default=None,
+        help="architecture of a single-file checkpoint PATH (default: inferred from its shapes)",
     )  # fmt: skip
     info.set_defaults(func=run_info)
+
+    convert = sub.add_parser(
+        "convert", help="write a diffusers model folder from an SD checkpoint file or a folder of .bin weights",
+        description="Convert one original-layout (CompVis) Stable Diffusion checkpoint, or a diffusers folder "
+                    "whose weights are pickles, into a new model folder with safetensors weights that ldmkit "
+                    "and diffusers' StableDiffusionPipeline both load.",
+    )  # fmt: skip
+    convert.add_argument("source", type=Path, metavar="FILE_OR_FOLDER", help="checkpoint file or model folder")
+    convert.add_argument("--out", type=Path, required=True, help="new folder to write (never an existing path)")
+    convert.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                         help="architecture of a single-file checkpoint (default: inferred from its shapes)")
+    convert.add_argument("--allow-pickle", action="store_true",
+                         help="allow .ckpt/.bin/.pt weights (read with torch.load(weights_only=True) only)")
+    convert.set_defaults(func=run_convert)
 
     ship = sub.add_parser(
         "ship", help="copy a model (or a training run) into a package folder: fp16 weights, <= 60 MB",
@@ -71,6 +85,20 @@ def register(subparsers: Any) -> None:
                       help="skip generating the reference image whose PNG hash the tests compare against")
     ship.set_defaults(func=run_ship)
 
+    compose = sub.add_parser(
+        "compose", help="a new model folder: one folder's UNet, VAE and scheduler with another text encoder",
+        description="Write a new model folder made of --from's UNet, VAE, scheduler (copied as they are) and the text "
+                    "encoder + tokenizer of --text-encoder: a CLIPModel or CLIPTextModel folder, a model folder, or "
+                    "a `train clip` run (its fine-tuned text tower). Its hidden size must equal the UNet's "
+                    "cross_attention_dim. ldmkit.json records where each part came from.",
+    )  # fmt: skip
+    compose.add_argument("--from", dest="base", type=Path, required=True, metavar="SD_FOLDER",
+                         help="model folder (diffusers layout) whose UNet, VAE and scheduler are kept")
+    compose.add_argument("--text-encoder", dest="text_source", type=Path, required=True, metavar="FOLDER",
+                         help="CLIPModel / CLIPTextModel folder, model folder, or `train clip` run folder")
+    compose.add_argument("--out", type=Path, required=True, help="new folder to write (never an existing path)")
+    compose.set_defaults(func=run_compose)
+
 
 def run_init(args: argparse.Namespace) -> int:
     """Build random-init components and save them to a new folder."""
@@ -89,12 +117,9 @@ def run_init(args: argparse.Namespace) -> int:
 
 def describe(path: Path, *, allow_pickle: bool = False, single_file: str | None = None) -> dict[str, Any]:
     """The facts `model info` prints, as a JSON-ready dict."""
-    from ldmkit.models import load_components, load_single_file, model_hash
+    from ldmkit.models import load_components, model_hash
 
-    if single_file:
-        c = load_single_file(path, preset=single_file, allow_pickle=allow_pickle)
-    else:
-        c = load_components(path, allow_pickle=allow_pickle)
+    c = load_components(path, allow_pickle=allow_pickle, preset=single_file)  # a file: single-file checkpoint
 
     def params(module: Any) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -123,8 +148,17 @@ def describe(path: Path, *, allow_pickle: bool = False, single_file: str | None 
             "max_length": te.max_length,
         },
         "scheduler": c.scheduler_config,
+        "classes": _trained_classes(c.meta),
         "meta": c.meta,
     }
+
+
+def _trained_classes(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """ldmkit.json's dataset.classes ({class, prompt, images} per class folder trained on); [] if none."""
+    dataset = meta.get("dataset") if isinstance(meta, dict) else None
+    classes = dataset.get("classes") if isinstance(dataset, dict) else None
+    return [k for k in classes if isinstance(k, dict) and {"class", "prompt", "images"} <= set(k)] \
+        if isinstance(classes, list) else []
 
 
 def _print_text(info: dict[str, Any]) -> None:
@@ -143,6 +177,9 @@ def _print_text(info: dict[str, Any]) -> None:
         f"scheduler    {sched['_class_name']}, {sched.get('num_train_timesteps')} steps, "
         f"{sched.get('beta_schedule')}, prediction {sched.get('prediction_type', 'epsilon')}",
     ]
+    if info["classes"]:  # the prompt to type for each class the model was trained on
+        lines.append(f"classes      {len(info['classes'])}: " + "; ".join(
+            f"{k['class']} -> \"{k['prompt']}\" ({k['images']} images)" for k in info["classes"]))
     if info["meta"]:
         lines.append(f"ldmkit.json  {json.dumps(info['meta'], sort_keys=True)}")
     print("\n".join(lines))
@@ -155,6 +192,16 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, sort_keys=True, default=str))
     else:
         _print_text(info)
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Checkpoint file or pickle-weights folder -> a new safetensors model folder."""
+    from ldmkit.models.folder import convert_to_folder
+
+    c = convert_to_folder(args.source, args.out, preset=args.preset, allow_pickle=args.allow_pickle)
+    print(f"wrote {args.out} from {args.source} (architecture {c.meta.get('preset', 'from its configs')}, "
+          f"scheduler {c.scheduler_config['_class_name']})")
     return 0
 
 
@@ -185,4 +232,16 @@ def run_ship(args: argparse.Namespace) -> int:
         print(f"{size / 1e6:9.3f} MB  {name}")
     print(f"shipped {report.total_bytes / 1e6:.1f} MB (limit {args.max_mb:g} MB) to {report.out}: source hash "
           f"{report.source_hash}, text encoder {report.text_encoder}")
+    return 0
+
+
+def run_compose(args: argparse.Namespace) -> int:
+    """`model compose`: swap a model folder's text encoder + tokenizer into a new folder."""
+    from ldmkit.models.compose import compose_text_encoder
+
+    report = compose_text_encoder(args.base, args.text_source, args.out)
+    dropped = f"; not copied: {', '.join(d + '/' for d in report.dropped)} (it read the replaced text encoder)" \
+        if report.dropped else ""
+    print(f"wrote {report.out}: UNet, VAE and scheduler of {args.base}, text encoder + tokenizer from "
+          f"{report.source} (hidden size {report.hidden_size}){dropped}")
     return 0

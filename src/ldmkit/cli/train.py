@@ -19,6 +19,8 @@ SHORTCUTS = (("data", "data.path"), ("image_size", "data.image_size"), ("steps",
 
 
 def register(subparsers) -> None:
+    from ldmkit.cli.threads_option import add_threads_option
+
     train = subparsers.add_parser("train", help="train a VAE, UNet, CLIP dual encoder or attribute classifier; "
                                                "resume a run")
     sub = train.add_subparsers(dest="train_command", metavar="TRAINER")
@@ -33,6 +35,7 @@ def register(subparsers) -> None:
         if kind == "attributes":
             _attribute_shortcuts(parser)
         _set_arg(parser)
+        add_threads_option(parser)
         parser.set_defaults(func=run_train, trainer=kind)
     staged = sub.add_parser("recipe", help="run a multi-stage recipe (e.g. VAE then UNet then CLIP); resumable")
     staged.add_argument("stages_file", type=Path, help="YAML file with a `stages:` list")
@@ -40,10 +43,15 @@ def register(subparsers) -> None:
     staged.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value in EVERY stage's recipe (after the stage's own), e.g. --set "
                              "train.steps=2 for a smoke run (repeatable)")
+    add_threads_option(staged)
     staged.set_defaults(func=run_recipe)
     resume = sub.add_parser("resume", help="resume the run in a run folder with its stored recipe")
     resume.add_argument("run_dir", type=Path, help="run folder written by `ldmkit train unet|vae|clip`")
+    resume.add_argument("--restart", action="store_true",
+                        help="start again from step 0 when no checkpoint verifies (its checkpoints and final/ "
+                             "are kept, renamed *.unverified); without it such a run is refused")
     _set_arg(resume)
+    add_threads_option(resume)
     resume.set_defaults(func=run_resume)
 
 
@@ -78,6 +86,12 @@ def shortcut_overrides(args: argparse.Namespace) -> list[str]:
 def _report(result) -> int:
     if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`, one summary (process 0's)
         return 130 if result.interrupted else 0
+    if result.final_dir is not None:  # `train clip`: the before/after retrieval table (RUN/clip_report.json)
+        from ldmkit.training.clip_report import report_table
+
+        table = report_table(result.run_dir)
+        if table:
+            print(table, file=sys.stderr)
     print(json.dumps({"run_dir": str(result.run_dir), "step": result.step, "resumed_from_step": result.resumed_from_step,
                       "interrupted": result.interrupted, "final": str(result.final_dir) if result.final_dir else None}))
     return 130 if result.interrupted else 0
@@ -92,7 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_resume(args: argparse.Namespace) -> int:
     from ldmkit.training.trainers import resume_run
 
-    return _report(resume_run(args.run_dir, args.overrides))
+    return _report(resume_run(args.run_dir, args.overrides, restart=args.restart))
 
 
 def run_recipe(args: argparse.Namespace) -> int:

@@ -3,7 +3,9 @@
 `load_recipe("configs/unet.yaml", UNetRecipe, ["train.lr=1e-4"])` reads the file, applies the
 overrides, converts every value to its annotated type and builds the dataclasses (whose
 `__post_init__` checks ranges). Unknown keys, wrong types and failed checks raise `UsageError`
-naming the file and the dotted key, and listing what is allowed.
+naming the file and the dotted key, and listing what is allowed. YAML aliases (`*name`) are refused (a
+recipe never needs them, and nested ones expand exponentially), files are bounded in size before reading,
+and any value a message echoes is clipped to ~200 characters (`ldmkit.errors.shown`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,32 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ldmkit.errors import UsageError
+from ldmkit.errors import UsageError, shown
 
 T = TypeVar("T")
+MAX_RECIPE_BYTES = 1_000_000
+"""A recipe or stages file larger than this is refused before it is read."""
+
+
+def parse_yaml(text: str, where: str = "value") -> Any:
+    """yaml.safe_load without aliases: `*name` raises UsageError (an alias bomb never expands)."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise UsageError(f"{where}: line {mark.line + 1}, column {mark.column + 1}: YAML aliases "
+                                 "(*name) are not allowed in ldmkit recipes; write the value out")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UsageError(f"{where}:{at} invalid YAML: {shown(problem, quote=False)}") from None
 
 
 def load_recipe(path: str | Path, cls: type[T], overrides: Sequence[str] = ()) -> T:
@@ -30,19 +55,15 @@ def load_recipe(path: str | Path, cls: type[T], overrides: Sequence[str] = ()) -
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Parse a YAML file whose top level is a mapping (an empty file is an empty mapping)."""
-    import yaml
-
     if not path.is_file():
         raise UsageError(f"recipe file not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise UsageError(f"{path}: {size} bytes is larger than a recipe can be ({MAX_RECIPE_BYTES} bytes)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: not UTF-8 text ({exc})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UsageError(f"{path}:{where}: invalid YAML: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -54,27 +75,25 @@ def apply_overrides(cls: type, data: Mapping[str, Any], overrides: Sequence[str]
     """Return a copy of `data` with each `a.b.c=value` set (value parsed as YAML), keys checked against `cls`."""
     import copy
 
-    import yaml
-
     result = copy.deepcopy(dict(data))
     for text in overrides:
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"override {text!r} must look like key.sub=value")
+            raise UsageError(f"override {shown(text)} must look like key.sub=value")
         keys = key.strip().split(".")
         node_cls: type | None = cls
         node = result
         for depth, name in enumerate(keys):
             where = ".".join(keys[: depth + 1])
             if node_cls is None:
-                raise UsageError(f"override {text!r}: {'.'.join(keys[:depth])} is not a section")
+                raise UsageError(f"override {shown(text)}: {'.'.join(keys[:depth])} is not a section")
             fields = {f.name: f for f in dataclasses.fields(node_cls)}
             if name not in fields:
                 raise UsageError(
-                    f"override {text!r}: unknown key {where!r}; allowed: {', '.join(sorted(fields))}"
+                    f"override {shown(text)}: unknown key {shown(where)}; allowed: {', '.join(sorted(fields))}"
                 )
             if depth == len(keys) - 1:
-                node[name] = yaml.safe_load(raw) if raw.strip() else ""
+                node[name] = parse_yaml(raw, f"override {shown(text)}") if raw.strip() else ""
                 break
             node_cls = _dataclass_in(typing.get_type_hints(node_cls)[name])
             child = node.get(name)
@@ -88,14 +107,14 @@ def apply_overrides(cls: type, data: Mapping[str, Any], overrides: Sequence[str]
 def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<recipe>", prefix: str = "") -> T:
     """Build dataclass `cls` from plain data, converting values to the annotated field types."""
     if not isinstance(data, Mapping):
-        raise UsageError(f"{source}: {prefix or 'the recipe'} must be a mapping, got {data!r}")
+        raise UsageError(f"{source}: {prefix or 'the recipe'} must be a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
-        under = f" under {prefix!r}" if prefix else ""
+        under = f" under {shown(prefix)}" if prefix else ""
         raise UsageError(
-            f"{source}: unknown key {_join(prefix, str(unknown[0]))!r}; allowed keys{under}: "
+            f"{source}: unknown key {shown(_join(prefix, str(unknown[0])))}; allowed keys{under}: "
             f"{', '.join(sorted(fields))}"
         )
     kwargs = {}
@@ -104,11 +123,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, source: str = "<recipe>"
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], source, where)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise UsageError(f"{source}: missing required key {where!r}")
+            raise UsageError(f"{source}: missing required key {shown(where)}")
     try:
         return cls(**kwargs)
-    except UsageError as exc:
-        raise UsageError(f"{source}: {exc}") from exc
+    except UsageError as exc:  # field checks echo values: keep the message bounded whatever they did
+        raise UsageError(f"{source}: {shown(str(exc), 1000, quote=False)}") from exc
 
 
 def to_dict(obj: Any) -> Any:
@@ -167,7 +186,7 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
 
     def bad() -> UsageError:
         return UsageError(
-            f"{source}: {where!r} must be {_describe(tp)}, got {value!r} ({type(value).__name__})"
+            f"{source}: {shown(where)} must be {_describe(tp)}, got {shown(value)} ({type(value).__name__})"
         )
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -227,7 +246,7 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, source, f"{where}[{i}]") for i, v in enumerate(value))
         if args and len(value) != len(args):
-            raise UsageError(f"{source}: {where!r} must have {len(args)} items, got {len(value)}: {value!r}")
+            raise UsageError(f"{source}: {shown(where)} must have {len(args)} items, got {len(value)}: {shown(value)}")
         return tuple(_convert(a, v, source, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is list:
         if not isinstance(value, (list, tuple)):
@@ -239,4 +258,4 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
             raise bad()
         vt = args[1] if args else Any
         return {str(k): _convert(vt, v, source, f"{where}.{k}") for k, v in value.items()}
-    raise UsageError(f"{source}: {where!r} has a field type ldmkit cannot read from YAML: {tp!r}")
+    raise UsageError(f"{source}: {shown(where)} has a field type ldmkit cannot read from YAML: {tp!r}")

@@ -69,6 +69,9 @@ class TrainConfig:
         check_float(owner, "weight_decay", self.weight_decay, minimum=0.0)
         check_float(owner, "adam_eps", self.adam_eps, positive=True)
         check_float(owner, "min_lr_ratio", self.min_lr_ratio, minimum=0.0, maximum=1.0)
+        if self.min_lr_ratio and self.lr_schedule != "cosine":
+            raise UsageError(f"{owner}.min_lr_ratio ({self.min_lr_ratio}) has no effect with lr_schedule "
+                             f"{self.lr_schedule!r}; it is the floor of the cosine schedule")
         check_float(owner, "grad_clip", self.grad_clip, minimum=0.0)
         check_float(owner, "ema_decay", self.ema_decay, minimum=0.0, below=1.0)
         if not isinstance(self.betas, tuple) or len(self.betas) != 2:
@@ -84,3 +87,81 @@ class TrainConfig:
     def ema_enabled(self) -> bool:
         """Whether an EMA copy of the weights is kept."""
         return self.ema_decay > 0.0
+
+
+TRIM_POLICIES = ("crop", "pad")
+MAX_VIEWS = 64
+TRIM_FOCI = ("auto", "face", "saliency", "centre")
+
+
+@dataclass(frozen=True)
+class TrimSection:
+    """How every image is brought to the square training size (`ldmkit.data.trim.standardize`); the same
+    choices as `ldmkit data preview --no-trim --focus F --fit crop|pad`."""
+
+    trim: bool = True
+    """Cut uniform borders first (a subject on a plain backdrop is framed, not the backdrop)."""
+    focus: Literal["auto", "face", "saliency", "centre"] = "auto"
+    """Where a crop that cannot hold the whole subject goes; 'auto' tries face, then saliency, then centre."""
+    fit: Literal["crop", "pad"] = "crop"
+    """'crop' to the square, or 'pad' the short side with the border colour (keeps everything)."""
+
+    def __post_init__(self) -> None:
+        check_bool("data.trim", "trim", self.trim)
+        check_choice("data.trim", "focus", self.focus, TRIM_FOCI)
+        check_choice("data.trim", "fit", self.fit, TRIM_POLICIES)
+        if self.fit == "pad" and self.focus != "auto":
+            raise UsageError(f"data.trim.focus {self.focus!r} has no effect with data.trim.fit 'pad' (padding keeps "
+                             "the whole image); leave focus at auto or use fit: crop")
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    """Training-time augmentation of the VAE trainer (every step draws from the run's seeded generator)."""
+
+    flip_p: float = 0.5
+    """Probability of a horizontal mirror of each training image."""
+    crop_scale: float = 1.0
+    """Smallest side of a random resized crop, as a fraction of the image side (1.0: off). The crop keeps
+    the trimming focal point (a face, the subject) inside its middle half."""
+    jitter: float = 0.0
+    """Colour jitter strength: brightness, contrast and saturation each scaled by a factor drawn from
+    [1 - jitter, 1 + jitter] (0: off)."""
+
+    def __post_init__(self) -> None:
+        owner = "augment"
+        check_float(owner, "flip_p", self.flip_p, minimum=0.0, maximum=1.0)
+        check_float(owner, "crop_scale", self.crop_scale, positive=True, maximum=1.0)
+        check_float(owner, "jitter", self.jitter, minimum=0.0, below=1.0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any augmentation changes an image."""
+        return self.flip_p > 0 or self.crop_scale < 1.0 or self.jitter > 0
+
+
+@dataclass(frozen=True)
+class UNetAugmentSection(AugmentSection):
+    """Augmentation of the UNet trainer. Latents are cached, so each image is encoded as `views` random
+    views (crop + jitter), each also mirrored when flips are on; every step picks one view (and, with
+    probability flip_p, its mirror) with the run's generator. A mirrored image trains with its caption's
+    'left' and 'right' swapped; images labelled as holding text are never mirrored."""
+
+    flip_p: float = 0.0
+    """Probability of training on the mirrored image (and mirrored caption); off by default."""
+    views: int = 1
+    """Augmented views cached per image (encoded once; the cache grows by this factor, x2 with flips).
+    Must be 1 when crop_scale and jitter are off, and > 1 when either is on."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("augment", "views", self.views, minimum=1)
+        if self.views > MAX_VIEWS:
+            raise UsageError(f"augment.views must be <= {MAX_VIEWS} (the cache holds every view), got {self.views}")
+        varies = self.crop_scale < 1.0 or self.jitter > 0
+        if self.views > 1 and not varies:
+            raise UsageError(f"augment.views {self.views} has no effect without augment.crop_scale < 1 or "
+                             "augment.jitter > 0 (every view would be the same image)")
+        if varies and self.views == 1:
+            raise UsageError("augment.crop_scale / augment.jitter need augment.views >= 2 in the UNet trainer: "
+                             "latents are cached, so one view would be one fixed crop for the whole run")

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ldmkit.data.augment import may_flip
+from ldmkit.data.augment import may_mirror, mirror_caption
 from ldmkit.errors import DataError, UsageError
 
 CACHE_FORMAT = "ldmkit-latent-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: latents per view [N, V, C, h, w]; mirrored captions' states
 MANIFEST = "manifest.json"
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -43,7 +43,11 @@ class CacheSpec:
     size: int = 64
     """Side of the square images given to the image encoder, in pixels."""
     flip_variants: bool = False
-    """Also cache latents of the mirrored image, used for samples whose captions allow a flip."""
+    """Also cache latents of each mirrored view and the states of the mirrored captions ('left' <-> 'right')."""
+    views: int = 1
+    """Views cached per image: view v is `augment_view(pixels, focus, sample, v)` (1: the image itself)."""
+    augment_id: str = ""
+    """Identity of the view augmentation (its settings and seed); a new value rebuilds the cache."""
     latent_dtype: str = "float32"
     """Storage dtype of latent mean and std."""
     text_dtype: str = "float16"
@@ -53,6 +57,8 @@ class CacheSpec:
         if not (isinstance(self.image_encoder, str) and self.image_encoder and
                 isinstance(self.text_encoder, str) and self.text_encoder):
             raise UsageError("CacheSpec needs non-empty image_encoder and text_encoder identities")
+        if not (isinstance(self.views, int) and 1 <= self.views <= 64):
+            raise UsageError(f"cache views must be an int in 1..64, got {self.views!r}")
         if not (isinstance(self.size, int) and self.size >= 8):
             raise UsageError(f"cache image size must be an int >= 8, got {self.size!r}")
         for name in ("latent_dtype", "text_dtype"):
@@ -69,6 +75,31 @@ def default_preprocess(img, size: int):
     return standardize(img, size)
 
 
+def preprocess_for(trim) -> object:
+    """The (img, size) -> (img, record) preprocess of a recipe's `data.trim` section (TrimSection or None)."""
+    from ldmkit.data.trim import Standardizer
+
+    if trim is None:
+        return Standardizer()
+    return Standardizer(policy=trim.fit, focus=trim.focus, trim=trim.trim)
+
+
+def standardized_pixels(dataset, size: int, preprocess=None):
+    """([N, 3, size, size] pixels in [-1, 1], [N, 2] focal points as (x, y) fractions) of every image."""
+    import numpy as np
+    import torch
+
+    from ldmkit.data.trim import TrimRecord, focus_fraction
+
+    preprocess = preprocess or default_preprocess
+    pixels, focus = [], []
+    for i in range(len(dataset)):
+        img, record = preprocess(dataset.image(i), size)
+        pixels.append(torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1))
+        focus.append(focus_fraction(record) if isinstance(record, TrimRecord) else (0.5, 0.5))
+    return torch.stack(pixels) / 127.5 - 1.0, torch.tensor(focus, dtype=torch.float32)
+
+
 def centre_crop_resize(img, size: int):
     """The largest centred square, resized to size x size with LANCZOS; returns (image, crop box)."""
     from PIL import Image
@@ -80,6 +111,8 @@ def centre_crop_resize(img, size: int):
 
 
 def function_id(fn) -> str:
+    if isinstance(getattr(fn, "cache_id", None), str):
+        return fn.cache_id  # e.g. a trim.Standardizer: its policy and algorithm version
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
@@ -96,8 +129,11 @@ def cache_key(dataset, spec: CacheSpec, preprocess_id: str) -> str:
 
 
 def build_cache(dataset, cache_dir: str | Path, *, encode_images, encode_text, spec: CacheSpec,
-                preprocess=None, batch_size: int = 32, shard_size: int = 4096, workers: int = 2):
+                preprocess=None, augment_view=None, batch_size: int = 32, shard_size: int = 4096, workers: int = 2):
     """The cache for (dataset, encoders, spec) under cache_dir: reused when its key matches, else built.
+
+    augment_view(pixels [3, H, W], focus (x, y) fractions, sample, view) -> pixels makes view `view` of a
+    standardized image; needed when spec.views > 1 (it must be deterministic: the cache is reused).
 
     Returns a `CachedLatents` (cache_loader.py). Other caches in cache_dir (folders holding an ldmkit
     manifest) are stale by definition and removed once the new one is complete.
@@ -110,6 +146,8 @@ def build_cache(dataset, cache_dir: str | Path, *, encode_images, encode_text, s
         raise UsageError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
     if len(dataset) == 0:
         raise DataError("cannot cache an empty dataset")
+    if spec.views > 1 and augment_view is None:
+        raise UsageError(f"CacheSpec(views={spec.views}) needs an augment_view function")
     preprocess = preprocess or default_preprocess
     key = cache_key(dataset, spec, function_id(preprocess))
     cache_dir = Path(cache_dir)
@@ -123,8 +161,8 @@ def build_cache(dataset, cache_dir: str | Path, *, encode_images, encode_text, s
     partial.mkdir()
     try:
         with torch.no_grad():
-            shards, shapes = _write_shards(dataset, partial, encode_images, encode_text, spec, preprocess,
-                                           batch_size, shard_size, workers)
+            shards, shapes = _write_shards(dataset, partial, (encode_images, encode_text, augment_view), spec,
+                                           preprocess, batch_size, shard_size, workers)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # only ever our own half-written folder
         raise
@@ -156,10 +194,12 @@ def _remove_stale(cache_dir: Path, keep: Path) -> None:
             shutil.rmtree(child)
 
 
-def _write_shards(dataset, folder: Path, encode_images, encode_text, spec: CacheSpec, preprocess,
+def _write_shards(dataset, folder: Path, encoders, spec: CacheSpec, preprocess,
                   batch_size: int, shard_size: int, workers: int) -> tuple[list[dict], dict]:
     import torch
     from safetensors.torch import save_file
+
+    encode_images, encode_text, augment_view = encoders
 
     samples = dataset.samples
     shards, shapes = [], {}
@@ -167,16 +207,20 @@ def _write_shards(dataset, folder: Path, encode_images, encode_text, spec: Cache
     try:
         for start in range(0, len(samples), shard_size):
             part = samples[start:start + shard_size]
-            tensors = {k: [] for k in ("mean", "std", "flip_mean", "flip_std", "text")}
+            tensors = {k: [] for k in ("mean", "std", "flip_mean", "flip_std", "text", "mirror_text")}
             for b in range(0, len(part), batch_size):
                 batch = part[b:b + batch_size]
-                pixels = torch.stack(list(pool.map(lambda s: image_tensor(s, spec.size, preprocess), batch)))
-                _encode_batch(batch, pixels, encode_images, encode_text, spec, tensors)
+                loaded = list(pool.map(lambda s: image_and_focus(s, spec.size, preprocess), batch))
+                views = []
+                for v in range(spec.views):  # [B, 3, H, W] per view
+                    views.append(torch.stack([px if augment_view is None else augment_view(px, focus, s, v)
+                                              for (px, focus), s in zip(loaded, batch)]))
+                _encode_batch(batch, views, encode_images, encode_text, spec, tensors)
             name = f"shard-{len(shards):05d}.safetensors"
             data = _shard_tensors(part, tensors, spec)
             save_file(data, str(folder / name), metadata={"format": CACHE_FORMAT})
             shards.append({"file": name, "samples": len(part)})
-            shapes = {"latent_shape": list(data["mean"].shape[1:]), "text_shape": list(data["text"].shape[1:])}
+            shapes = {"latent_shape": list(data["mean"].shape[2:]), "text_shape": list(data["text"].shape[1:])}
     finally:
         pool.shutdown()
     return shards, shapes
@@ -184,6 +228,13 @@ def _write_shards(dataset, folder: Path, encode_images, encode_text, spec: Cache
 
 def image_tensor(sample, size: int, preprocess=None):
     """[3, size, size] float tensor in [-1, 1] of a sample's image, preprocessed (default_preprocess)."""
+    return image_and_focus(sample, size, preprocess)[0]
+
+
+def image_and_focus(sample, size: int, preprocess=None):
+    """(image_tensor, the trimming focal point as (x, y) fractions of it; the centre without a TrimRecord)."""
+    from ldmkit.data.trim import TrimRecord, focus_fraction
+
     import numpy as np
     import torch
 
@@ -193,37 +244,53 @@ def image_tensor(sample, size: int, preprocess=None):
         img, _ = load_rgb(sample.path)
     except BadImage as bad:
         raise DataError(f"{sample.path} became unreadable after the dataset was opened: {bad}") from None
-    img, _record = (preprocess or default_preprocess)(img, size)
+    img, record = (preprocess or default_preprocess)(img, size)
     if img.size != (size, size):
         raise DataError(f"preprocess returned a {img.size[0]}x{img.size[1]} image for {sample.path}, "
                         f"expected {size}x{size}")
     array = np.asarray(img.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+    focus = focus_fraction(record) if isinstance(record, TrimRecord) else (0.5, 0.5)
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0, focus
 
 
-def _encode_batch(batch, pixels, encode_images, encode_text, spec: CacheSpec, tensors: dict) -> None:
+def _encode_batch(batch, views, encode_images, encode_text, spec: CacheSpec, tensors: dict) -> None:
     import torch
 
-    mean, std = encode_images(pixels)
-    _check_latents(batch, mean, std, "")
-    tensors["mean"].append(mean.detach().cpu())
-    tensors["std"].append(std.detach().cpu())
-    if spec.flip_variants:
-        flip_mean, flip_std = encode_images(torch.flip(pixels, dims=(-1,)))
-        _check_latents(batch, flip_mean, flip_std, " (mirrored)")
-        tensors["flip_mean"].append(flip_mean.detach().cpu())
-        tensors["flip_std"].append(flip_std.detach().cpu())
+    for key, mirror in (("", False), ("flip_", True)) if spec.flip_variants else (("", False),):
+        means, stds = [], []
+        for pixels in views:
+            mean, std = encode_images(torch.flip(pixels, dims=(-1,)) if mirror else pixels)
+            _check_latents(batch, mean, std, " (mirrored)" if mirror else "")
+            means.append(mean.detach().cpu())
+            stds.append(std.detach().cpu())
+        tensors[key + "mean"].append(torch.stack(means, dim=1))  # [B, V, C, h, w]
+        tensors[key + "std"].append(torch.stack(stds, dim=1))
     captions = [c for s in batch for c in s.captions]
+    text = _encode_captions(batch, captions, encode_text)
+    tensors["text"].append(text)
+    if spec.flip_variants:  # the states of the mirrored captions; unchanged captions reuse theirs
+        mirrored = [mirror_caption(c) for c in captions]
+        changed = [i for i, (a, b) in enumerate(zip(captions, mirrored)) if a != b]
+        mirror_text = text.clone()
+        if changed:
+            mirror_text[changed] = _encode_captions(batch, [mirrored[i] for i in changed], encode_text,
+                                                    owners=[[s for s in batch for _ in s.captions][i] for i in changed])
+        tensors["mirror_text"].append(mirror_text)
+
+
+def _encode_captions(batch, captions, encode_text, owners=None):
+    import torch
+
     text = encode_text(captions).detach().cpu()
     if text.shape[0] != len(captions):
         raise DataError(f"encode_text returned {text.shape[0]} states for {len(captions)} captions")
     bad = (~torch.isfinite(text.reshape(len(captions), -1))).any(dim=1)
     if bad.any():
         i = int(bad.nonzero()[0])
-        owner = [s for s in batch for _ in s.captions][i]
+        owner = (owners or [s for s in batch for _ in s.captions])[i]
         raise DataError(f"the text encoder gave non-finite values for caption {captions[i]!r} of "
                         f"{owner.path} (image id {owner.image_id})")
-    tensors["text"].append(text)
+    return text
 
 
 def _check_latents(batch, mean, std, what: str) -> None:
@@ -249,9 +316,10 @@ def _shard_tensors(part, tensors: dict, spec: CacheSpec) -> dict:
         "std": torch.cat(tensors["std"]).to(latent_dtype).contiguous(),
         "text": torch.cat(tensors["text"]).to(text_dtype).contiguous(),
         "text_offsets": torch.cat([torch.zeros(1, dtype=torch.int64), counts.cumsum(0)]),
-        "may_flip": torch.tensor([may_flip(s.captions, s.labels) for s in part], dtype=torch.bool),
+        "may_flip": torch.tensor([may_mirror(s.captions, s.labels) for s in part], dtype=torch.bool),
     }
     if spec.flip_variants:
         data["flip_mean"] = torch.cat(tensors["flip_mean"]).to(latent_dtype).contiguous()
         data["flip_std"] = torch.cat(tensors["flip_std"]).to(latent_dtype).contiguous()
+        data["mirror_text"] = torch.cat(tensors["mirror_text"]).to(text_dtype).contiguous()
     return data

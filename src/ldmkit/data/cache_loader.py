@@ -33,6 +33,10 @@ class CachedBatch:
     """The image each row came from."""
     caption_index: tuple[int, ...]
     """Which of its image's captions each text row is (index into Sample.captions)."""
+    view: tuple[int, ...] = ()
+    """Which cached view of its image each row is (empty: the cache has one view)."""
+    mirrored: tuple[bool, ...] = ()
+    """Whether each row is the mirrored image with its mirrored caption (empty: flips off)."""
 
     def __post_init__(self) -> None:
         n = len(self.image_ids)
@@ -50,7 +54,7 @@ class CachedLatents:
         self.image_ids: list[str] = manifest["image_ids"]
         self.paths: list[str] = manifest["paths"]
         self._latents = latents   # mean, std, may_flip, [flip_mean, flip_std]: all samples, in memory
-        self._text = text_handles  # per shard: a safetensors slice of 'text'
+        self._text = text_handles  # per shard: a safetensors slice of 'text' (and of 'mirror_text')
         self._shard = layout["shard"]    # sample -> shard index
         self._offset = layout["offset"]  # sample -> first row of its captions in its shard's text
         self._count = layout["count"]    # sample -> number of captions
@@ -71,9 +75,10 @@ class CachedLatents:
         for index, shard in enumerate(manifest["shards"]):
             handle = safe_open(str(folder / shard["file"]), framework="pt")
             for name in handle.keys():
-                if name != "text":
+                if name not in ("text", "mirror_text"):
                     parts.setdefault(name, []).append(handle.get_tensor(name))
-            text_handles.append(handle.get_slice("text"))
+            text_handles.append({name: handle.get_slice(name) for name in ("text", "mirror_text")
+                                 if name in handle.keys()})
             bounds = parts["text_offsets"][-1]
             offsets.append(bounds[:-1])
             counts.append(bounds[1:] - bounds[:-1])
@@ -105,12 +110,17 @@ class CachedLatents:
     def has_flip_variants(self) -> bool:
         return "flip_mean" in self._latents
 
-    def batch(self, indices, generator, *, sample: bool = True, flip: bool = False) -> CachedBatch:
-        """Rows `indices` with one caption each drawn from `generator`.
+    @property
+    def views(self) -> int:
+        return int(self._latents["mean"].shape[1])
 
-        sample: a posterior sample (mean + std * noise) instead of the mean. flip: with flip variants
-        cached, use the mirrored latents with probability 1/2 for samples whose captions allow it.
-        Random draws, in order: caption choice, flip choice (when flip), noise (when sample).
+    def batch(self, indices, generator, *, sample: bool = True, flip_p: float = 0.0) -> CachedBatch:
+        """Rows `indices` with one caption (and one view) each drawn from `generator`.
+
+        sample: a posterior sample (mean + std * noise) instead of the mean. flip_p: with flip variants
+        cached, the mirrored latents and mirrored caption with this probability (images that may mirror).
+        Random draws, in order: caption choice, view choice (when views > 1), flip choice (when flip_p > 0),
+        noise (when sample).
         """
         import torch
 
@@ -119,28 +129,33 @@ class CachedLatents:
             raise UsageError(f"batch indices must be in [0, {len(self)}), got {idx.tolist()[:8]}")
         counts = self._count[idx]
         choice = (torch.rand(len(idx), generator=generator) * counts).long().clamp_max(counts - 1)
-        mean, std = self._latents["mean"][idx], self._latents["std"][idx]
-        if flip:
+        view = torch.zeros(len(idx), dtype=torch.int64)
+        if self.views > 1:
+            view = (torch.rand(len(idx), generator=generator) * self.views).long().clamp_max(self.views - 1)
+        mean, std = self._latents["mean"][idx, view], self._latents["std"][idx, view]
+        mirrored = torch.zeros(len(idx), dtype=torch.bool)
+        if flip_p > 0:
             if not self.has_flip_variants:
-                raise UsageError("flip=True needs a cache built with CacheSpec(flip_variants=True)")
-            mirrored = (torch.rand(len(idx), generator=generator) < 0.5) & self._latents["may_flip"][idx]
+                raise UsageError("flip_p > 0 needs a cache built with CacheSpec(flip_variants=True)")
+            mirrored = (torch.rand(len(idx), generator=generator) < flip_p) & self._latents["may_flip"][idx]
             pick = mirrored.view(-1, *[1] * (mean.ndim - 1))
-            mean = torch.where(pick, self._latents["flip_mean"][idx], mean)
-            std = torch.where(pick, self._latents["flip_std"][idx], std)
+            mean = torch.where(pick, self._latents["flip_mean"][idx, view], mean)
+            std = torch.where(pick, self._latents["flip_std"][idx, view], std)
         latents = mean.float()
         if sample:
             latents = latents + std.float() * torch.randn(mean.shape, generator=generator)
-        text = self._text_rows(idx, choice)
+        text = self._text_rows(idx, choice, mirrored)
         return CachedBatch(latents, text, tuple(self.image_ids[i] for i in idx.tolist()),
-                           tuple(choice.tolist()))
+                           tuple(choice.tolist()), tuple(view.tolist()) if self.views > 1 else (),
+                           tuple(mirrored.tolist()) if flip_p > 0 else ())
 
-    def _text_rows(self, idx, choice):
+    def _text_rows(self, idx, choice, mirrored):
         import torch
 
         rows = []
-        for i, j in zip(idx.tolist(), choice.tolist()):
+        for i, j, m in zip(idx.tolist(), choice.tolist(), mirrored.tolist()):
             row = int(self._offset[i]) + j
-            rows.append(self._text[int(self._shard[i])][row:row + 1])
+            rows.append(self._text[int(self._shard[i])]["mirror_text" if m else "text"][row:row + 1])
         text = torch.cat(rows).float()
         # NaN and inf survive a row sum, which is ~20x cheaper than isfinite on every element; a finite
         # row can only overflow it with values near 1e34, far beyond any encoder's states.
@@ -150,7 +165,7 @@ class CachedLatents:
         return text
 
     def iterate(self, batch_size: int, generator, *, shuffle: bool = True, drop_last: bool = False,
-                sample: bool = True, flip: bool = False):
+                sample: bool = True, flip_p: float = 0.0):
         """One epoch of CachedBatch (a permutation drawn from `generator` when shuffle)."""
         import torch
 
@@ -159,4 +174,4 @@ class CachedLatents:
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         stop = len(self) - len(self) % batch_size if drop_last else len(self)
         for start in range(0, stop, batch_size):
-            yield self.batch(order[start:start + batch_size], generator, sample=sample, flip=flip)
+            yield self.batch(order[start:start + batch_size], generator, sample=sample, flip_p=flip_p)

@@ -45,6 +45,34 @@ def normalize_caption(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+CLASS_TEMPLATE = "a photo of {}"
+"""Default caption of a class-folder image ('{}' is the class name); the one default everywhere."""
+
+
+def class_name(folder: str) -> str:
+    """The words a person types for a class folder: underscores become spaces, whitespace collapsed
+    (`mahesh_babu` -> `mahesh babu`). Case is kept; the text encoders ldmkit uses are uncased."""
+    return normalize_caption(folder.replace("_", " "))
+
+
+def check_class_template(template: object) -> str:
+    """`template` when it is a string with exactly one '{}'; UsageError otherwise."""
+    from ldmkit.errors import UsageError
+
+    if not isinstance(template, str) or template.count("{}") != 1 or "{" in template.replace("{}", ""):
+        raise UsageError(f"class_template must be text with exactly one '{{}}' for the class name, got {template!r}")
+    return template
+
+
+def class_caption(folder: str, template: str = CLASS_TEMPLATE) -> str:
+    """The caption of every image in class folder `folder`: `template` of class_name(folder).
+
+    The single rule behind the class-folder reader, `ldmkit data stats`, `unet.class_conditional`, the
+    classes listed by `ldmkit model info` and the prompt to type (`mahesh_babu` -> "a photo of mahesh babu").
+    """
+    return normalize_caption(check_class_template(template).replace("{}", class_name(folder)))
+
+
 def inside(root: Path, relative: str) -> Path | None:
     """root / relative when it stays inside root (no absolute paths, no '..' escapes), else None."""
     normal = os.path.normpath(relative.replace("\\", "/"))

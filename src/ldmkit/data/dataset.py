@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from ldmkit.data.captions import CLASS_TEMPLATE
 from ldmkit.data.formats import FORMATS, read_format
 from ldmkit.data.images import BadImage, ImageCheck, check_image, load_rgb
 from ldmkit.data.report import BadInputReport
@@ -67,7 +68,7 @@ class CaptionDataset:
 
     @classmethod
     def open(cls, root: str | Path, *, format: str | None = None, max_bad_fraction: float = 0.05,
-             verify: str = "decode", class_template: str = "a photo of {}",
+             verify: str = "decode", class_template: str = CLASS_TEMPLATE,
              workers: int | None = None) -> CaptionDataset:
         """Read, check and return a dataset; DataError when none or too many of its images are usable."""
         if not (isinstance(max_bad_fraction, (int, float)) and 0.0 <= max_bad_fraction <= 1.0):
@@ -87,7 +88,7 @@ class CaptionDataset:
 
     @classmethod
     def inspect(cls, root: str | Path, *, format: str | None = None, verify: str = "decode",
-                class_template: str = "a photo of {}", workers: int | None = None) -> CaptionDataset:
+                class_template: str = CLASS_TEMPLATE, workers: int | None = None) -> CaptionDataset:
         """Like open(), but never refuses because of bad inputs: for reports (`ldmkit data check`)."""
         if verify not in VERIFY_MODES:
             raise UsageError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")

@@ -21,7 +21,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ldmkit.data.captions import CaptionCollector, decode_text, has_bad_utf8, inside, read_lines, scan_files
+from ldmkit.data.captions import (
+    CLASS_TEMPLATE,
+    CaptionCollector,
+    check_class_template,
+    class_caption,
+    decode_text,
+    has_bad_utf8,
+    inside,
+    read_lines,
+    scan_files,
+)
 from ldmkit.data.images import is_image_name
 from ldmkit.data.report import BadInputReport
 from ldmkit.errors import DataError, UsageError
@@ -55,15 +65,14 @@ class FormatRead:
 
 
 def read_format(root: Path, report: BadInputReport, *, format: str | None = None,
-                class_template: str = "a photo of {}") -> FormatRead:
+                class_template: str = CLASS_TEMPLATE) -> FormatRead:
     """Read the dataset at root (a folder, or a COCO .json file) in the given or detected format."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"dataset path {root} does not exist")
     if format is not None and format not in FORMATS:
         raise UsageError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
-    if "{}" not in class_template:
-        raise UsageError(f"class_template must contain '{{}}' for the class name, got {class_template!r}")
+    check_class_template(class_template)
     fmt = format or detect_format(root)
     if fmt == "coco":
         return read_coco(root, report)
@@ -264,7 +273,7 @@ def read_class_folders(root: Path, report: BadInputReport, template: str) -> For
         if entry is None:
             continue
         entry.labels["class"] = folder
-        collector.add_caption(entry, template.format(folder.replace("_", " ")), file=path, line=None)
+        collector.add_caption(entry, class_caption(folder, template), file=path, line=None)
     return FormatRead("classfolders", collector.records(), ())
 
 

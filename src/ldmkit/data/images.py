@@ -70,7 +70,8 @@ def open_image(path: Path):
     except (PermissionError, IsADirectoryError) as err:
         raise BadImage("unreadable", str(err)) from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise BadImage("corrupt", f"{type(err).__name__}: {err}") from None
+        reason = "truncated" if "truncated" in str(err).lower() else "corrupt"
+        raise BadImage(reason, f"{type(err).__name__}: {err}") from None
     width, height = img.size
     limit = Image.MAX_IMAGE_PIXELS  # None: the user switched Pillow's check off
     if limit is not None and width * height > limit:
@@ -93,8 +94,9 @@ def decode(img) -> None:
         raise BadImage("decompression_bomb", str(err)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         text = str(err)
-        # Pillow says "image file is truncated" for data that stops early; anything else is damage.
-        reason = "truncated" if "truncated" in text or isinstance(err, EOFError) else "corrupt"
+        # Pillow says "image file is truncated" or (JPEG) "Truncated File Read" for data that stops early;
+        # anything else is damage.
+        reason = "truncated" if "truncated" in text.lower() or isinstance(err, EOFError) else "corrupt"
         raise BadImage(reason, f"{type(err).__name__}: {text}") from None
 
 
@@ -143,6 +145,22 @@ def load_rgb(path: Path) -> tuple:
     """(PIL RGB image, conversions applied) for a usable image file; raises BadImage otherwise."""
     img = open_image(path)
     try:
+        decode(img)
+        steps = planned_conversions(img)
+        return to_rgb(img), steps
+    finally:
+        img.close()
+
+
+def load_rgb_within(path: Path, max_pixels: int) -> tuple:
+    """load_rgb with a pixel limit read from the header, before decoding (a small file can declare a huge
+    picture); the same conversions as the data readers (16-bit grey, CMYK, alpha, EXIF). Used for init images."""
+    img = open_image(path)
+    try:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise BadImage("decompression_bomb", f"{width}x{height} = {width * height} pixels is over the limit "
+                                                 f"of {max_pixels}")
         decode(img)
         steps = planned_conversions(img)
         return to_rgb(img), steps

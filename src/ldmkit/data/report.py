@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ldmkit.errors import printable
+
 IMAGE_REASONS = {
     "zero_byte": "empty (0-byte) image file",
     "not_an_image": "file is not an image Pillow can identify",
@@ -57,8 +59,9 @@ class BadExample:
             raise ValueError(f"line numbers are 1-based, got {self.line}")
 
     def location(self) -> str:
-        """'file:line' or 'file'."""
-        return f"{self.file}:{self.line}" if self.line is not None else self.file
+        """'file:line' or 'file' (control characters in the name escaped: one line of a report)."""
+        name = printable(self.file)
+        return f"{name}:{self.line}" if self.line is not None else name
 
     def to_dict(self) -> dict:
         return {"file": self.file, "line": self.line, "detail": self.detail}
@@ -111,6 +114,15 @@ class BadInputReport:
         """'truncated: 4, missing_image: 2' -- for error messages."""
         return ", ".join(f"{reason}: {n}" for reason, n in list(self.counts().items())[:k]) or "none"
 
+    def accounting(self, usable_images: int) -> dict:
+        """The one tally `data check` and `data stats` both report: unusable images (whole samples dropped),
+        dropped caption lines, the unusable fraction of all images seen, and counts by reason."""
+        bad = self.bad_images()
+        total = bad + usable_images
+        return {"unusable_images": bad,
+                "dropped_captions": sum(n for reason, n in self.bad.items() if reason in CAPTION_REASONS),
+                "bad_fraction": round(bad / total, 6) if total else 0.0, "bad": self.counts()}
+
     def examples_dict(self) -> dict[str, list[dict]]:
         return {reason: [e.to_dict() for e in self.examples[reason]] for reason in self.counts()}
 
@@ -122,6 +134,13 @@ class BadInputReport:
         for reason, n in self.counts().items():
             out.append(f"{reason}: {n}  ({REASONS[reason]})")
             for example in self.examples.get(reason, []):
-                detail = f"  {example.detail}" if example.detail else ""
+                detail = f"  {printable(example.detail)}" if example.detail else ""
                 out.append(f"    {example.location()}{detail}")
         return out
+
+
+def accounting_line(tally: dict, limit: float | None = None) -> str:
+    """One line of `BadInputReport.accounting`, the same in `data check` and `data stats`."""
+    bound = f"; limit {limit:g}" if limit is not None else ""
+    return (f"unusable images: {tally['unusable_images']} ({tally['bad_fraction']:.1%}{bound}); "
+            f"dropped caption lines: {tally['dropped_captions']}")

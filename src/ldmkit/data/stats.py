@@ -12,7 +12,9 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from ldmkit.data.report import accounting_line
 from ldmkit.data.splits import split_ids
+from ldmkit.errors import UsageError, printable
 
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 TOP_WORDS = 30
@@ -34,14 +36,14 @@ def dataset_stats(dataset) -> dict:
         "format": dataset.format,
         "images": len(dataset),
         "captions": sum(per_image),
-        "bad": dataset.report.counts(),
-        "bad_fraction": round(dataset.bad_fraction(), 6),
+        **dataset.report.accounting(len(dataset)),  # the same tally as `data check`
         "converted": dict(sorted(dataset.report.converted.items())),
         "captions_per_image": {**summary(per_image), "histogram": histogram(per_image)},
         "caption_words": {**summary(lengths), "histogram": histogram(lengths)},
         "vocabulary": {"size": len(vocab), "top": [[w, n] for w, n in vocab.most_common(TOP_WORDS)]},
         "image_sizes": size_stats(sizes),
         "labels": label_stats(dataset.samples),
+        "classes": class_stats(dataset) if dataset.format == "classfolders" else {},
         "splits": {name: len(ids) for name, ids in split_ids(s.image_id for s in dataset.samples).items()},
     }
 
@@ -102,13 +104,24 @@ def label_stats(samples) -> dict:
             for key, c in sorted(values.items())}
 
 
+def class_stats(dataset) -> dict[str, dict]:
+    """Class folder -> {"images": n, "caption": the caption its images train with (the prompt to type)}."""
+    out: dict[str, dict] = {}
+    for sample in dataset.samples:
+        folder = sample.labels.get("class")
+        if folder is not None:
+            entry = out.setdefault(folder, {"images": 0, "caption": sample.captions[0]})
+            entry["images"] += 1
+    return dict(sorted(out.items()))
+
+
 def stats_lines(stats: dict) -> list[str]:
     """A short human-readable summary."""
     cpi, words, sizes = stats["captions_per_image"], stats["caption_words"], stats["image_sizes"]
     lines = [
         f"format: {stats['format']}",
-        f"images: {stats['images']}  captions: {stats['captions']}  "
-        f"bad: {sum(stats['bad'].values())} ({stats['bad_fraction']:.1%} of images unusable)",
+        f"images: {stats['images']}  captions: {stats['captions']}",
+        accounting_line(stats),
         f"captions per image: min {cpi['min']}  mean {cpi['mean']:.2f}  max {cpi['max']}",
         f"caption words: min {words['min']}  mean {words['mean']:.1f}  median {words['median']:g}  "
         f"max {words['max']}",
@@ -119,15 +132,31 @@ def stats_lines(stats: dict) -> list[str]:
         + ", ".join(f"{k}: {n}" for k, n in sizes["aspect"].items()),
         "splits: " + ", ".join(f"{k} {n}" for k, n in stats["splits"].items()),
     ]
+    classes = stats.get("classes") or {}
+    for folder, info in list(classes.items())[:TOP_LABEL_VALUES]:
+        lines.append(f"class {printable(folder)}: {info['images']} images, caption {info['caption']!r}")
+    if len(classes) > TOP_LABEL_VALUES:
+        lines.append(f"... {len(classes) - TOP_LABEL_VALUES} more classes (stats.json lists them all)")
     for key, info in stats["labels"].items():
-        lines.append(f"label {key}: {info['distinct']} values on {info['samples']} images")
+        lines.append(f"label {printable(key)}: {info['distinct']} values on {info['samples']} images")
     for reason, n in stats["bad"].items():
         lines.append(f"bad {reason}: {n}")
     return lines
 
 
+def require_matplotlib() -> None:
+    """UsageError naming the extra to install when matplotlib (the plots of `data stats --out`) is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("`data stats --out` draws its plots with matplotlib, which is not installed: "
+                         "pip install 'ldmkit[data]' (or matplotlib); nothing was written") from None
+
+
 def write_stats(stats: dict, out: Path) -> list[Path]:
-    """stats.json and PNG plots in `out` (created); returns the written files."""
+    """stats.json and PNG plots in `out` (created); returns the written files. Without matplotlib nothing
+    is written (UsageError)."""
+    require_matplotlib()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "stats.json"]

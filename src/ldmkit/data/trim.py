@@ -2,14 +2,24 @@
 
     img, record = standardize(Image.open(p), 64)                  # crop, focus chosen automatically
     img, record = standardize(Image.open(p), (96, 64), policy="pad")
+    img, record = standardize(Image.open(p), 64, trim=False, focus="centre")   # a plain centre crop
 
-1. Border trim: the border colour is the median of the outermost pixels; if (nearly) the whole border
-   is within `tolerance` of it, rows/columns holding no pixel farther than that are cut.
-2. Aspect: `crop` takes the largest window of the target aspect inside the trimmed box, placed
-   around a focal point -- the largest frontal face (OpenCV Haar cascade, if cv2 is installed), else
-   the position that keeps the most saliency (edge energy + distance from the border colour), else
-   the centre. `pad` keeps everything and extends the short side with the border colour (or white).
+1. Border trim (`trim=True`): the border colour is the median of the outermost pixels; if (nearly)
+   the whole border is within `tolerance` of it, rows/columns holding no pixel farther than that are
+   the subject's box.
+2. Aspect: `crop` first tries the smallest window of the target aspect that holds the whole subject
+   box plus a small margin, inside the image (reason 'content': nothing of the subject is lost, and a
+   small subject on a plain backdrop is zoomed in). When the subject is too big for that, the window
+   is the largest one inside the image (the size a centre crop has) and slides along the long axis to
+   a focal point: the largest frontal face (OpenCV Haar cascade, if cv2 is installed), else the place
+   that keeps the most salient pixels (blurred colour far from the backdrop's; a subject cut by the
+   bottom edge -- a person, a bust -- keeps its top), else the centre. Saliency moves the window off
+   centre only when that keeps clearly more (`SALIENCY_GAIN`), so it never does worse than a centre
+   crop on a subject it cannot see. `pad` keeps everything and extends the short side with the border
+   colour (or white).
 3. Resize with Pillow LANCZOS and `reducing_gap` (antialiased, fast for large reductions).
+
+Measured against a centre crop in `benchmarks/trim_vs_centre.py` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -23,9 +33,29 @@ from ldmkit.errors import UsageError
 
 POLICIES = ("crop", "pad")
 FOCI = ("auto", "face", "saliency", "centre")
-REASONS = ("face", "saliency", "centre", "pad")
+REASONS = ("content", "face", "saliency", "centre", "pad")
+TRIM_VERSION = 2
+"""Bumped whenever the algorithm changes what it returns (latent caches keyed on it are rebuilt)."""
+MARGIN = 0.05
+"""Margin kept around a trimmed subject, as a fraction of its larger side, on each side (when it fits)."""
+SALIENCY_GAIN = 1.05
+"""Saliency must keep this many times the centre window's salient mass to move the window off centre."""
+PHOTO_KEEPS = 0.7
+"""On a non-uniform backdrop, saliency moves a window only when it keeps less than this fraction of the
+image's long side: a centre crop of a 4:3 photo keeps 75% (both thirds lines), and there texture fooled
+saliency more often than it helped (benchmarks/trim_vs_centre.py). Faces and a subject cut by the bottom
+edge still move it."""
+FACE_NEIGHBOURS = 8
+"""Haar-cascade minNeighbors: 5 (OpenCV's usual) found 'faces' in textured photo backdrops."""
+FACE_MIN_WEIGHT = 2.0
+"""Least confidence (the cascade's last-stage level weight) of a face that moves a crop: the false alarm
+on a textured backdrop in benchmarks/trim_vs_centre.py scored 1.5, the avatar faces found 2.3-2.4."""
+BLUR_RADIUS = 1.5
+"""Gaussian blur (pixels of the <= SALIENCY_SIDE copy) that removes texture before measuring distinctness."""
 SALIENCY_SIDE = 128
 """Saliency and face search run on a copy whose longer side is at most this (faces: 4x this)."""
+TOLERANCE = 24.0
+"""Default RGB distance below which a pixel matches the border colour."""
 UNIFORM_BORDER = 0.9
 """Fraction of border pixels that must match the border colour for the border to count as uniform."""
 
@@ -45,9 +75,10 @@ class TrimRecord:
     focus: tuple[float, float]
     """The focal point (x, y) the crop was placed around, in original pixels."""
     reason: str
-    """Why the crop sits where it does: 'face', 'saliency', 'centre' or 'pad'."""
+    """Why the crop sits where it does: 'content' (the whole trimmed subject fits), 'face', 'saliency',
+    'centre' or 'pad'."""
     background: tuple[int, int, int] | None
-    """The uniform border colour that was trimmed, or None when the border was not uniform."""
+    """The uniform border colour (trimmed when trim is on; the pad colour), or None when not uniform."""
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
@@ -61,24 +92,24 @@ class TrimRecord:
 
 
 def standardize(img, size: int | tuple[int, int], *, policy: str = "crop", focus: str = "auto",
-                tolerance: float = 24.0):
+                trim: bool = True, tolerance: float = TOLERANCE):
     """Trim borders, crop or pad to the aspect of `size`, resize; returns (PIL RGB image, TrimRecord).
 
-    size: side of a square output or (width, height). tolerance: RGB distance below which a pixel
-    matches the border colour.
+    size: side of a square output or (width, height). policy: 'crop' or 'pad'. focus: where a crop
+    that cannot hold the whole subject goes ('auto', 'face', 'saliency', 'centre'; only with 'crop').
+    trim: cut uniform borders first. tolerance: RGB distance below which a pixel matches the border colour.
     """
     from PIL import Image
 
     width, height = (size, size) if isinstance(size, int) else tuple(size)
-    if policy not in POLICIES:
-        raise UsageError(f"policy must be one of {POLICIES}, got {policy!r}")
-    if focus not in FOCI:
-        raise UsageError(f"focus must be one of {FOCI}, got {focus!r}")
+    check_policy(policy, focus, trim)
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise UsageError(f"size must be a positive int or (width, height) of positive ints, got {size!r}")
     rgb = to_rgb(img)
     pixels = np.asarray(rgb, dtype=np.float32)
     trim_box, background = trim_border(pixels, tolerance)
+    if not trim:
+        trim_box = (0, 0, rgb.width, rgb.height)
     aspect = width / height
     if policy == "pad":
         crop_box = pad_box(trim_box, aspect)
@@ -91,6 +122,45 @@ def standardize(img, size: int | tuple[int, int], *, policy: str = "crop", focus
     record = TrimRecord(rgb.size, trim_box, crop_box, (float(point[0]), float(point[1])), reason,
                         None if background is None else tuple(int(c) for c in background))
     return out, record
+
+
+def check_policy(policy: str, focus: str, trim: bool) -> None:
+    """UsageError for an unknown policy or focus, or a focus given with 'pad' (where it has no effect)."""
+    if policy not in POLICIES:
+        raise UsageError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if focus not in FOCI:
+        raise UsageError(f"focus must be one of {FOCI}, got {focus!r}")
+    if not isinstance(trim, bool):
+        raise UsageError(f"trim must be true or false, got {trim!r}")
+    if policy == "pad" and focus != "auto":
+        raise UsageError(f"focus {focus!r} has no effect with policy 'pad' (padding keeps the whole image)")
+
+
+class Standardizer:
+    """`standardize` with a fixed policy, as the (img, size) -> (img, record) preprocess of caches and
+    trainers; `cache_id` names the policy and algorithm version (a cache built with another is rebuilt)."""
+
+    def __init__(self, policy: str = "crop", focus: str = "auto", trim: bool = True) -> None:
+        check_policy(policy, focus, trim)
+        self.policy, self.focus, self.trim = policy, focus, trim
+
+    @property
+    def cache_id(self) -> str:
+        return f"ldmkit.data.trim.standardize-v{TRIM_VERSION}(policy={self.policy},focus={self.focus},trim={self.trim})"
+
+    def __call__(self, img, size: int | tuple[int, int]):
+        return standardize(img, size, policy=self.policy, focus=self.focus, trim=self.trim)
+
+    def __repr__(self) -> str:
+        return f"Standardizer(policy={self.policy!r}, focus={self.focus!r}, trim={self.trim})"
+
+
+def focus_fraction(record: TrimRecord) -> tuple[float, float]:
+    """The focal point as a fraction (x, y) of the standardized output (inside [0, 1])."""
+    left, top, right, bottom = record.crop_box
+    fx = (record.focus[0] - left) / (right - left)
+    fy = (record.focus[1] - top) / (bottom - top)
+    return min(max(fx, 0.0), 1.0), min(max(fy, 0.0), 1.0)
 
 
 def to_rgb(img):
@@ -111,12 +181,22 @@ def trim_border(pixels: np.ndarray, tolerance: float) -> tuple[Box, tuple[int, i
     colour = np.median(border, axis=0)
     if np.mean(np.linalg.norm(border - colour, axis=1) <= tolerance) < UNIFORM_BORDER:
         return (0, 0, w, h), None
-    content = np.linalg.norm(pixels - colour, axis=2) > tolerance
+    distance = np.linalg.norm(pixels - colour, axis=2)
+    # a content pixel differs from the border colour and so does its 3x3 neighbourhood on average: sensor
+    # noise and JPEG speckle on a photographed backdrop are single pixels, and must not widen the box
+    content = (distance > tolerance) & (mean3x3(distance) > tolerance)
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     background = tuple(int(round(c)) for c in colour)
     if rows.size == 0:
         return (0, 0, w, h), background  # a blank image: nothing to trim towards
     return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1), background
+
+
+def mean3x3(values: np.ndarray) -> np.ndarray:
+    """The mean over each pixel's 3x3 neighbourhood (edges replicated)."""
+    padded = np.pad(values, 1, mode="edge")
+    h, w = values.shape
+    return sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
 
 
 def pad_box(box: Box, aspect: float) -> Box:
@@ -133,40 +213,98 @@ def pad_box(box: Box, aspect: float) -> Box:
 
 
 def crop_window(rgb, pixels: np.ndarray, box: Box, aspect: float, focus: str, background):
-    """Largest window of `aspect` inside `box`, placed by face / saliency / centre: (box, point, reason)."""
+    """The crop of `aspect`: the whole subject box when it fits in the image, else the largest window in
+    the image placed by face / saliency / centre. Returns (box, focal point, reason)."""
+    img_w, img_h = rgb.size
     left, top, right, bottom = box
-    w, h = right - left, bottom - top
-    win_w, win_h = (w, max(1, min(h, round(w / aspect)))) if w / h <= aspect else (max(1, min(w, round(h * aspect))), h)
-    centre = (left + w / 2, top + h / 2)
-    if (win_w, win_h) == (w, h):
-        return box, centre, "centre"  # the content already has the right aspect: nothing to choose
+    max_w, max_h = fit_window(img_w, img_h, aspect)
+    need_w, need_h = fit_around(right - left, bottom - top, aspect)
+    centre = (left + (right - left) / 2, top + (bottom - top) / 2)
+    if need_w <= max_w and need_h <= max_h:
+        # the whole subject fits: the smallest window holding it (+ margin where the image has room)
+        pad = MARGIN * max(right - left, bottom - top)
+        win_w, win_h = fit_around(right - left + 2 * pad, bottom - top + 2 * pad, aspect)
+        win_w, win_h = (win_w, win_h) if win_w <= max_w and win_h <= max_h else (max_w, max_h)
+        return place(centre, win_w, win_h, (0, 0, img_w, img_h)), centre, "content"
     point, reason = centre, "centre"
     if focus in ("auto", "face"):
         face = largest_face(rgb.crop(box))
-        if face is not None:
-            point, reason = (left + face[0], top + face[1]), "face"
+        if face is not None:  # the window moves from the centre only as far as it must to hold the face
+            x0, y0, x1, y1 = face[0] + left, face[1] + top, face[2] + left, face[3] + top
+            point, reason = ((x0 + x1) / 2, (y0 + y1) / 2), "face"
+            return nearest_holding(centre, (x0, y0, x1, y1), max_w, max_h, (0, 0, img_w, img_h)), point, reason
     if reason == "centre" and focus in ("auto", "saliency"):
-        found = saliency_window(pixels[top:bottom, left:right], win_w, win_h, background)
+        # a plain backdrop that a subject cuts at the bottom edge is still plain on the other three sides
+        backdrop = background if background is not None else side_colour(pixels, TOLERANCE)
+        # on a textured backdrop of a photo-like aspect the centre is kept (see PHOTO_KEEPS)
+        free = backdrop is not None or min(max_w / img_w, max_h / img_h) < PHOTO_KEEPS
+        found = saliency_window(pixels, box, max_w, max_h, backdrop, free=free, bottom_rule=backdrop is not None)
         if found is not None:
-            point, reason = (left + found[0], top + found[1]), "saliency"
-    x0 = int(round(min(max(point[0] - win_w / 2, left), right - win_w)))
-    y0 = int(round(min(max(point[1] - win_h / 2, top), bottom - win_h)))
-    return (x0, y0, x0 + win_w, y0 + win_h), point, reason
+            point, reason = found, "saliency"
+    return place(point, max_w, max_h, (0, 0, img_w, img_h)), point, reason
+
+
+def fit_window(w: int, h: int, aspect: float) -> tuple[int, int]:
+    """The largest (width, height) of `aspect` (w / h) inside a w x h area."""
+    if w / h <= aspect:
+        return w, max(1, min(h, round(w / aspect)))
+    return max(1, min(w, round(h * aspect))), h
+
+
+def fit_around(w: float, h: float, aspect: float) -> tuple[int, int]:
+    """The smallest (width, height) of `aspect` that holds a w x h area."""
+    if w / h <= aspect:
+        return max(1, int(np.ceil(h * aspect - 1e-6))), max(1, int(np.ceil(h - 1e-6)))
+    return max(1, int(np.ceil(w - 1e-6))), max(1, int(np.ceil(w / aspect - 1e-6)))
+
+
+def place(point, win_w: int, win_h: int, bounds: Box) -> Box:
+    """A win_w x win_h box centred on `point`, shifted to lie inside `bounds`."""
+    x0 = int(round(min(max(point[0] - win_w / 2, bounds[0]), bounds[2] - win_w)))
+    y0 = int(round(min(max(point[1] - win_h / 2, bounds[1]), bounds[3] - win_h)))
+    return x0, y0, x0 + win_w, y0 + win_h
 
 
 def saliency_map(pixels: np.ndarray, background) -> np.ndarray:
-    """Edge energy plus distance from the border colour (or from the mean colour), each scaled to [0, 1]."""
-    gray = pixels.mean(axis=2)
-    gy, gx = np.gradient(gray)
-    edges = np.hypot(gx, gy)
-    reference = np.asarray(background if background is not None else pixels.reshape(-1, 3).mean(axis=0), dtype=np.float32)
-    distinct = np.linalg.norm(pixels - reference, axis=2)
-    parts = [m / m.max() for m in (edges, distinct) if m.max() > 0]
-    return sum(parts) if parts else np.zeros_like(gray)
+    """How far each (blurred) pixel's colour is from the backdrop's, beyond what the border itself varies.
+
+    The backdrop colour is the uniform border colour, else the median border colour; 1.6x the border's
+    median distance from it (~ its 90th percentile for texture, yet robust to a subject covering up to
+    ~40% of the border) is subtracted, so texture the border shares scores ~0 and a subject of another
+    colour stands out. Edge energy of the blurred image, less 1.6x the border's median, is added
+    (each part scaled to [0, 1])."""
+    from PIL import Image, ImageFilter
+
+    blurred = np.asarray(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(
+        ImageFilter.GaussianBlur(BLUR_RADIUS)), dtype=np.float32)
+    border = np.concatenate([blurred[0], blurred[-1], blurred[:, 0], blurred[:, -1]])
+    reference = np.asarray(background, np.float32) if background is not None else np.median(border, axis=0)
+    distance = np.linalg.norm(blurred - reference, axis=2)
+    distinct = np.maximum(distance - 1.6 * np.median(np.linalg.norm(border - reference, axis=1)), 0.0)
+    gy, gx = np.gradient(blurred.mean(axis=2))
+    edges = np.hypot(gx, gy)  # the outline of a subject on a smooth gradient, which colour distance misses
+    edge_border = np.concatenate([edges[0], edges[-1], edges[:, 0], edges[:, -1]])
+    edges = np.maximum(edges - 1.6 * np.median(edge_border), 0.0)
+    parts = [m / m.max() for m in (distinct, edges) if m.max() > 0]
+    return sum(parts) if parts else np.zeros_like(distance)
 
 
-def saliency_window(pixels: np.ndarray, win_w: int, win_h: int, background) -> tuple[float, float] | None:
-    """Centre of the window (sliding along the long axis) that holds the most saliency; None if flat."""
+def side_colour(pixels: np.ndarray, tolerance: float) -> tuple[int, int, int] | None:
+    """The colour of the top, left and right borders when they are uniform (a backdrop that a subject
+    reaching the bottom edge interrupts), else None."""
+    sides = np.concatenate([pixels[0], pixels[:, 0], pixels[:, -1]])
+    colour = np.median(sides, axis=0)
+    if np.mean(np.linalg.norm(sides - colour, axis=1) <= tolerance) < UNIFORM_BORDER:
+        return None
+    return tuple(int(round(c)) for c in colour)
+
+
+def saliency_window(pixels: np.ndarray, box: Box, win_w: int, win_h: int, background, *,
+                    free: bool = True, bottom_rule: bool = True) -> tuple[float, float] | None:
+    """Centre (x, y) of the win_w x win_h window, sliding along the image's long axis over `box`, that keeps
+    the most salient mass; None when that is not clearly more (SALIENCY_GAIN) than the centred window's.
+    With bottom_rule, a subject cut by the bottom edge keeps its top instead; with free=False that is the
+    only move made."""
     from PIL import Image
 
     h, w, _ = pixels.shape
@@ -175,24 +313,61 @@ def saliency_window(pixels: np.ndarray, win_w: int, win_h: int, background) -> t
         small = Image.fromarray(pixels.astype(np.uint8)).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
         pixels = np.asarray(small, dtype=np.float32)
     sal = saliency_map(pixels, background)
-    if sal.max() <= 0:
-        return None
     horizontal = win_w < w
     profile = sal.sum(axis=0 if horizontal else 1)
-    span = max(1, min(len(profile), round((win_w if horizontal else win_h) * scale)))
-    sums = np.convolve(profile, np.ones(span), mode="valid")
-    best = sums.max()
-    if best - sums.min() <= 1e-6 * max(best, 1e-12):
-        return None  # every placement keeps the same saliency: no reason to move off centre
-    candidates = np.flatnonzero(sums >= best - 1e-9 * best)
-    middle = (len(sums) - 1) / 2
-    start = candidates[np.argmin(np.abs(candidates - middle))]  # ties: the placement nearest the centre
+    if profile.sum() <= 0:
+        return None
+    lo, hi = (box[0], box[2]) if horizontal else (box[1], box[3])
+    length = len(profile)
+    span = max(1, min(length, round((win_w if horizontal else win_h) * scale)))
+    sums = np.convolve(profile, np.ones(span), mode="valid")  # sums[i]: window starting at i
+    centred = min(len(sums) - 1, max(0, round(((lo + hi) / 2) * scale - span / 2)))
+    if not horizontal and bottom_rule:
+        top = cut_by_bottom_edge(sal)
+        if top is not None:  # a bust / standing figure: keep its top, not the most of its body
+            start = min(len(sums) - 1, max(0, round(top - 0.5 * MARGIN * span)))
+            return w / 2, (start + span / 2) / scale
+    if not free:
+        return None
+    best = int(np.argmax(sums))
+    if sums[best] < SALIENCY_GAIN * sums[centred] + 1e-9:
+        return None
+    candidates = np.flatnonzero(sums >= sums[best] * (1 - 1e-6))
+    start = candidates[np.argmin(np.abs(candidates - centred))]  # ties: the placement nearest the centre
     along = (start + span / 2) / scale
     return (along, h / 2) if horizontal else (w / 2, along)
 
 
-def largest_face(img) -> tuple[float, float] | None:
-    """Centre (x, y) of the largest frontal face found by OpenCV's Haar cascade; None if none or no cv2."""
+def cut_by_bottom_edge(sal: np.ndarray) -> float | None:
+    """Row where a salient subject begins that the bottom edge cuts wide (>= 10% of the width, and over
+    twice as wide as the top edge cuts it: a head at the top edge is narrow, shoulders are not); else None."""
+    rows = (sal > 0.2 * sal.max()).mean(axis=1)
+    band = max(1, len(rows) // 32)
+    bottom, top = rows[-band:].mean(), rows[:band].mean()
+    if bottom < 0.1 or bottom < 2 * top:
+        return None
+    empty = np.flatnonzero(rows < 0.03)
+    start = int(empty[-1]) + 1 if empty.size else 0  # the subject: unbroken rows up from the bottom edge
+    return float(start) if start < len(rows) - band and rows[start:].min() >= 0.03 else None
+
+
+def nearest_holding(centre, hold, win_w: int, win_h: int, bounds: Box) -> Box:
+    """The win_w x win_h box inside `bounds` nearest to one centred on `centre` that holds the box `hold`
+    (as much of it as fits); a detector's false alarm then costs little when the centre already holds it."""
+    def start(c: float, lo: float, hi: float, win: int, b0: int, b1: int) -> int:
+        first, last = hi - win, lo  # starts that hold [lo, hi] when it fits
+        if first > last:
+            first = last = (lo + hi) / 2 - win / 2
+        return int(round(min(max(min(max(c - win / 2, first), last), b0), b1 - win)))
+
+    x0 = start(centre[0], hold[0], hold[2], win_w, bounds[0], bounds[2])
+    y0 = start(centre[1], hold[1], hold[3], win_h, bounds[1], bounds[3])
+    return x0, y0, x0 + win_w, y0 + win_h
+
+
+def largest_face(img) -> tuple[float, float, float, float] | None:
+    """Box (left, top, right, bottom) of the largest frontal face found by OpenCV's Haar cascade, with
+    a margin of half its size above (hair) and a quarter to the sides and below; None if none or no cv2."""
     cascade = _face_cascade()
     if cascade is None:
         return None
@@ -202,11 +377,13 @@ def largest_face(img) -> tuple[float, float] | None:
     small = img if scale == 1.0 else img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
     gray = cv2.cvtColor(np.asarray(small.convert("RGB")), cv2.COLOR_RGB2GRAY)
     min_side = max(16, int(0.1 * min(gray.shape)))
-    faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-    if len(faces) == 0:
+    found, _levels, weights = cascade.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=FACE_NEIGHBOURS,
+                                                        minSize=(min_side, min_side), outputRejectLevels=True)
+    faces = [f for f, weight in zip(found, np.ravel(weights)) if weight >= FACE_MIN_WEIGHT]
+    if not faces:
         return None
-    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-    return (x + w / 2) / scale, (y + h / 2) / scale
+    x, y, w, h = (float(v) / scale for v in max(faces, key=lambda f: f[2] * f[3]))
+    return x - w / 4, y - h / 2, x + w * 1.25, y + h * 1.25
 
 
 _THREAD = threading.local()

@@ -7,6 +7,7 @@ Guidance is a wrapper around a denoiser (`CFGDenoiser`), not a branch in a pipel
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -40,12 +41,16 @@ class TimestepMap:
 class Denoiser:
     """Wraps a noise-prediction network into x0 = D(x, sigma) on VE latents x = x0 + sigma * eps."""
 
-    def __init__(self, model: ModelFn, prediction_type: str, timestep_map: TimestepMap):
+    def __init__(self, model: ModelFn, prediction_type: str, timestep_map: TimestepMap,
+                 x0_transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """`x0_transform` limits the clean estimate (a scheduler config's `clip_sample` / `thresholding`,
+        see scheduler_fields.py) before any sampler sees it."""
         if prediction_type not in PREDICTION_TYPES:
             raise UsageError(f"prediction_type {prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
         self.model = model
         self.prediction_type = prediction_type
         self.timestep_map = timestep_map
+        self.x0_transform = x0_transform
 
     def model_output(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The raw network output at (x, sigma): the input is scaled to unit variance first."""
@@ -56,11 +61,13 @@ class Denoiser:
     def to_x0(self, x: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Convert a raw output to the clean estimate (Karras et al. 2022, Table 1 with sigma_data = 1)."""
         if self.prediction_type == "epsilon":
-            return x - sigma * out
-        if self.prediction_type == "v_prediction":
+            x0 = x - sigma * out
+        elif self.prediction_type == "v_prediction":
             # x0 = sqrt(a) x_vp - sqrt(1-a) v with a = 1/(1+sigma^2), x_vp = x sqrt(a)  (Salimans & Ho 2022 §4)
-            return x / (sigma**2 + 1) - out * sigma / (sigma**2 + 1) ** 0.5
-        return out
+            x0 = x / (sigma**2 + 1) - out * sigma / (sigma**2 + 1) ** 0.5
+        else:
+            x0 = out
+        return x0 if self.x0_transform is None else self.x0_transform(x0)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.to_x0(x, sigma, self.model_output(x, sigma, context))
@@ -82,9 +89,9 @@ class CFGDenoiser:
     """
 
     def __init__(self, denoiser: Denoiser, cond: torch.Tensor, uncond: torch.Tensor, scale: float, rescale: float = 0.0):
-        if scale < 0:
-            raise UsageError(f"guidance must be >= 0, got {scale}")
-        if not 0.0 <= rescale <= 1.0:
+        if not math.isfinite(scale) or scale < 0:  # nan < 0 is False: check finiteness first
+            raise UsageError(f"guidance must be a finite number >= 0, got {scale}")
+        if not 0.0 <= rescale <= 1.0:  # also false for nan
             raise UsageError(f"guidance_rescale must be in [0, 1], got {rescale}")
         self.denoiser, self.cond, self.uncond = denoiser, cond, uncond
         self.scale, self.rescale = scale, rescale

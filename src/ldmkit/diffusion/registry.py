@@ -69,30 +69,61 @@ def get_sampler(name: str) -> SamplerSpec:
         raise UsageError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}") from None
 
 
-def sampler_function(spec: SamplerSpec):
+def sampler_for_scheduler(config: dict) -> str | None:
+    """The sampler that reproduces a model folder's own diffusers scheduler (its default sampler), or None
+    when no sampler here matches its class (e.g. LMSDiscreteScheduler). PNDM -> pndm for SD 1.x folders;
+    DPMSolverMultistep with use_karras_sigmas -> dpmpp_2m_karras."""
+    # a spec with options is a variant (ddim_eta1): the scheduler's own default is the plain one
+    matches = [s for s in SAMPLERS.values() if s.diffusers_class == config.get("_class_name") and not s.options]
+    karras = bool(config.get("use_karras_sigmas", False))
+    exact = [s for s in matches if s.karras == karras]
+    return (exact or matches)[0].name if matches else None
+
+
+def sampler_function(spec: SamplerSpec, options: dict | None = None):
+    """The `sample_*` function of `spec`, with its fixed options and `options` (e.g.
+    SchedulerFields.sampler_options: what a model folder's scheduler config asks of this sampler) bound."""
     from ldmkit.diffusion import samplers, unipc
 
     fn = getattr(unipc if hasattr(unipc, spec.function) else samplers, spec.function)
-    if not spec.options:
+    bound = {**spec.options, **(options or {})}
+    if not bound:
         return fn
-    return lambda denoise, x, sigmas, **kw: fn(denoise, x, sigmas, **spec.options, **kw)
+    return lambda denoise, x, sigmas, **kw: fn(denoise, x, sigmas, **bound, **kw)
+
+
+KARRAS_FAMILIES = ("interpolated", "multistep")
+
+
+def karras_samplers() -> list[str]:
+    """Names of the samplers that can walk Karras sigmas (`--karras`)."""
+    return [name for name, s in SAMPLERS.items() if s.family in KARRAS_FAMILIES]
 
 
 def build_steps(spec: SamplerSpec, schedule, steps: int, *, spacing: str, steps_offset: int = 0,
-                final_alpha_one: bool = False):
-    """The SigmaSteps a sampler walks for `steps` steps, built the way its diffusers scheduler builds them."""
+                final_alpha_one: bool = False, karras: bool = False):
+    """The SigmaSteps a sampler walks for `steps` steps, built the way its diffusers scheduler builds them.
+
+    `karras=True` spaces the sigmas as Karras et al. 2022 eq. 5 (diffusers' `use_karras_sigmas=True`) for the
+    interpolated and multistep families; the DDPM / DDIM / PNDM samplers step along the training timesteps
+    (their diffusers schedulers have no Karras option), so they refuse it.
+    """
     from ldmkit.diffusion import schedules as S
 
     if not 1 <= steps <= schedule.num_train_timesteps:
         raise UsageError(f"steps must be in 1..{schedule.num_train_timesteps}, got {steps}")
+    if karras and spec.family not in KARRAS_FAMILIES:
+        raise UsageError(f"sampler {spec.name!r} cannot use Karras sigmas (it steps along the training timesteps, "
+                         f"as {spec.diffusers_class} does); --karras works with: {', '.join(karras_samplers())}")
+    karras = karras or spec.karras
     if spec.family == "discrete":
         return S.discrete_steps(schedule, steps, spacing=spacing, steps_offset=steps_offset,
                                 final_alpha_one=final_alpha_one)
     if spec.family == "ddpm":
         return S.ddpm_steps(schedule, steps, spacing=spacing, steps_offset=steps_offset)
     if spec.family == "interpolated":
-        return S.interpolated_steps(schedule, steps, spacing=spacing, steps_offset=steps_offset, karras=spec.karras)
-    return S.multistep_steps(schedule, steps, spacing=spacing, steps_offset=steps_offset, karras=spec.karras)
+        return S.interpolated_steps(schedule, steps, spacing=spacing, steps_offset=steps_offset, karras=karras)
+    return S.multistep_steps(schedule, steps, spacing=spacing, steps_offset=steps_offset, karras=karras)
 
 
 def initial_noise_scale(spec: SamplerSpec, sigma_max: float, spacing: str) -> float:

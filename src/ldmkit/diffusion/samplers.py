@@ -105,12 +105,19 @@ def _alpha_bar(sigma: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_ddim(denoise: Denoise, x, sigmas, *, generator: Generator = None, callback=None, eta: float = 0.0):
-    """DDIM (Song et al. 2021, eq. 12): eta = 0 deterministic, eta = 1 the DDPM posterior's variance."""
+def sample_ddim(denoise: Denoise, x, sigmas, *, generator: Generator = None, callback=None, eta: float = 0.0,
+                x0_transform=None):
+    """DDIM (Song et al. 2021, eq. 12): eta = 0 deterministic, eta = 1 the DDPM posterior's variance.
+
+    `x0_transform` (clip_sample / thresholding) limits only the x0 term: the direction term keeps the model's
+    own noise estimate, as diffusers' DDIMScheduler.step does by default (use_clipped_model_output=False).
+    """
     for i in range(len(sigmas) - 1):
         denoised = denoise(x, sigmas[i])
-        _report(callback, i, sigmas, x, denoised)
         eps = to_d(x, sigmas[i], denoised)
+        if x0_transform is not None:
+            denoised = x0_transform(denoised)
+        _report(callback, i, sigmas, x, denoised)
         a, a_prev = _alpha_bar(sigmas[i]), _alpha_bar(sigmas[i + 1])
         std = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5  # eq. 16, sigma_t(eta)
         # in VP terms x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - std^2) eps + std z; divide by sqrt(a_prev)

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ldmkit.diffusion.scheduler_classes import BETA_SCHEDULES
 from ldmkit.errors import UsageError
-
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 SPACINGS = ("leading", "trailing", "linspace")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -62,8 +61,19 @@ class NoiseSchedule:
     """Last beta (ignored by the cosine schedule)."""
     rescale_zero_terminal_snr: bool = False
     """Rescale betas so the final timestep is pure noise (Lin et al. 2023 §3.1)."""
+    trained_betas: tuple[float, ...] | None = None
+    """Explicit betas, one per training timestep (diffusers' `trained_betas`); they replace `beta_schedule`."""
 
     def __post_init__(self):
+        if self.trained_betas is not None:
+            if not isinstance(self.trained_betas, (list, tuple)) or not all(
+                    isinstance(b, (int, float)) and not isinstance(b, bool) for b in self.trained_betas):
+                raise UsageError("trained_betas must be a list of numbers (one beta per training timestep)")
+            betas = tuple(float(b) for b in self.trained_betas)
+            if len(betas) != self.num_train_timesteps or not all(0 < b <= 1 for b in betas):
+                raise UsageError(f"trained_betas must hold num_train_timesteps={self.num_train_timesteps} values in "
+                                 f"(0, 1], got {len(betas)}")
+            object.__setattr__(self, "trained_betas", betas)
         if self.beta_schedule not in BETA_SCHEDULES:
             raise UsageError(f"beta_schedule {self.beta_schedule!r} is not one of {', '.join(BETA_SCHEDULES)}")
         if not 2 <= self.num_train_timesteps <= 100_000:
@@ -80,12 +90,15 @@ class NoiseSchedule:
             beta_start=float(config.get("beta_start", 0.0001)),
             beta_end=float(config.get("beta_end", 0.02)),
             rescale_zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)),
+            trained_betas=config.get("trained_betas"),
         )
 
     def betas(self) -> torch.Tensor:
         T = self.num_train_timesteps
         # float32 arithmetic on purpose: identical tables to diffusers', bit for bit.
-        if self.beta_schedule == "linear":
+        if self.trained_betas is not None:
+            betas = torch.tensor(self.trained_betas, dtype=torch.float32)
+        elif self.beta_schedule == "linear":
             betas = torch.linspace(self.beta_start, self.beta_end, T, dtype=torch.float32)
         elif self.beta_schedule == "scaled_linear":
             betas = torch.linspace(self.beta_start**0.5, self.beta_end**0.5, T, dtype=torch.float32) ** 2

@@ -122,9 +122,13 @@ def run_environment(model: Path, dual, clip: Path | None) -> dict:
         from ldmkit.models.dual_encoder import CLIP_FOLDER, WEIGHTS_FILE
 
         root = Path(clip) if clip is not None else Path(model)
-        weights = root / CLIP_FOLDER / WEIGHTS_FILE if (root / CLIP_FOLDER).is_dir() else root / WEIGHTS_FILE
-        env["dual_encoder"] = {"path": str(weights.parent),
-                               "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}
+        if not (root / CLIP_FOLDER).is_dir() and (root / "final" / CLIP_FOLDER).is_dir():
+            root = root / "final"  # a `train clip` run folder (load_dual_encoder reads its final/)
+        folder = root / CLIP_FOLDER if (root / CLIP_FOLDER).is_dir() else root
+        digest = hashlib.sha256()
+        for weights in [folder / WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else sorted(folder.glob("*.safetensors")):
+            digest.update(weights.read_bytes())  # a sharded CLIPModel: every shard, in name order
+        env["dual_encoder"] = {"path": str(folder), "weights_sha256": digest.hexdigest()[:12]}
     return env
 
 

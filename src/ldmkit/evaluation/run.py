@@ -16,7 +16,7 @@ fidelity on two disjoint halves (a floor).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ldmkit.errors import DataError, ModelFolderError, UsageError
@@ -25,6 +25,7 @@ from ldmkit.evaluation.features import find_dual_encoder, image_embeddings, long
 from ldmkit.evaluation.metric_sets import (alignment_metrics, fidelity_metrics, real_vs_real, run_environment,
                                            write_json)
 from ldmkit.evaluation.shapes_score import is_shapes_dataset, shapes_attribute_scores
+from ldmkit.pipeline.settings import SamplingSettings
 
 SWEEPABLE = {"guidance": float, "steps": int, "sampler": str}
 METRICS_FILE = "metrics.json"
@@ -109,10 +110,9 @@ class EvalSettings:
             raise UsageError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}")
         if not isinstance(self.best_of, int) or self.best_of < 1:
             raise UsageError(f"--best-of must be an integer >= 1, got {self.best_of!r}")
-        if self.steps is not None and not 1 <= self.steps <= 1000:
-            raise UsageError(f"--steps must be in 1..1000, got {self.steps}")
-        if self.guidance is not None and self.guidance < 0:
-            raise UsageError(f"--guidance must be >= 0, got {self.guidance}")
+        base = self.sampling()  # steps, sampler, guidance: the one sampling check, before any model loads
+        for value in self.sweep.values if self.sweep else ():
+            replace(base, **{self.sweep.name: value})
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
             raise UsageError(f"--batch must be an integer >= 1, got {self.batch!r}")
         if self.n_boot < 2:
@@ -124,6 +124,10 @@ class EvalSettings:
         if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.where.items()):
             raise UsageError(f"--where must be COLUMN=VALUE pairs, got {self.where!r}")
 
+    def sampling(self) -> SamplingSettings:
+        """The sampling request these settings make (before any sweep value is applied)."""
+        return SamplingSettings(steps=self.steps, sampler=self.sampler, guidance=self.guidance)
+
 
 @dataclass
 class Condition:
@@ -133,6 +137,7 @@ class Condition:
     sweep_value: object
     best_of: int
     kwargs: dict
+    sampling: SamplingSettings
     images: list = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
 
@@ -292,11 +297,6 @@ def _conditions(settings: EvalSettings) -> list[Condition]:
     base = {"steps": settings.steps, "sampler": settings.sampler, "guidance": settings.guidance}
     values = settings.sweep.values if settings.sweep else (None,)
     ks = (1, settings.best_of) if settings.best_of > 1 else (1,)
-    if settings.sweep and settings.sweep.name == "sampler":
-        from ldmkit.diffusion.registry import get_sampler
-
-        for name in settings.sweep.values:
-            get_sampler(name)  # unknown names fail before any generation
     out = []
     for value in values:
         kwargs = dict(base)
@@ -304,7 +304,8 @@ def _conditions(settings: EvalSettings) -> list[Condition]:
             kwargs[settings.sweep.name] = value
         for k in ks:
             label = f"{settings.sweep.name}={value}" if settings.sweep else "model defaults"
-            out.append(Condition(label + (f", best-of-{k}" if k > 1 else ""), value, k, kwargs))
+            out.append(Condition(label + (f", best-of-{k}" if k > 1 else ""), value, k, kwargs,
+                                 SamplingSettings(**kwargs)))
     return out
 
 
@@ -323,7 +324,7 @@ def _generate(pipe, dual, condition: Condition, prompts: list[str], settings: Ev
     else:
         chunks = [jobs[at:at + settings.batch] for at in range(0, len(jobs), settings.batch)]
         results = [result for chunk in chunks for result in pipe.generate_batch(
-            [prompt for _, prompt, _ in chunk], [seed for _, _, seed in chunk], **condition.kwargs)]
+            [prompt for _, prompt, _ in chunk], [seed for _, _, seed in chunk], condition.sampling)]
     for (index, prompt, _), result in zip(jobs, results):
         record = {"prompt_index": index, "prompt": prompt}
         if condition.best_of > 1:

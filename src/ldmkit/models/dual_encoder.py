@@ -163,15 +163,26 @@ def save_dual_encoder(model: DualEncoder, model_folder: str | Path) -> Path:
     return folder
 
 
-def load_dual_encoder(path: str | Path) -> DualEncoder:
-    """The dual encoder in a model folder's clip/ (or a clip/ folder given directly), in eval mode."""
+def load_dual_encoder(path: str | Path):
+    """The dual encoder in a model folder's clip/ (or a clip/ folder given directly, or a `train clip` run
+    folder), in eval mode: ldmkit's own `DualEncoder`, or an `HFClipDualEncoder` where the folder holds a
+    transformers CLIPModel (ldmkit.models.hf_clip)."""
     from safetensors.torch import load_file
 
     from ldmkit.models.folder import load_text_encoder
     from ldmkit.models.safety import check_no_code, check_weight_files
 
+    from ldmkit.models.hf_clip import is_hf_clip_folder, load_hf_clip, read_config
+
     path = Path(path)
+    if not (path / CLIP_FOLDER).is_dir() and (path / "final" / CLIP_FOLDER).is_dir():
+        path = path / "final"  # a `train clip` run folder: its result
     folder = path / CLIP_FOLDER if (path / CLIP_FOLDER).is_dir() else path
+    if is_hf_clip_folder(folder):  # a transformers CLIPModel (e.g. OpenAI CLIP, or a fine-tune of one)
+        return load_hf_clip(folder)
+    if (read_config(folder) or {}).get("model_type") == "clip_text_model":
+        raise ModelFolderError(f"{path} holds a CLIP text model only; scoring needs both towers: pass a CLIPModel "
+                               "folder (text_config + vision_config) or a model folder holding clip/")
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise ModelFolderError(f"{path} holds no dual encoder: expected {CLIP_FOLDER}/{CONFIG_FILE} and "
                                f"{CLIP_FOLDER}/{WEIGHTS_FILE}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,15 @@ def packaged_reference() -> dict[str, Any]:
             "bytes": weights.stat().st_size, "sha256": _sha256(weights)}
 
 
+MAX_CONFIG_BYTES = 16_000_000  # a config.json is kilobytes; bound it before reading
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFolderError(f"missing file {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelFolderError(f"{path} is {path.stat().st_size} bytes, too large for a config "
+                               f"(limit {MAX_CONFIG_BYTES})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -160,7 +167,8 @@ def check_layout(path: Path) -> dict[str, tuple[str, str]]:
     if not path.exists():
         raise ModelFolderError(f"model folder {path} does not exist")
     if not path.is_dir():
-        hint = " (a single checkpoint file: use load_single_file / --single-file)" if path.is_file() else ""
+        hint = (f" but a single checkpoint file; make a model folder of it with `ldmkit model convert {path} --out "
+                "FOLDER`" if path.is_file() else "")
         raise ModelFolderError(f"{path} is not a folder{hint}")
     classes = check_model_index(_read_json(path / "model_index.json"), path / "model_index.json")
     check_no_code(path)
@@ -172,13 +180,52 @@ def check_layout(path: Path) -> dict[str, tuple[str, str]]:
     return classes
 
 
-def _weights_kind(folder: Path, *, allow_pickle: bool) -> bool:
-    """True when `folder` is to be loaded from safetensors, False from (checked) pickles."""
-    files = check_weight_files(folder, allow_pickle=allow_pickle)
-    if any(f.suffix == ".safetensors" for f in files):
-        return True
-    if any(f.suffix in PICKLE_SUFFIXES for f in files):
-        return False
+def check_component_configs(path: Path) -> int:
+    """Check every component config of a model folder against `config_bounds` (pure Python, no module is
+    built) and the scheduler class against the allowlist; returns the estimated parameter count."""
+    from ldmkit.models import config_bounds as bounds
+
+    total = bounds.check_unet_config(path / "unet" / "config.json", _read_json(path / "unet" / "config.json"))
+    total += bounds.check_vae_config(path / "vae" / "config.json", _read_json(path / "vae" / "config.json"))
+    text_file = path / "text_encoder" / "config.json"
+    total += bounds.check_text_config(text_file, _read_json(text_file))
+    scheduler_file = path / "scheduler" / CONFIG_FILES["scheduler"]
+    scheduler = _read_json(scheduler_file)
+    if ("diffusers", scheduler.get("_class_name")) not in ALLOWED_CLASSES["scheduler"]:
+        allowed = ", ".join(sorted(cls for _, cls in ALLOWED_CLASSES["scheduler"]))
+        raise ModelFolderError(f"{scheduler_file}: scheduler class {scheduler.get('_class_name')!r} is not allowed; "
+                               f"allowed: {allowed}")
+    bounds.check_scheduler_config(scheduler_file, scheduler)
+    return total
+
+
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")  # diffusers/transformers shard suffix before the extension
+
+
+def weight_variant(name: str) -> str | None:
+    """The variant of a weight file name: "fp16" in `diffusion_pytorch_model.fp16.safetensors` (also sharded
+    `x.fp16-00001-of-00002.safetensors`), None in `model.safetensors`."""
+    stem = _SHARD.sub("", name.rsplit(".", 1)[0])
+    parts = stem.split(".")
+    return parts[-1] if len(parts) > 1 else None
+
+
+def _weights_kind(folder: Path, *, allow_pickle: bool) -> tuple[bool, str | None]:
+    """(load from safetensors?, variant) for one component folder.
+
+    Safetensors win whenever a folder has them (a `.bin` beside them is never opened); plain files win
+    over variants such as `*.fp16.safetensors`, which are used when they are all there is.
+    """
+    files = [f for f in check_weight_files(folder, allow_pickle=allow_pickle) if f.parent == folder]
+    for suffixes, safetensors in (((".safetensors",), True), (PICKLE_SUFFIXES, False)):
+        variants = {weight_variant(f.name) for f in files if f.suffix in suffixes}
+        if None in variants:
+            return safetensors, None
+        if len(variants) == 1:
+            return safetensors, variants.pop()
+        if variants:
+            raise ModelFolderError(f"{folder} holds only variant weight files of several variants "
+                                   f"({', '.join(sorted(variants))}); keep one")
     raise ModelFolderError(f"{folder} holds no weight file (*.safetensors)")
 
 
@@ -189,6 +236,9 @@ def _text_encoder_from(model_dir: Path, tokenizer_dir: Path, *, allow_pickle: bo
     check_no_code(model_dir)
     check_no_code(tokenizer_dir)
     config = _read_json(model_dir / "config.json")
+    from ldmkit.models.config_bounds import check_text_config
+
+    check_text_config(model_dir / "config.json", config)  # before transformers builds anything
     weights_dir = model_dir
     if (model_dir / PACKAGED_REF).is_file():
         if config.get("model_type") != "bert":
@@ -196,9 +246,9 @@ def _text_encoder_from(model_dir: Path, tokenizer_dir: Path, *, allow_pickle: bo
                                    f"config.json says model_type {config.get('model_type')!r}")
         weights_dir = packaged_weights_dir(model_dir)
         check_safetensors_header(weights_dir / MINILM_WEIGHTS)
-        safetensors = True
+        safetensors, variant = True, None
     else:
-        safetensors = _weights_kind(model_dir, allow_pickle=allow_pickle)
+        safetensors, variant = _weights_kind(model_dir, allow_pickle=allow_pickle)
     model_type = config.get("model_type")
     if model_type in ("clip", "clip_text_model"):
         model_cls, tok_cls = transformers.CLIPTextModel, transformers.CLIPTokenizer
@@ -211,7 +261,8 @@ def _text_encoder_from(model_dir: Path, tokenizer_dir: Path, *, allow_pickle: bo
         )
     # transformers 5 loads in the file's dtype by default ("auto"): ask for float32 so fp16 files are upcast
     model = model_cls.from_pretrained(weights_dir, config=model_cls.config_class.from_pretrained(model_dir),
-                                      local_files_only=True, use_safetensors=safetensors, dtype=dtype or torch.float32)
+                                      local_files_only=True, use_safetensors=safetensors, variant=variant,
+                                      dtype=dtype or torch.float32)
     tokenizer = tok_cls.from_pretrained(tokenizer_dir, local_files_only=True)
     return TextEncoder(model.eval(), tokenizer, kind_of(model))
 
@@ -226,27 +277,52 @@ def load_text_encoder(path: Path, *, allow_pickle: bool = False, dtype: Any = No
     return _text_encoder_from(path, path, allow_pickle=allow_pickle, dtype=dtype)
 
 
-def load_components(path: str | Path, *, allow_pickle: bool = False, dtype: Any = None) -> Components:
-    """Load a diffusers-layout model folder offline (dtype default float32); refuses unsafe content."""
+def load_components(path: str | Path, *, allow_pickle: bool = False, dtype: Any = None,
+                    preset: str | None = None) -> Components:
+    """Load a diffusers-layout model folder offline (dtype default float32); refuses unsafe content.
+
+    `path` may also be one original-layout SD checkpoint file (see `ldmkit.models.single_file`); `preset`
+    names its architecture when it cannot be inferred. Component configs are checked against
+    `ldmkit.models.config_bounds` before any module is built.
+    """
+    path = Path(path)
+    if path.is_file():
+        from ldmkit.models.single_file import load_single_file
+
+        return load_single_file(path, preset=preset, allow_pickle=allow_pickle, dtype=dtype)
+    if preset is not None:
+        raise UsageError(f"a preset ({preset!r}) picks the architecture of a single checkpoint file, but {path} is "
+                         "a model folder, whose configs give the architecture; drop the preset")
+    classes = check_layout(path)
+    check_component_configs(path)
     import diffusers
     import torch
 
     dtype = dtype or torch.float32
-    path = Path(path)
-    classes = check_layout(path)
     models = {}
     for name in ("unet", "vae"):
         cls = getattr(diffusers, classes[name][1])
-        safetensors = _weights_kind(path / name, allow_pickle=allow_pickle)
+        safetensors, variant = _weights_kind(path / name, allow_pickle=allow_pickle)
         models[name] = cls.from_pretrained(
-            path / name, local_files_only=True, use_safetensors=safetensors, torch_dtype=dtype
+            path / name, local_files_only=True, use_safetensors=safetensors, variant=variant, torch_dtype=dtype
         ).eval()
     text = _text_encoder_from(path / "text_encoder", path / "tokenizer", allow_pickle=allow_pickle, dtype=dtype)
     scheduler = _read_json(path / "scheduler" / CONFIG_FILES["scheduler"])
-    if ("diffusers", scheduler.get("_class_name")) not in ALLOWED_CLASSES["scheduler"]:
-        raise ModelFolderError(f"{path / 'scheduler'}: scheduler class {scheduler.get('_class_name')!r} not allowed")
     meta = _read_json(path / META_FILE) if (path / META_FILE).exists() else {}
     return Components(models["unet"], models["vae"], text, scheduler, meta, source=path)
+
+
+def _hashed_files(folder: Path) -> list[Path]:
+    """The weight files of one component folder that a load reads (safetensors over pickles, plain over
+    variants; see `_weights_kind`), plus a packaged-weights reference."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    for suffixes in ((".safetensors",), PICKLE_SUFFIXES):
+        chosen = [f for f in files if f.suffix in suffixes]
+        if chosen:
+            if any(weight_variant(f.name) is None for f in chosen):
+                chosen = [f for f in chosen if weight_variant(f.name) is None]
+            break
+    return chosen + [f for f in files if f.name == PACKAGED_REF]
 
 
 def model_hash(path: str | Path) -> str:
@@ -256,12 +332,7 @@ def model_hash(path: str | Path) -> str:
     if path.is_file():
         files = [path]
     else:
-        files = sorted(
-            f
-            for sub in WEIGHT_FOLDERS
-            for f in (path / sub).rglob("*")
-            if f.is_file() and (f.suffix == ".safetensors" or f.suffix in PICKLE_SUFFIXES or f.name == PACKAGED_REF)
-        )
+        files = sorted(f for sub in WEIGHT_FOLDERS for f in _hashed_files(path / sub))
     if not files:
         raise ModelFolderError(f"{path} holds no weight files to hash")
     digest = hashlib.sha256()
@@ -271,3 +342,30 @@ def model_hash(path: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:12]
+
+
+def convert_to_folder(source: str | Path, out: str | Path, *, preset: str | None = None,
+                      allow_pickle: bool = False) -> Components:
+    """Write a new model folder (safetensors, diffusers layout) from a single-file SD checkpoint or from a
+    model folder whose weights are pickles; `out` must not exist. Written to a temporary sibling first and
+    renamed into place, so an interrupted conversion leaves no half folder at `out`."""
+    import os
+    import shutil
+
+    source, out = Path(source), Path(out)
+    if out.exists() or out.is_symlink():
+        raise UsageError(f"--out {out} already exists; `model convert` writes a new folder and never overwrites")
+    if not source.exists():
+        raise ModelFolderError(f"{source} does not exist")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: its parent folder {out.parent} does not exist")
+    c = load_components(source, allow_pickle=allow_pickle, preset=preset)
+    c.meta = {**c.meta, "converted_from": source.name}
+    tmp = out.parent / f".{out.name}.converting-{os.getpid()}"
+    try:
+        save_components(c, tmp)
+        os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return c

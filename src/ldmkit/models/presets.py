@@ -190,7 +190,7 @@ def build_text_encoder(preset: ModelPreset, choice: str | None, *, seed: int) ->
 
         return load_text_encoder(Path(choice))
     raise UsageError(
-        f"--text-encoder must be 'clip', 'minilm' or an existing model folder; {choice!r} is none of these"
+        f"the text encoder must be 'clip', 'minilm' or an existing model folder; {choice!r} is none of these"
     )
 
 

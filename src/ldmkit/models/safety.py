@@ -37,7 +37,12 @@ ALLOWED_CLASSES: dict[str, set[tuple[str, str]]] = {
             "EulerAncestralDiscreteScheduler",
             "LMSDiscreteScheduler",
             "DPMSolverMultistepScheduler",
+            "DPMSolverSinglestepScheduler",
             "HeunDiscreteScheduler",
+            "UniPCMultistepScheduler",
+            "DEISMultistepScheduler",
+            "KDPM2DiscreteScheduler",
+            "KDPM2AncestralDiscreteScheduler",
         )
     },
 }
@@ -121,16 +126,19 @@ def load_pickle_weights(path: Path, *, allow_pickle: bool) -> dict[str, Any]:
 
     path = Path(path)
     if not allow_pickle:
-        raise UnsafeFileError(
-            f"{path} is a pickle file ({path.suffix}), and loading pickles can run arbitrary code; "
-            "convert it to .safetensors, or pass --allow-pickle to read it with torch.load(weights_only=True)"
+        err = UnsafeFileError(
+            f"{path} is a pickle file ({path.suffix}), and loading pickles can run arbitrary code; convert the model "
+            "to safetensors once with `ldmkit model convert MODEL --allow-pickle --out NEW` (tensors only, read "
+            "with torch.load(weights_only=True))"
         )
+        err.flag_hint = ("--allow-pickle", "or pass --allow-pickle to this command to read it the same way")
+        raise err
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UnsafeFileError(
-            f"{path} holds objects other than tensors, refused even with --allow-pickle "
+            f"{path} holds objects other than tensors, refused even with pickles allowed "
             f"(torch.load weights_only=True said: {first})"
         ) from None
     if not isinstance(state, dict):
@@ -139,14 +147,17 @@ def load_pickle_weights(path: Path, *, allow_pickle: bool) -> dict[str, Any]:
 
 
 def check_weight_files(folder: Path, *, allow_pickle: bool) -> list[Path]:
-    """Validate every weight file under `folder` (recursively); returns them, safetensors first.
+    """Validate the weight files under `folder` (recursively) that can be loaded; returns them, safetensors first.
 
-    Pickles are gated by `load_pickle_weights` (refused, or read once with weights_only=True so
-    the library that loads them afterwards only ever sees a file that is plain tensors).
+    A pickle in a directory that also holds a .safetensors file is skipped, never opened: hub snapshots
+    carry `pytorch_model.bin` beside `model.safetensors`, and every loader here reads safetensors when
+    they exist. Other pickles are gated by `load_pickle_weights` (refused, or read once with
+    weights_only=True so the library that loads them afterwards only ever sees plain tensors).
     """
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
     safe = [p for p in files if p.suffix == ".safetensors"]
-    pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    with_safetensors = {p.parent for p in safe}
+    pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES and p.parent not in with_safetensors]
     for p in safe:
         check_safetensors_header(p)
     for p in pickles:
@@ -162,16 +173,40 @@ def check_no_code(folder: Path) -> None:
             raise UnsafeFileError(
                 f"{p}: model folders may not contain code files; ldmkit never runs code shipped with a model"
             )
-        if p.suffix == ".json" and p.is_file() and p.stat().st_size < 1_000_000:
-            try:
-                config = json.loads(p.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue  # not a config; the loader that needs it reports it
-            code_keys = sorted({"auto_map", "custom_pipeline"} & set(config)) if isinstance(config, dict) else []
+        if p.suffix == ".json" and p.is_file():
+            code_keys = _code_keys(p)
             if code_keys:
                 raise UnsafeFileError(
                     f"{p} asks for custom code ({', '.join(code_keys)}); ldmkit loads only built-in classes"
                 )
+
+
+_CODE_KEYS = ("auto_map", "custom_pipeline")
+_PARSE_LIMIT = 1_000_000  # JSON files up to this size are parsed; larger ones (vocabularies) are scanned
+
+
+def _code_keys(path: Path) -> list[str]:
+    """The custom-code keys a JSON file sets at its top level, for files of ANY size (issue 13).
+
+    Small files are parsed. A large one (a tokenizer vocabulary) is scanned in blocks for the quoted key
+    names without being parsed; if one occurs it counts as a request for code unless the file is small
+    enough to parse and the key turns out not to be top-level.
+    """
+    if path.stat().st_size > _PARSE_LIMIT:
+        needles = [f'"{k}"'.encode() for k in _CODE_KEYS]
+        found, tail = set(), b""
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                window = tail + block
+                found.update(k for k, n in zip(_CODE_KEYS, needles) if n in window)
+                tail = window[-32:]
+        if not found or path.stat().st_size > 64 * _PARSE_LIMIT:
+            return sorted(found)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return []  # not a config; the loader that needs it reports it
+    return sorted(set(_CODE_KEYS) & set(config)) if isinstance(config, dict) else []
 
 
 def check_model_index(index: dict[str, Any], path: Path) -> dict[str, tuple[str, str]]:

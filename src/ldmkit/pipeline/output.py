@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from ldmkit.errors import UsageError
+from ldmkit.pipeline.limits import MAX_PNG_TEXT_CHARS
 from ldmkit.pipeline.txt2img import GenerationParams
 
 
@@ -31,6 +33,10 @@ def parameters_text(p: GenerationParams) -> str:
         fields.append(f"CFG rescale: {p.guidance_rescale:g}")
     if p.strength is not None:
         fields.append(f"Denoising strength: {p.strength:g}")
+    if p.karras:
+        fields.append("Schedule type: Karras")
+    if p.timestep_spacing:
+        fields.append(f"Timestep spacing: {p.timestep_spacing}")
     if p.model_hash:
         fields.append(f"Model hash: {p.model_hash}")
     if p.model_name:
@@ -39,7 +45,27 @@ def parameters_text(p: GenerationParams) -> str:
     if p.negative_prompt:
         lines.append(f"Negative prompt: {p.negative_prompt}")
     lines.append(", ".join(fields))
-    return "\n".join(lines)
+    return _bounded("\n".join(lines))
+
+
+def _bounded(text: str, limit: int = MAX_PNG_TEXT_CHARS) -> str:
+    """The text chunk never exceeds `limit` characters (prompts are bounded already; a long model name is not)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Refuse, before any work, an output folder that is a file or that cannot be created or written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir}: exists and is not a folder; give a folder for the images")
+    existing = out_dir
+    while not existing.exists():  # the nearest folder that exists is where the new ones would be made
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"-o {out_dir}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {out_dir}: no permission to write in {existing}")
 
 
 def parse_parameters(text: str) -> dict[str, str]:

@@ -53,6 +53,14 @@ class TrajectoryRecorder:
         return Trajectory(steps, sigmas, noisy, predicted)
 
 
+def merge_trajectories(parts: list[Trajectory]) -> Trajectory:
+    """One Trajectory from those of consecutive sampling runs of the same request (images side by side)."""
+    first = parts[0]
+    return Trajectory(list(first.steps), list(first.sigmas),
+                      [[im for part in parts for im in part.noisy[i]] for i in range(len(first.steps))],
+                      [[im for part in parts for im in part.predicted[i]] for i in range(len(first.steps))])
+
+
 def _label(img: Image.Image, text: str) -> Image.Image:
     out = Image.new("RGB", (img.width, img.height + 12), "white")
     out.paste(img, (0, 12))
@@ -76,10 +84,12 @@ def trajectory_grid(traj: Trajectory, image_index: int = 0, max_columns: int = 1
 
 def save_trajectory(traj: Trajectory, out_dir: Path, stem: str, image_index: int = 0,
                     final: Image.Image | None = None) -> tuple[Path, Path]:
-    """Write `<stem>-trajectory.png` (grid) and `<stem>-trajectory.gif` (x_t | x0 per frame)."""
+    """Write `<stem>-trajectory.png` (grid) and `<stem>-trajectory.gif` (x_t | x0 per frame); like images,
+    never over an existing file (`<stem>-trajectory-1.png`/`.gif`, ... instead; both files get the same name)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    grid_path, gif_path = out_dir / f"{stem}-trajectory.png", out_dir / f"{stem}-trajectory.gif"
-    trajectory_grid(traj, image_index).save(grid_path)
+    (grid_path, grid_file), (gif_path, gif_file) = _exclusive_pair(out_dir, f"{stem}-trajectory")
+    with grid_file:
+        trajectory_grid(traj, image_index).save(grid_file, format="PNG")
     frames = []
     for noisy, pred in zip(traj.noisy, traj.predicted):
         a, b = noisy[image_index], pred[image_index]
@@ -93,5 +103,30 @@ def save_trajectory(traj: Trajectory, out_dir: Path, stem: str, image_index: int
         frame.paste(final, (final.width, 0))
         frames.append(frame)
     durations = [120] * (len(frames) - 1) + [1000]
-    frames[0].save(gif_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    with gif_file:
+        frames[0].save(gif_file, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
     return grid_path, gif_path
+
+
+def _exclusive_pair(out_dir: Path, stem: str):
+    """Open `stem.png` and `stem.gif` (else `stem-1.*`, ...), both created exclusively: no overwrite, no race."""
+    import os
+
+    n = 0
+    while True:
+        name = stem if n == 0 else f"{stem}-{n}"
+        n += 1
+        png, gif = out_dir / f"{name}.png", out_dir / f"{name}.gif"
+        if png.exists() or gif.exists():
+            continue
+        try:
+            png_fd = os.open(png, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        try:
+            gif_fd = os.open(gif, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            os.close(png_fd)
+            png.unlink()
+            continue
+        return (png, os.fdopen(png_fd, "wb")), (gif, os.fdopen(gif_fd, "wb"))

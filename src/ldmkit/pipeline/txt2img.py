@@ -21,15 +21,15 @@ from PIL import Image
 
 from ldmkit.diffusion.denoiser import CFGDenoiser, Denoiser, TimestepMap
 from ldmkit.diffusion.registry import build_steps, get_sampler, initial_noise_scale, sampler_function
+from ldmkit.diffusion.scheduler_fields import effective_config, read_scheduler_fields
 from ldmkit.diffusion.samplers import Step, gaussian_like
 from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.errors import LdmkitError, UsageError
-from ldmkit.pipeline.trajectory import Trajectory, TrajectoryRecorder
+from ldmkit.pipeline import limits
+from ldmkit.pipeline.settings import DEFAULT_SAMPLING, DEFAULT_STRENGTH, SamplingSettings, check_text
+from ldmkit.pipeline.trajectory import Trajectory, TrajectoryRecorder, merge_trajectories
 
 log = logging.getLogger(__name__)
-
-DEFAULTS = {"sampler": "dpmpp_2m", "steps": 25, "guidance": 7.5, "guidance_rescale": 0.0}
-
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -47,6 +47,9 @@ class GenerationParams:
     strength: float | None = None
     model_hash: str = ""
     model_name: str = ""
+    karras: bool = False
+    timestep_spacing: str | None = None
+    """Only when it differs from the model's scheduler config (so default PNGs stay byte-identical)."""
 
 
 @dataclass
@@ -59,6 +62,8 @@ class GenerationResult:
     latents: torch.Tensor
     trajectory: Trajectory | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What was decided for the user (e.g. an init image resized to the model's size)."""
 
 
 def latent_factor(vae) -> int:
@@ -103,6 +108,7 @@ class Pipeline:
         self.prediction_type = components.scheduler_config.get("prediction_type", "epsilon")
         self.factor = latent_factor(self.vae)
         self._hash: str | None = None
+        self.sampling_memory = limits.SAMPLING_MEMORY_BYTES  # estimated bytes one sampling run may use
         for m in (self.unet, self.vae, self.text_encoder.model):
             m.eval().requires_grad_(False)
 
@@ -115,11 +121,14 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, allow_pickle: bool = False, device: str = "cpu",
-                        unet_dtype: torch.dtype | None = None, compile: bool = False) -> Pipeline:
+                        unet_dtype: torch.dtype | None = None, compile: bool = False,
+                        preset: str | None = None) -> Pipeline:
+        """A model folder, or one original-layout SD checkpoint file (`preset`: its architecture, when the
+        file does not tell)."""
         from ldmkit.models.folder import load_components
 
-        return cls(load_components(Path(path), allow_pickle=allow_pickle), device=device, unet_dtype=unet_dtype,
-                   compile=compile)
+        return cls(load_components(Path(path), allow_pickle=allow_pickle, preset=preset), device=device,
+                   unet_dtype=unet_dtype, compile=compile)
 
     def save_pretrained(self, path: str | Path) -> None:
         from ldmkit.models.folder import save_components
@@ -136,8 +145,12 @@ class Pipeline:
         return self._hash
 
     def defaults(self) -> dict:
-        """Sampling defaults: ldmkit.json's `sampling` section over ours."""
-        return {**DEFAULTS, **self.components.meta.get("sampling", {})}
+        """Sampling defaults: ldmkit.json's `sampling` section, over the sampler matching the folder's own
+        scheduler (PNDM -> pndm for SD 1.x folders), over ours."""
+        from ldmkit.diffusion.registry import sampler_for_scheduler
+
+        own = sampler_for_scheduler(self.components.scheduler_config)
+        return {**DEFAULT_SAMPLING, **({"sampler": own} if own else {}), **self.components.meta.get("sampling", {})}
 
     def default_size(self) -> int:
         meta_size = self.components.meta.get("image_size")
@@ -183,111 +196,163 @@ class Pipeline:
         pixels = pixels.to(self.device, self.vae.dtype)
         return self.vae.encode(pixels).latent_dist.mean.float() * self.vae.config.scaling_factor
 
+    # -- the request ----------------------------------------------------------------------------
+
+    def resolve(self, settings: SamplingSettings, init_image: Image.Image | None = None
+                ) -> tuple[SamplingSettings, list[str]]:
+        """`settings` with every None filled in from this model, seed -1 drawn, and the checks that need the
+        model done (VAE factor, training timesteps, sampler options); plus notes for the user. Allocates nothing."""
+        s, notes = settings.with_seed(), []
+        if init_image is None and s.strength is not None:
+            raise UsageError("strength has no effect without an init image (--init-image)")
+        width, height = s.width, s.height
+        if init_image is not None and width is None and height is None:
+            width, height = self.fit_init_image(init_image.size, notes)
+        width, height = width or self.default_size(), height or self.default_size()
+        for name, v in (("height", height), ("width", width)):
+            if v % self.factor:
+                raise UsageError(f"{name} {v} is not a positive multiple of the VAE factor {self.factor}")
+        T = self.schedule.num_train_timesteps
+        d = self.defaults()
+        steps = int(d["steps"] if s.steps is None else s.steps)
+        if not 1 <= steps <= min(limits.MAX_STEPS, T):
+            raise UsageError(f"steps must be in 1..{min(limits.MAX_STEPS, T)}, got {steps}")
+        s = replace(s, steps=steps, width=width, height=height,
+                    sampler=d["sampler"] if s.sampler is None else s.sampler,
+                    guidance=float(d["guidance"] if s.guidance is None else s.guidance),
+                    guidance_rescale=float(d["guidance_rescale"] if s.guidance_rescale is None else s.guidance_rescale),
+                    strength=None if init_image is None else DEFAULT_STRENGTH if s.strength is None else s.strength,
+                    timestep_spacing=s.timestep_spacing or self._folder_spacing(d["sampler"] if s.sampler is None
+                                                                                else s.sampler))
+        self._sigma_steps(s)  # unsupported sampler options (e.g. karras) fail here, before any allocation
+        return s, notes
+
+    def fit_init_image(self, size: tuple[int, int], notes: list[str]) -> tuple[int, int]:
+        """The sampling size for an init image given without a size: its own, scaled down (aspect kept) when
+        larger than the model's size, rounded down to multiples of the VAE factor; a note when it changes."""
+        w, h = size
+        side, f = self.default_size(), self.factor
+        scale = min(1.0, side / max(w, h))
+        fw, fh = (max(f, int(v * scale) // f * f) for v in (w, h))
+        if (fw, fh) != (w, h):
+            why = f"larger than the model's {side}x{side}" if scale < 1 else f"not a multiple of the VAE factor {f}"
+            notes.append(f"init image {w}x{h} is {why}: sampling at {fw}x{fh} (pass --size WxH to choose)")
+        return fw, fh
+
+    def images_per_run(self, s: SamplingSettings) -> int:
+        """How many images of resolved settings `s` one sampling run takes (limits.bytes_per_image estimate)."""
+        per_image = limits.bytes_per_image(
+            s.width, s.height, factor=self.factor, vae_channels=int(self.vae.config.block_out_channels[0]),
+            unet_channels=int(max(self.unet.config.block_out_channels)), latent_channels=int(self.unet.config.in_channels),
+            guided=s.guidance != 1.0)
+        return limits.images_per_run(per_image, self.sampling_memory)
+
+    def _folder_spacing(self, sampler: str) -> str:
+        """The timestep spacing the model folder's scheduler config gives `sampler` (diffusers' from_config rule)."""
+        return effective_config(self.components.scheduler_config, get_sampler(sampler))["timestep_spacing"]
+
+    def _scheduler_fields(self, s: SamplingSettings):
+        """The folder's scheduler config as s.sampler reads it; unsupported fields are refused, naming them."""
+        return read_scheduler_fields(self.components.scheduler_config, get_sampler(s.sampler),
+                                     spacing=s.timestep_spacing, karras=s.karras or None)
+
+    def _sigma_steps(self, s: SamplingSettings):
+        f = self._scheduler_fields(s)
+        return build_steps(get_sampler(s.sampler), f.schedule(), s.steps, spacing=f.spacing, karras=f.karras,
+                           steps_offset=f.steps_offset, final_alpha_one=f.final_alpha_one)
+
     # -- the call -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str = "",
-        steps: int | None = None,
-        guidance: float | None = None,
-        guidance_rescale: float | None = None,
-        sampler: str | None = None,
-        seed: int = 0,
-        num_images: int = 1,
-        height: int | None = None,
-        width: int | None = None,
-        init_image: Image.Image | None = None,
-        strength: float = 0.8,
-        trajectory: bool = False,
-        trajectory_every: int = 1,
-        progress: bool = False,
-    ) -> GenerationResult:
-        if init_image is not None and (height is None and width is None):
-            width, height = init_image.size
-        if num_images < 1:
-            raise UsageError(f"number of images must be >= 1, got {num_images}")
-        seeds = [seed + k for k in range(num_images)]
-        recorder = TrajectoryRecorder(every=trajectory_every) if trajectory else None
-        latents, images, params, warnings = self._sample(
-            [prompt] * num_images, seeds, negative_prompt, steps, guidance, guidance_rescale, sampler, height, width,
-            init_image, strength, recorder, progress)
-        traj = recorder.finish(self.decode) if recorder is not None else None
-        return GenerationResult(images, seeds, params, latents, traj, warnings)
+    def __call__(self, prompt: str, settings: SamplingSettings | None = None, *,
+                 init_image: Image.Image | None = None, trajectory: bool = False, trajectory_every: int = 1,
+                 progress: bool = False, **fields) -> GenerationResult:
+        """settings.num_images images of `prompt`, image k from seed + k, sampled in runs that fit the memory
+        estimate. Without `settings`, keyword `fields` make them: pipe(p, steps=20) is
+        pipe(p, SamplingSettings(steps=20)); both at once is an error."""
+        settings = _settings(settings, fields)
+        check_text(prompt, "prompt")
+        if isinstance(trajectory_every, bool) or not isinstance(trajectory_every, int) or trajectory_every < 1:
+            raise UsageError(f"--trajectory-every must be an integer >= 1, got {trajectory_every!r}")
+        s, notes = self.resolve(settings, init_image)
+        seeds, per_run = s.seeds(), self.images_per_run(s)
+        latents, images, warnings, trajectories, params = [], [], [], [], None
+        for at in range(0, len(seeds), per_run):
+            chunk = seeds[at:at + per_run]
+            recorder = TrajectoryRecorder(every=trajectory_every) if trajectory else None
+            x, imgs, p, w = self._sample([prompt] * len(chunk), chunk, s, init_image, recorder, progress)
+            latents.append(x)
+            images += imgs
+            warnings += [m for m in w if m not in warnings]
+            params = params or p
+            if recorder is not None:
+                trajectories.append(recorder.finish(self.decode))
+        traj = merge_trajectories(trajectories) if trajectory else None
+        return GenerationResult(images, seeds, params, torch.cat(latents), traj, warnings, notes)
 
     @torch.no_grad()
-    def generate_batch(
-        self,
-        prompts: list[str],
-        seeds: list[int],
-        *,
-        negative_prompt: str = "",
-        steps: int | None = None,
-        guidance: float | None = None,
-        guidance_rescale: float | None = None,
-        sampler: str | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        progress: bool = False,
-    ) -> list[GenerationResult]:
-        """Image i from prompts[i] and seeds[i], all in one sampling run (one UNet batch per step).
+    def generate_batch(self, prompts: list[str], seeds: list[int], settings: SamplingSettings | None = None, *,
+                       progress: bool = False, **fields) -> list[GenerationResult]:
+        """Image i from prompts[i] and seeds[i], sampled together (one UNet batch per step, as many images per
+        run as the memory estimate allows); settings (or keyword fields) as for `__call__`.
 
         Result i is `pipe(prompts[i], seed=seeds[i], ...)` up to the float rounding of a batched UNet
         (each image keeps its own noise generator), warnings included: those of its own prompt and of the
         negative prompt. Much faster than one call per image on a CPU.
         """
+        settings = _settings(settings, fields)
         if isinstance(prompts, str):
             raise UsageError("generate_batch takes a list of prompts, got one string (use pipe(prompt) for one)")
         if not prompts or len(prompts) != len(seeds):
             raise UsageError(f"generate_batch needs a non-empty list of prompts and one seed per prompt, "
                              f"got {len(prompts)} prompt(s) and {len(seeds)} seed(s)")
-        latents, images, params, warnings = self._sample(
-            list(prompts), [int(s) for s in seeds], negative_prompt, steps, guidance, guidance_rescale, sampler,
-            height, width, None, 0.8, None, progress)
-        own = {prompt: [w for w in warnings if w in (self._truncation_warning(prompt),
-                                                     self._truncation_warning(negative_prompt))]
-               for prompt in dict.fromkeys(prompts)}
-        return [GenerationResult([image], [seed], replace(params, prompt=prompt, seed=seed), latents[i:i + 1],
-                                 None, list(own[prompt]))
-                for i, (prompt, seed, image) in enumerate(zip(prompts, seeds, images))]
+        if settings.num_images != 1:
+            raise UsageError("generate_batch makes one image per (prompt, seed): num_images has no effect here")
+        for prompt in prompts:
+            check_text(prompt, "prompt")
+        seeds = [replace(settings, seed=seed).seed for seed in seeds]  # each checked as --seed is (0..2^64-1)
+        if -1 in seeds:
+            raise UsageError("generate_batch needs explicit seeds (-1, random, is for one request)")
+        s, _ = self.resolve(settings)
+        per_run = self.images_per_run(s)
+        results = []
+        for at in range(0, len(prompts), per_run):
+            chunk_prompts, chunk_seeds = list(prompts[at:at + per_run]), seeds[at:at + per_run]
+            latents, images, params, warnings = self._sample(chunk_prompts, chunk_seeds, s, None, None, progress)
+            own = {prompt: [w for w in warnings if w in (self._truncation_warning(prompt),
+                                                         self._truncation_warning(s.negative_prompt))]
+                   for prompt in dict.fromkeys(chunk_prompts)}
+            results += [GenerationResult([image], [seed], replace(params, prompt=prompt, seed=seed), latents[i:i + 1],
+                                         None, list(own[prompt]))
+                        for i, (prompt, seed, image) in enumerate(zip(chunk_prompts, chunk_seeds, images))]
+        return results
 
-    def _sample(self, prompts, seeds, negative_prompt, steps, guidance, guidance_rescale, sampler, height, width,
-                init_image, strength, recorder, progress):
-        """Sample len(prompts) images, image i from prompts[i] with its own generator seeded seeds[i]."""
-        d = self.defaults()
-        steps = int(d["steps"] if steps is None else steps)
-        guidance = float(d["guidance"] if guidance is None else guidance)
-        guidance_rescale = float(d["guidance_rescale"] if guidance_rescale is None else guidance_rescale)
-        spec = get_sampler(d["sampler"] if sampler is None else sampler)
-        height, width = height or self.default_size(), width or self.default_size()
-        self._check(steps, guidance, height, width, strength if init_image is not None else None)
-
-        cfg = self.components.scheduler_config
-        spacing = cfg.get("timestep_spacing", "leading")
-        sigma_steps = build_steps(spec, self.schedule, steps, spacing=spacing,
-                                  steps_offset=int(cfg.get("steps_offset", 0)),
-                                  final_alpha_one=bool(cfg.get("set_alpha_to_one", True)))
+    def _sample(self, prompts, seeds, s: SamplingSettings, init_image, recorder, progress):
+        """One sampling run: len(prompts) images, image i from prompts[i] with its own generator seeded seeds[i];
+        `s` is resolved (`resolve`)."""
+        spec = get_sampler(s.sampler)
+        sigma_steps = self._sigma_steps(s)
         warnings: list[str] = []
         # encode each distinct prompt once and gather, as diffusers' encode_prompt does (num_images_per_prompt)
         row_of = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
         rows = torch.tensor([row_of[p] for p in prompts], device=self.device)
         cond = self.encode_prompts(list(row_of), warnings)[rows]
         n = len(prompts)
-        uncond = self.encode_prompts([negative_prompt], warnings).repeat(n, 1, 1) if guidance != 1.0 else cond
-        denoise = CFGDenoiser(Denoiser(self.model_fn, self.prediction_type, TimestepMap(self.schedule, sigma_steps)),
-                              cond, uncond, guidance, guidance_rescale)
+        uncond = self.encode_prompts([s.negative_prompt], warnings).repeat(n, 1, 1) if s.guidance != 1.0 else cond
+        fields = self._scheduler_fields(s)  # clip_sample / thresholding limit x0 in the denoiser (DDIM: the sampler)
+        denoiser = Denoiser(self.model_fn, fields.prediction_type, TimestepMap(fields.schedule(), sigma_steps),
+                            fields.denoiser_x0_transform)
+        denoise = CFGDenoiser(denoiser, cond, uncond, s.guidance, s.guidance_rescale)
 
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
-        shape = (n, self.unet.config.in_channels, height // self.factor, width // self.factor)
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        shape = (n, self.unet.config.in_channels, s.height // self.factor, s.width // self.factor)
         if init_image is None:
             noise = gaussian_like(torch.empty(shape, device=self.device), generators)
-            x = noise * initial_noise_scale(spec, float(sigma_steps.sigmas[0]), spacing)
+            x = noise * initial_noise_scale(spec, float(sigma_steps.sigmas[0]), s.timestep_spacing)
         else:  # img2img (SDEdit, Meng et al. 2022): noise the image's latents to the strength's level
-            start = steps - min(int(steps * strength), steps)
+            start = s.steps - min(int(s.steps * s.strength), s.steps)
             sigma_steps = sigma_steps.tail(start)
-            x0 = self.encode_image(init_image, width, height).expand(shape)
+            x0 = self.encode_image(init_image, s.width, s.height).expand(shape)
             x = x0 + gaussian_like(x0, generators) * sigma_steps.sigmas[0]
 
         bar = _progress_bar(len(sigma_steps), progress)
@@ -301,7 +366,7 @@ class Pipeline:
             if bar is not None:
                 bar.update(1)
 
-        run = sampler_function(spec)
+        run = sampler_function(spec, fields.sampler_options)
         x = run(denoise, x, sigma_steps.sigmas.to(self.device), generator=generators, callback=on_step)
         if bar is not None:
             bar.close()
@@ -309,22 +374,23 @@ class Pipeline:
             raise LdmkitError("non-finite latents at the end of sampling")
         latents = x / (1 + sigma_steps.sigmas[-1] ** 2) ** 0.5  # VE -> the VP latents the VAE expects
         images = to_pil(self.decode(latents))
-        params = GenerationParams(prompts[0], negative_prompt, steps, spec.name, guidance, guidance_rescale, seeds[0],
-                                  width, height, strength if init_image is not None else None,
-                                  self.model_hash, self.components.meta.get("name", ""))
+        own_spacing = self._folder_spacing(spec.name)
+        params = GenerationParams(prompts[0], s.negative_prompt, s.steps, spec.name, s.guidance, s.guidance_rescale,
+                                  seeds[0], s.width, s.height, s.strength if init_image is not None else None,
+                                  self.model_hash, self.components.meta.get("name", ""), karras=s.karras,
+                                  timestep_spacing=None if s.timestep_spacing == own_spacing else s.timestep_spacing)
         return latents, images, params, warnings
 
-    def _check(self, steps, guidance, height, width, strength):
-        T = self.schedule.num_train_timesteps
-        if not 1 <= steps <= min(1000, T):
-            raise UsageError(f"steps must be in 1..{min(1000, T)}, got {steps}")
-        if guidance < 0:
-            raise UsageError(f"guidance must be >= 0, got {guidance}")
-        for name, v in (("height", height), ("width", width)):
-            if v <= 0 or v % self.factor:
-                raise UsageError(f"{name} {v} is not a positive multiple of the VAE factor {self.factor}")
-        if strength is not None and not 0.0 <= strength <= 1.0:
-            raise UsageError(f"strength must be in [0, 1], got {strength}")
+
+def _settings(settings: SamplingSettings | None, fields: dict) -> SamplingSettings:
+    """The settings object, or one built from keyword fields (never both: one way to say each thing)."""
+    if settings is None:
+        return SamplingSettings(**fields)
+    if not isinstance(settings, SamplingSettings):
+        raise UsageError(f"settings must be a SamplingSettings, got {type(settings).__name__}")
+    if fields:
+        raise UsageError(f"give SamplingSettings or keyword settings, not both (got {', '.join(fields)} as well)")
+    return settings
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -308,7 +308,7 @@ class AttributesTask:
             torch.manual_seed(recipe.train.seed + 5)
             self.model = AttributeClassifier(self.config)
         size = recipe.data.image_size
-        self.pixels = load_pixels(self.train, size)
+        self.pixels = load_pixels(self.train, size, recipe.data.trim)
         self.masks = set_masks(train_sets, self.config)
         self.held_masks = set_masks([value_sets(s.labels, self.config.columns) for s in held], self.config)
         self.config = replace(self.config, data_hash=data_hash(self.pixels, train))
@@ -336,7 +336,7 @@ class AttributesTask:
             return {"accuracy": {}, "majority": {}, "images": {}}
         was_training = self.model.training
         self.model.eval()
-        predicted = self.model.predict(load_pixels(self.held_out, self.recipe.data.image_size))
+        predicted = self.model.predict(load_pixels(self.held_out, self.recipe.data.image_size, self.recipe.data.trim))
         self.model.train(was_training)
         return held_out_accuracy(predicted, self.held_masks, self.config)
 

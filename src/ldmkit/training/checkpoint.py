@@ -13,8 +13,10 @@ Folder contents (see checkpoint_files for the atomic write):
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ldmkit.errors import LdmkitError
 from ldmkit.training import checkpoint_files as files
@@ -25,6 +27,8 @@ from ldmkit.training.state import RunState, optimizer_from_tensors, optimizer_to
 
 
 EXPORT = "model"
+FINAL = "final"  # the loop's final model folder (ldmkit.training.loop.FINAL)
+RESTART_HINT = "`ldmkit train resume {run} --restart` starts again from step 0 (keeping them, renamed)"
 
 
 class CheckpointError(LdmkitError):
@@ -117,6 +121,75 @@ def restore_checkpoint(run: RunState, folder: Path) -> None:
     scaler = run.accelerator.scaler
     if scaler is not None and state["grad_scaler"] is not None:
         scaler.load_state_dict(state["grad_scaler"])
+
+
+def note(message: str) -> None:
+    """One line for the user on stderr (resume decisions)."""
+    print(f"ldmkit: note: {message}", file=sys.stderr, flush=True)
+
+
+def refuse_unverifiable(run_dir: Path) -> tuple[files.Verdict | None, list[files.Verdict]]:
+    """`files.survey(run_dir)`, raising CheckpointError (listing what was found, changing nothing) when
+    checkpoints or final/ exist but no checkpoint verifies. Read-only: trainers call it before any work."""
+    run_dir = Path(run_dir)
+    best, rejected = files.survey(run_dir)
+    if best is None and (rejected or (run_dir / FINAL).exists()):
+        found = [f"{v.folder.name} ({v.problem})" for v in rejected[:5]] + (
+            [f"{len(rejected) - 5} more"] if len(rejected) > 5 else [])
+        if (run_dir / FINAL).exists():
+            found.append(f"{FINAL}/ (a finished model)")
+        raise CheckpointError(f"cannot resume {run_dir}: no checkpoint verifies; found {', '.join(found)}; "
+                              f"nothing was changed. " + RESTART_HINT.format(run=run_dir))
+    return best, rejected
+
+
+def find_resume_point(run_dir: Path, accelerator: Any) -> tuple[int, Path] | None:
+    """(step, folder) of the newest checkpoint that verifies (SHA-256 per file), or None for a fresh run.
+
+    Newer checkpoints that do not verify are renamed aside (never deleted) and the fallback is said in one
+    line. When checkpoints (or final/) exist but none verifies, raises CheckpointError listing them and
+    changes nothing: starting over takes `restart_run` (`ldmkit train resume RUN --restart`).
+    Every process checks (read-only, same answer); the main process renames.
+    """
+    best, rejected = refuse_unverifiable(run_dir)
+    main = accelerator.is_main_process
+    if best is None:
+        return None
+    accelerator.wait_for_everyone()  # every process has read before anything is renamed
+    if main:
+        kept = [files.set_aside(v.folder).name for v in rejected if files.sealed_by_ldmkit(v.folder)]
+        if rejected:
+            why = "; ".join(f"{v.folder.name}: {v.problem}" for v in rejected[:3])
+            aside = f"; kept as {', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''}" if kept else ""
+            note(f"resuming from {best.folder.name}, the newest checkpoint that verifies ({why}{aside})")
+        if not best.hashed:
+            note(f"{best.folder.name} was written without SHA-256 hashes (an older ldmkit): checked by file size only")
+    accelerator.wait_for_everyone()
+    return best.step, best.folder
+
+
+def restart_run(run_dir: Path) -> list[Path]:
+    """For `train resume --restart`: set aside every checkpoint folder and final/ so the run starts at step 0.
+
+    Refused when a checkpoint verifies (resume from it instead). Nothing is deleted; returns the new names.
+    """
+    best, rejected = files.survey(run_dir)
+    if best is not None:
+        raise CheckpointError(f"--restart: {best.folder} verifies, so `ldmkit train resume {run_dir}` continues "
+                              "from it; to start over, train into a new --out folder")
+    moved = [files.set_aside(v.folder) for v in rejected]
+    final = run_dir / FINAL
+    if final.exists():
+        target, k = final.with_name(FINAL + files.UNVERIFIED), 1
+        while target.exists():
+            target, k = final.with_name(f"{FINAL}{files.UNVERIFIED}-{k}"), k + 1
+        final.rename(target)
+        moved.append(target)
+    if not moved:
+        raise CheckpointError(f"--restart: {run_dir} has no checkpoint and no {FINAL}/ to set aside; "
+                              f"`ldmkit train resume {run_dir}` starts it from step 0 as it is")
+    note(f"starting {run_dir} again from step 0; kept " + ", ".join(p.relative_to(run_dir).as_posix() for p in moved))
+    return moved
 
 
 def _scalars(run: RunState) -> dict:

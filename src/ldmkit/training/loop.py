@@ -19,8 +19,8 @@ import torch
 
 from ldmkit.config.training import TrainConfig
 from ldmkit.errors import UsageError
-from ldmkit.training.checkpoint import restore_checkpoint, save_checkpoint
-from ldmkit.training.checkpoint_files import checkpoint_name, newest_complete
+from ldmkit.training.checkpoint import find_resume_point, restore_checkpoint, save_checkpoint
+from ldmkit.training.checkpoint_files import checkpoint_name
 from ldmkit.training.ema import EMA
 from ldmkit.training.nonfinite import describe_step, stop_with_diagnostics
 from ldmkit.training.processes import cpu_processes, launched_processes
@@ -89,7 +89,7 @@ def _start(task: TrainTask, cfg: TrainConfig, run_dir: Path, recipe: Any) -> tup
                         rank=acc.process_index, world_size=acc.num_processes),
         generator=seed_everything(cfg.seed, acc.process_index),
     )
-    found = newest_complete(run_dir)
+    found = find_resume_point(run_dir, acc)  # verifies SHA-256; refuses when checkpoints exist but none verifies
     resumed_from = None
     if found is not None:
         check_resumable(run_dir, cfg, acc.num_processes)

@@ -37,6 +37,17 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+_PLOTS_OFF_SAID = []
+
+
+def _say_plots_are_off() -> None:
+    """Tell the user once per process that loss plots are off without matplotlib."""
+    if not _PLOTS_OFF_SAID:
+        _PLOTS_OFF_SAID.append(True)
+        print("ldmkit: note: matplotlib is not installed, so loss plots are off (metrics.jsonl has every value); "
+              "pip install 'ldmkit[data]' to get them", file=sys.stderr, flush=True)
+
+
 def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
     """Draw loss against step from metrics.jsonl into a PNG (matplotlib Agg, imported here)."""
     steps, losses = [], []
@@ -50,6 +61,7 @@ def plot_loss_curve(metrics_path: Path, png_path: Path) -> None:
     try:
         import matplotlib
     except ImportError:  # optional dependency (the `data` extra): no plot, metrics.jsonl still has it all
+        _say_plots_are_off()
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

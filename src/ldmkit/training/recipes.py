@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ldmkit.config.checks import check_bool, check_choice, check_float, check_int
-from ldmkit.config.training import TrainConfig
+from ldmkit.config.training import AugmentSection, TrainConfig, TrimSection, UNetAugmentSection
 from ldmkit.errors import UsageError
 
 BUILTIN_DATASETS = ("shapes", "emoji", "avatars")
@@ -43,6 +43,8 @@ class DataSection:
     """Fraction of images in the test split (never trained on)."""
     class_template: str = "a photo of {}"
     """Caption of each image of a class-folder dataset ('{}' is the class name)."""
+    trim: TrimSection = field(default_factory=TrimSection)
+    """How images are brought to image_size: border trim, crop focus, crop or pad (ldmkit data preview shows it)."""
     holdout: tuple[dict[str, str], ...] = ()
     """Label combinations never trained on, e.g. [{hair_color: red, mouth: big_smile}]: every image
     matching ANY of them goes to the test split (compositional generalisation, scored as "unseen")."""
@@ -101,6 +103,11 @@ class ModelSection:
             if self.init_from is not None:
                 raise UsageError("model.latent_channels builds a fresh preset; it cannot change model.init_from's "
                                  f"architecture ({self.init_from})")
+        if self.init_from is not None and self.text_encoder is not None:
+            raise UsageError(f"model.text_encoder ({self.text_encoder}) has no effect with model.init_from "
+                             f"({self.init_from}): training starts from that folder's own text encoder. To put another "
+                             "text encoder into a model folder, use `ldmkit model compose --from FOLDER --text-encoder "
+                             "ENCODER --out NEW` and train from NEW")
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,16 @@ class UNetSection:
     """Scale of a per-channel constant added to the noise (lets the model learn very dark/bright images)."""
     zero_terminal_snr: bool = False
     """Rescale the betas so the last timestep is pure noise (Lin et al. 2023); needs v_prediction."""
+    beta_schedule: str | None = None
+    """Noise schedule: linear, scaled_linear, squaredcos_cap_v2 (Nichol & Dhariwal 2021) or sigmoid (Jabri et
+    al. 2022); None: the start model's (scaled_linear for the presets)."""
+    beta_start: float | None = None
+    """First beta of the linear / scaled_linear / sigmoid schedules; None: the start model's."""
+    beta_end: float | None = None
+    """Last beta of those schedules; None: the start model's."""
+    scheduler: str | None = None
+    """diffusers scheduler class written into the model folder (e.g. DDIMScheduler); None: the start model's if
+    it can represent the schedule, else DDIMScheduler, else DDPMScheduler (the only one with sigmoid betas)."""
     latent_sample: bool = True
     """Draw training latents from the VAE posterior (mean + std * noise, as Stable Diffusion did); false
     uses the posterior mean (needed when the VAE's posterior std is not small, e.g. an untrained VAE)."""
@@ -144,9 +161,32 @@ class UNetSection:
         check_int(owner, "eval_prompts", self.eval_prompts, minimum=2)
         if self.eval_clip is not None and not isinstance(self.eval_clip, str):
             raise UsageError(f"unet.eval_clip must be a folder path, got {self.eval_clip!r}")
+        if self.eval_clip is None and self.eval_prompts != 32:
+            raise UsageError(f"unet.eval_prompts ({self.eval_prompts}) has no effect without unet.eval_clip (the dual "
+                             "encoder that scores those prompts while training)")
         if self.zero_terminal_snr and self.prediction_type != "v_prediction":
             raise UsageError("unet.zero_terminal_snr needs unet.prediction_type: v_prediction "
                              "(epsilon carries no information at zero SNR, Lin et al. 2023 §3.2)")
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        """The schedule keys, and whether unet.scheduler can represent them (again with the start model's
+        config before training: ldmkit.diffusion.scheduler_classes.trained_scheduler_config)."""
+        from ldmkit.diffusion.scheduler_classes import BETA_SCHEDULES, check_scheduler_choice
+
+        if self.beta_schedule is not None:
+            check_choice("unet", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
+        for name in ("beta_start", "beta_end"):
+            if getattr(self, name) is not None:
+                check_float("unet", name, getattr(self, name), positive=True, below=1.0)
+        if self.beta_schedule == "squaredcos_cap_v2" and (self.beta_start is not None or self.beta_end is not None):
+            raise UsageError("unet.beta_start/beta_end have no effect with beta_schedule squaredcos_cap_v2 (the "
+                             "cosine schedule has no end points)")
+        if self.beta_start is not None and self.beta_end is not None and self.beta_start >= self.beta_end:
+            raise UsageError(f"unet.beta_start ({self.beta_start}) must be < unet.beta_end ({self.beta_end})")
+        if self.scheduler is not None and not isinstance(self.scheduler, str):
+            raise UsageError(f"unet.scheduler must be a diffusers scheduler class name, got {self.scheduler!r}")
+        check_scheduler_choice(self.scheduler, self.beta_schedule, self.zero_terminal_snr)
 
 
 @dataclass(frozen=True)
@@ -159,6 +199,8 @@ class UNetRecipe:
     """Starting point."""
     unet: UNetSection = field(default_factory=UNetSection)
     """Diffusion objective."""
+    augment: UNetAugmentSection = field(default_factory=UNetAugmentSection)
+    """Caption-aware flips, random resized crops and colour jitter (off by default), as cached views."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Shared loop settings."""
 
@@ -187,6 +229,9 @@ class VAESection:
         check_int(owner, "scale_samples", self.scale_samples, minimum=1)
         for name in ("kl_weight", "gradient_weight", "disc_weight"):
             check_float(owner, name, getattr(self, name), minimum=0.0)
+        if self.disc_start == 0 and self.disc_weight != 0.1:
+            raise UsageError(f"vae.disc_weight ({self.disc_weight}) has no effect while vae.disc_start is 0 (no "
+                             "discriminator); set vae.disc_start to the step the adversarial loss starts")
 
 
 @dataclass(frozen=True)
@@ -199,6 +244,8 @@ class VAERecipe:
     """Starting point (the preset's VAE or `init_from`'s)."""
     vae: VAESection = field(default_factory=VAESection)
     """Losses."""
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    """Flips (p 0.5 by default), random resized crops and colour jitter of the training images, every step."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Shared loop settings."""
 
@@ -211,15 +258,23 @@ class ClipSection:
     """Width of the shared, L2-normalised embedding."""
     image_channels: tuple[int, ...] = (32, 64, 128)
     """Channels of the image tower's stride-2 conv stages."""
-    tune_text: bool = False
-    """Also train the text encoder (default: frozen, only the projection learns)."""
+    tune_text: bool | None = None
+    """Train the text tower too. None: the start's choice (a fresh dual encoder: frozen, only the projection
+    learns; clip.init_from ldmkit's own dual encoder: as it was trained; a CLIPModel start: tuned)."""
+    tune_image: bool | None = None
+    """Train the image tower (None: yes). false freezes it; only with clip.init_from (a fresh tower must learn)."""
+    tune_last_layers: int = 0
+    """With a CLIPModel start: train only the last N transformer layers (+ the final norm) of each tuned tower;
+    0: every layer. The two projections and the temperature always train."""
     init_temperature: float = 0.07
     """Starting softmax temperature (CLIP's 0.07); the learned logit scale is clamped at 100."""
     eval_split: Literal["val", "test"] = "val"
     """Held-out split of the before/after retrieval report."""
     init_from: str | None = None
-    """Fine-tune this dual encoder (a model folder holding clip/, or a clip/ folder) instead of starting
-    from random weights; its architecture replaces embed_dim / image_channels / tune_text."""
+    """Fine-tune this dual encoder instead of starting from random weights: a model folder holding clip/ (or a
+    clip/ folder, or a `train clip` run), or a transformers CLIPModel folder (config.json with text_config and
+    vision_config, model.safetensors, tokenizer files) whose towers, projections and temperature are all kept.
+    Its architecture is kept: embed_dim / image_channels / init_temperature set otherwise are an error."""
 
     def __post_init__(self) -> None:
         owner = "clip"
@@ -228,8 +283,20 @@ class ClipSection:
         check_int(owner, "embed_dim", self.embed_dim, minimum=2)
         if not self.image_channels or not all(isinstance(c, int) and c >= 1 for c in self.image_channels):
             raise UsageError(f"clip.image_channels must be a non-empty list of positive ints, got {self.image_channels!r}")
-        check_bool(owner, "tune_text", self.tune_text)
+        for name in ("tune_text", "tune_image"):
+            if getattr(self, name) is not None:
+                check_bool(owner, name, getattr(self, name))
+        check_int(owner, "tune_last_layers", self.tune_last_layers, minimum=0)
         check_float(owner, "init_temperature", self.init_temperature, positive=True)
+        if self.init_from is None and self.tune_image is False:
+            raise UsageError("clip.tune_image: false needs clip.init_from: a fresh image tower that never trains "
+                             "has nothing to offer")
+        if self.init_from is None and self.tune_last_layers:
+            raise UsageError("clip.tune_last_layers has no effect without clip.init_from (a CLIPModel folder): a "
+                             "fresh dual encoder trains its whole ConvNet image tower")
+        if self.tune_last_layers and self.tune_text is False and self.tune_image is False:
+            raise UsageError("clip.tune_last_layers has no effect when clip.tune_text and clip.tune_image are both "
+                             "false (only the projections and the temperature train)")
         check_choice(owner, "eval_split", self.eval_split, ("val", "test"))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ldmkit.config.recipe import dump_yaml, from_dict, read_yaml_mapping, to_dict
 from ldmkit.config.training import TrainConfig
-from ldmkit.errors import UsageError
+from ldmkit.errors import UsageError, shown
 from ldmkit.training.checkpoint_files import read_json, write_json
 
 CONFIG = "config.yaml"
@@ -71,7 +71,7 @@ def check_resumable(run_dir: Path, cfg: TrainConfig, num_processes: int) -> None
     for name, before, now in pairs:
         if before != now:
             raise UsageError(
-                f"cannot resume {run_dir}: it was trained with {name}={before!r}, now {name}={now!r}; "
+                f"cannot resume {run_dir}: it was trained with {name}={shown(before)}, now {name}={shown(now)}; "
                 f"use the same {name} or a new run folder"
             )
 

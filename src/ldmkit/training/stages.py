@@ -17,8 +17,9 @@ OUT/<stage> for the others) and `{out}` for OUT itself (e.g. a dataset folder th
 `ldmkit model ship OUT` does (its options: name, sampler, steps, guidance, max_mb). An *eval* stage runs
 `ldmkit eval` into OUT/<name>/ (its options are EvalSettings' fields; `data` defaults to {out}/dataset).
 
-Running the command again skips finished stages (a final/, ldmkit.json or metrics.json exists), resumes an
-interrupted training stage exactly (its run folder holds the state), redoes an interrupted ship or eval
+Running the command again skips finished stages (a final/, ldmkit.json or metrics.json exists; a ship's
+files must match their recorded SHA-256, else the stage stops with an error and nothing there is touched),
+resumes an interrupted training stage exactly (from its newest checkpoint that verifies), redoes an interrupted ship or eval
 (each writes to a temporary folder and renames it when done), and starts the rest, so stopping and
 restarting at any point gives the same models.
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ldmkit.config.recipe import read_yaml_mapping
-from ldmkit.errors import UsageError
+from ldmkit.errors import UsageError, shown
 
 STAGE_KEYS = ("name", "trainer", "config", "set", "ship", "eval")
 OUT_PLACEHOLDER = "out"
@@ -61,23 +62,23 @@ class Stage:
         from ldmkit.training.recipes import RECIPES
 
         if not self.name.replace("-", "").replace("_", "").isalnum():
-            raise UsageError(f"stage name {self.name!r}: use letters, digits, '-' and '_' only")
+            raise UsageError(f"stage name {shown(self.name)}: use letters, digits, '-' and '_' only")
         if self.name == OUT_PLACEHOLDER:
-            raise UsageError(f"stage name {self.name!r} is reserved: {{{OUT_PLACEHOLDER}}} stands for the output folder")
+            raise UsageError(f"stage name {shown(self.name)} is reserved: {{{OUT_PLACEHOLDER}}} stands for the output folder")
         if self.kind == "train" and self.trainer not in RECIPES:
-            raise UsageError(f"stage {self.name!r}: trainer {self.trainer!r} is not one of {', '.join(RECIPES)}")
+            raise UsageError(f"stage {shown(self.name)}: trainer {shown(self.trainer)} is not one of {', '.join(RECIPES)}")
         allowed = {"ship": SHIP_OPTIONS, "eval": EVAL_OPTIONS}.get(self.trainer, {})
         for key, value in self.options.items():
             if key not in allowed:
-                raise UsageError(f"stage {self.name!r}: unknown {self.trainer} option {key!r}; allowed: "
+                raise UsageError(f"stage {shown(self.name)}: unknown {self.trainer} option {shown(key)}; allowed: "
                                  f"{', '.join(allowed)}")
             if not isinstance(value, allowed[key]) or isinstance(value, bool):
                 types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
-                raise UsageError(f"stage {self.name!r}: {self.trainer} option {key}={value!r} has the wrong type; "
+                raise UsageError(f"stage {shown(self.name)}: {self.trainer} option {key}={shown(value)} has the wrong type; "
                                  f"expected {' or '.join(t.__name__ for t in types)}")
 
         if self.kind == "eval" and "model" not in self.options:
-            raise UsageError(f"stage {self.name!r}: eval needs `model:` (e.g. \"{{model}}\", a ship stage's result)")
+            raise UsageError(f"stage {shown(self.name)}: eval needs `model:` (e.g. \"{{model}}\", a ship stage's result)")
 
     @property
     def kind(self) -> str:
@@ -89,8 +90,23 @@ class Stage:
         return out / self.name / "final" if self.kind == "train" else out / self.name
 
     def finished(self, out: Path) -> bool:
+        """Whether the stage's result is there and verifies; a result that does not verify is refused (never
+        redone over what is there): a ship must match its recorded SHA-256s, a final/ must be a non-empty folder."""
         marker = {"train": "final", "ship": "ldmkit.json", "eval": "metrics.json"}[self.kind]
-        return (out / self.name / marker).exists()
+        path = out / self.name / marker
+        if not path.exists():
+            return False
+        problem = None
+        if self.kind == "ship":
+            from ldmkit.models.shipping import verify_ship
+
+            problem = verify_ship(out / self.name)
+        elif self.kind == "train" and (not path.is_dir() or not any(path.iterdir())):
+            problem = f"{path} is not a model folder"
+        if problem:
+            raise UsageError(f"stage {self.name}: {out / self.name} does not verify ({problem}); it was left as it "
+                             "is: move it away to redo the stage")
+        return True
 
 
 def load_stages(path: str | Path) -> list[Stage]:
@@ -132,7 +148,7 @@ def load_stages(path: str | Path) -> list[Stage]:
                 raise UsageError(f"{where}: `{kind}` must be a mapping of options (or {{}})")
             stage = Stage(str(item["name"]), kind, None, options=dict(options))
         if stage.name in seen:
-            raise UsageError(f"{where}: stage name {stage.name!r} is used twice")
+            raise UsageError(f"{where}: stage name {shown(stage.name)} is used twice")
         seen.add(stage.name)
         stages.append(stage)
     return stages
@@ -149,7 +165,7 @@ def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage
         try:
             filled.append(o.format(**values))
         except (KeyError, IndexError) as err:
-            raise UsageError(f"stage {stage!r}: override {o!r} refers to {err}, which is not an earlier stage "
+            raise UsageError(f"stage {shown(stage)}: override {shown(o)} refers to {err}, which is not an earlier stage "
                              f"({', '.join(finals) or 'none'})") from None
     return filled
 
@@ -186,6 +202,9 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
         elif trainer_of(run_dir) is not None:
             result = resume_run(run_dir)
             status = "interrupted" if result.interrupted else "resumed"
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            raise UsageError(f"stage {stage.name}: {run_dir} holds files but no training run; it was left as it "
+                             "is: move it away to train the stage")
         else:
             own = tuple(o for o in overrides if stage.name in applies[o])
             result = run_trainer(stage.trainer, stage.config, run_dir,
@@ -215,7 +234,7 @@ def _override_targets(overrides: tuple[str, ...], stages: list[Stage]) -> dict[s
         targets[override] = {name for name, names in sections.items() if section in names}
         if not targets[override]:
             known = sorted(set().union(*sections.values()))
-            raise UsageError(f"--set {override}: no training stage's recipe has a {section!r} section; "
+            raise UsageError(f"--set {override}: no training stage's recipe has a {shown(section)} section; "
                              f"sections: {', '.join(known)} (or eval.KEY / ship.KEY for those stages)")
     return targets
 
@@ -225,7 +244,7 @@ def _stage_kind_overrides(overrides, stages: list[Stage]) -> tuple[tuple[str, ..
     the rest are returned for the training stages."""
     import dataclasses
 
-    import yaml
+    from ldmkit.config.recipe import parse_yaml
 
     rest, options = [], {"eval": {}, "ship": {}}
     for text in overrides:
@@ -235,8 +254,8 @@ def _stage_kind_overrides(overrides, stages: list[Stage]) -> tuple[tuple[str, ..
             rest.append(text)
             continue
         if not sep or not option:
-            raise UsageError(f"override {text!r} must look like {kind}.OPTION=value")
-        options[kind][option] = yaml.safe_load(raw) if raw.strip() else ""
+            raise UsageError(f"override {shown(text)} must look like {kind}.OPTION=value")
+        options[kind][option] = parse_yaml(raw, f"override {shown(text)}") if raw.strip() else ""
     for kind, opts in options.items():
         if opts and not any(s.kind == kind for s in stages):
             raise UsageError(f"overrides {', '.join(f'{kind}.{k}' for k in opts)}: the recipe has no {kind} stage")

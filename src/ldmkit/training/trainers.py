@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ldmkit.config.recipe import load_recipe
-from ldmkit.errors import UsageError
+from ldmkit.errors import UsageError, shown
 from ldmkit.training.recipes import RECIPES, TRAINERS
 
 MARKER = "trainer.json"
@@ -28,7 +28,7 @@ def trainer_of(run_dir: Path) -> str | None:
     except (ValueError, KeyError, TypeError) as err:
         raise UsageError(f"{marker} is not a trainer record ({err}); it should hold {{\"trainer\": \"unet\"}}") from None
     if kind not in TRAINERS:
-        raise UsageError(f"{marker} names trainer {kind!r}; known trainers: {', '.join(TRAINERS)}")
+        raise UsageError(f"{marker} names trainer {shown(kind)}; known trainers: {', '.join(TRAINERS)}")
     return kind
 
 
@@ -58,26 +58,32 @@ def _train_function(kind: str):
         from ldmkit.training.attributes_task import train_attributes
 
         return train_attributes
-    raise UsageError(f"unknown trainer {kind!r}; known trainers: {', '.join(TRAINERS)}")
+    raise UsageError(f"unknown trainer {shown(kind)}; known trainers: {', '.join(TRAINERS)}")
 
 
 def run_trainer(kind: str, config: str | Path | None, run_dir: str | Path, overrides: Sequence[str] = ()):
     """Train `kind` with the recipe file `config` (None: the recipe's defaults) plus dotted overrides in `run_dir`."""
     if kind not in RECIPES:
-        raise UsageError(f"unknown trainer {kind!r}; known trainers: {', '.join(TRAINERS)}")
-    if config is None:
-        from ldmkit.config.recipe import apply_overrides, from_dict, to_dict
+        raise UsageError(f"unknown trainer {shown(kind)}; known trainers: {', '.join(TRAINERS)}")
+    from ldmkit.config.recipe import apply_overrides, from_dict, read_yaml_mapping, to_dict
+    from ldmkit.training.checkpoint import refuse_unverifiable
+    from ldmkit.training.run_data import data_source_overrides
 
-        defaults = to_dict(RECIPES[kind]())  # overrides of one key keep the recipe's defaults of the others
-        recipe = from_dict(RECIPES[kind], apply_overrides(RECIPES[kind], defaults, overrides),
-                           source=f"the {kind} recipe's defaults")
+    refuse_unverifiable(Path(run_dir))  # before any work: a run whose checkpoints all fail is never restarted
+    if config is None:  # overrides of one key keep the recipe's defaults of the others
+        base, source = to_dict(RECIPES[kind]()), f"the {kind} recipe's defaults"
     else:
-        recipe = load_recipe(config, RECIPES[kind], overrides)
+        base, source = read_yaml_mapping(Path(config)), str(config)
+    base = data_source_overrides(base, overrides)  # --set data.path=DIR replaces the recipe's data.builtin
+    recipe = from_dict(RECIPES[kind], apply_overrides(RECIPES[kind], base, overrides), source=source)
     return _train_function(kind)(recipe, Path(run_dir))
 
 
-def resume_run(run_dir: str | Path, overrides: Sequence[str] = ()):
-    """Resume the run in `run_dir` with its stored recipe (overrides such as train.steps=N may extend it)."""
+def resume_run(run_dir: str | Path, overrides: Sequence[str] = (), *, restart: bool = False):
+    """Resume the run in `run_dir` with its stored recipe (overrides such as train.steps=N may extend it).
+
+    The newest checkpoint whose SHA-256 hashes verify is used; when checkpoints exist but none verifies,
+    the run is refused unless `restart` (its checkpoints and final/ are then set aside, never deleted)."""
     run_dir = Path(run_dir)
     kind = trainer_of(run_dir)
     if kind is None:
@@ -85,4 +91,8 @@ def resume_run(run_dir: str | Path, overrides: Sequence[str] = ()):
                          "`ldmkit train unet|vae|clip|attributes`")
     if not (run_dir / RECIPE_FILE).is_file():
         raise UsageError(f"{run_dir / RECIPE_FILE} is missing: the run never started, start it again")
+    if restart:
+        from ldmkit.training.checkpoint import restart_run
+
+        restart_run(run_dir)
     return run_trainer(kind, run_dir / RECIPE_FILE, run_dir, overrides)

@@ -28,19 +28,20 @@ from ldmkit.training.objective import (
     velocity,
 )
 from ldmkit.training.recipes import UNetRecipe
-from ldmkit.training.run_data import open_splits, weights_id, with_class_captions
+from ldmkit.training.run_data import open_run_data, weights_id
 
 CACHE_FOLDER = "cache"
 
 
-def training_scheduler_config(config: dict[str, Any], prediction_type: str, zero_terminal_snr: bool) -> dict[str, Any]:
-    """The scheduler config the trained model ships with: our prediction type and, for zero terminal
-    SNR, DDIM with rescaled betas and trailing spacing (Lin et al. 2023 §3.3: sample from the last step)."""
-    config = {**config, "prediction_type": prediction_type}
-    if zero_terminal_snr:
-        config.update(_class_name="DDIMScheduler", rescale_betas_zero_snr=True, timestep_spacing="trailing",
-                      set_alpha_to_one=False, clip_sample=False)
-    return config
+def training_scheduler_config(config: dict[str, Any], unet) -> dict[str, Any]:
+    """The scheduler config the trained model ships with (and trains on): the recipe's prediction type and
+    schedule in a diffusers class that can represent them (UsageError, before any training, if the recipe's
+    unet.scheduler cannot); zero terminal SNR samples with trailing spacing (Lin et al. 2023 §3.3)."""
+    from ldmkit.diffusion.scheduler_classes import trained_scheduler_config
+
+    return trained_scheduler_config(config, prediction_type=unet.prediction_type,
+                                    zero_terminal_snr=unet.zero_terminal_snr, beta_schedule=unet.beta_schedule,
+                                    beta_start=unet.beta_start, beta_end=unet.beta_end, scheduler=unet.scheduler)
 
 
 class UNetTask:
@@ -51,14 +52,13 @@ class UNetTask:
         obj = recipe.unet
         self.components = start_components(recipe.model, recipe.data.image_size)
         c = self.components
-        c.scheduler_config = training_scheduler_config(c.scheduler_config, obj.prediction_type, obj.zero_terminal_snr)
+        c.scheduler_config = training_scheduler_config(c.scheduler_config, obj)
         self.alphas_cumprod = NoiseSchedule.from_scheduler_config(c.scheduler_config).alphas_cumprod()
         self.num_timesteps = len(self.alphas_cumprod)
-        self.train, self.val = open_splits(recipe.data, self.run_dir)
-        if obj.class_conditional:
-            self.train = with_class_captions(self.train, recipe.data.class_template)
-            self.val = with_class_captions(self.val, recipe.data.class_template)
-        self.cache = build_latent_cache(c, self.train, self.run_dir / CACHE_FOLDER, recipe.data.image_size)
+        run_data = open_run_data(recipe.data, self.run_dir, class_conditional=obj.class_conditional)
+        self.train, self.val, self.dataset_meta = run_data.train, run_data.val, run_data.provenance
+        self.cache = build_latent_cache(c, self.train, self.run_dir / CACHE_FOLDER, recipe.data.image_size,
+                                        recipe=recipe)
         self.null_text = c.text_encoder.encode([""])[0].float()  # the empty prompt CFG contrasts with
         self.dual_encoder = None
         if obj.eval_clip is not None:  # checked now, not at the first validation hours later
@@ -82,7 +82,8 @@ class UNetTask:
 
     def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Scaled latent samples and text states (one random caption each, some dropped to the empty prompt)."""
-        cached = self.cache.batch(ids, generator, sample=self.recipe.unet.latent_sample)
+        cached = self.cache.batch(ids, generator, sample=self.recipe.unet.latent_sample,
+                                  flip_p=self.recipe.augment.flip_p)
         drop = torch.rand(len(ids), generator=generator) < self.recipe.unet.caption_dropout
         text = torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)
         return {"latents": cached.latents * self.components.scaling_factor, "text": text, "dropped": drop}
@@ -129,16 +130,35 @@ class UNetTask:
         write_model_folder(self.components, path, self.recipe, {"trainer": "unet", **self._eval_meta()})
 
     def _eval_meta(self) -> dict[str, Any]:
-        """The in-training evaluation rows so far (ldmkit.json `training_eval`; `ldmkit eval` reports them)."""
+        """ldmkit.json's `dataset` (the data trained on, see data_provenance) and the in-training evaluation
+        rows so far (`training_eval`; `ldmkit eval` reports them)."""
         from ldmkit.training.run_eval import read_eval_rows
 
         rows = read_eval_rows(self.run_dir)
-        return {"training_eval": rows} if rows else {}
+        meta = {"dataset": self.dataset_meta}  # the data actually trained on, classes included (`model info`)
+        return {**meta, "training_eval": rows} if rows else meta
 
 
-def build_latent_cache(components, dataset, cache_dir: Path, image_size: int):
-    """CachedLatents of `dataset` under the components' VAE and text encoder (reused when unchanged)."""
-    from ldmkit.data.cache import CacheSpec, build_cache
+def view_augmenter(augment, seed: int):
+    """augment_view for the latent cache: view v of an image is a random resized crop + colour jitter drawn
+    from a generator seeded by (train.seed, image id, v), so a rebuilt cache holds the same views."""
+    import hashlib
+
+    from ldmkit.data.augment import augment_view
+
+    def make_view(pixels, focus, sample, view: int):
+        digest = hashlib.sha256(f"{seed}/{sample.image_id}/{view}".encode()).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+        return augment_view(pixels, focus, g, crop_scale=augment.crop_scale, jitter=augment.jitter)
+
+    return make_view
+
+
+def build_latent_cache(components, dataset, cache_dir: Path, image_size: int, recipe: UNetRecipe | None = None):
+    """CachedLatents of `dataset` under the components' VAE and text encoder (reused when unchanged), with
+    the recipe's trimming policy and augmented views (`augment`)."""
+    from ldmkit.config.training import UNetAugmentSection
+    from ldmkit.data.cache import CacheSpec, build_cache, preprocess_for
 
     vae, text = components.vae, components.text_encoder
 
@@ -149,9 +169,14 @@ def build_latent_cache(components, dataset, cache_dir: Path, image_size: int):
     def encode_text(captions: list[str]) -> torch.Tensor:
         return text.encode(captions).float()
 
+    aug = recipe.augment if recipe is not None else UNetAugmentSection()
+    seed = recipe.train.seed if recipe is not None else 0
     spec = CacheSpec(image_encoder=f"vae-{weights_id(vae)}", text_encoder=f"{text.kind}-{weights_id(text.model)}",
-                     size=image_size)
-    return build_cache(dataset, cache_dir, encode_images=encode_images, encode_text=encode_text, spec=spec)
+                     size=image_size, flip_variants=aug.flip_p > 0, views=aug.views,
+                     augment_id=f"crop_scale={aug.crop_scale},jitter={aug.jitter},seed={seed}" if aug.views > 1 else "")
+    return build_cache(dataset, cache_dir, encode_images=encode_images, encode_text=encode_text, spec=spec,
+                       preprocess=preprocess_for(recipe.data.trim if recipe is not None else None),
+                       augment_view=view_augmenter(aug, seed) if aug.views > 1 else None)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from torch import nn
 from ldmkit.training.image_metrics import image_gradient_l1, psnr, ssim
 from ldmkit.training.model_start import start_components, write_model_folder
 from ldmkit.training.recipes import VAERecipe
-from ldmkit.training.run_data import load_pixels, open_splits
+from ldmkit.training.run_data import open_run_data
 
 SCALE_SEED = 1234  # posterior samples of the scaling-factor measurement (fixed: the factor is reproducible)
 
@@ -73,16 +73,27 @@ def adversarial_terms(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -
     return d_loss, g_loss
 
 
-def random_crops(pixels: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
-    """A crop x crop window at a random position of each image, mirrored with probability 1/2."""
+def random_crops(pixels: torch.Tensor, crop: int, generator: torch.Generator, flip_p: float = 0.5) -> torch.Tensor:
+    """A crop x crop window at a random position of each image, mirrored with probability flip_p."""
     n, _, h, w = pixels.shape
     u = torch.rand(n, 3, generator=generator)
     out = []
     for img, (ty, tx, flip) in zip(pixels, u.tolist()):
         top, left = int(ty * (h - crop + 1)), int(tx * (w - crop + 1))
         patch = img[:, top:top + crop, left:left + crop]
-        out.append(torch.flip(patch, dims=(-1,)) if flip < 0.5 else patch)
+        out.append(torch.flip(patch, dims=(-1,)) if flip < flip_p else patch)
     return torch.stack(out)
+
+
+def augmented(pixels: torch.Tensor, focus: torch.Tensor, augment, generator: torch.Generator) -> torch.Tensor:
+    """Each image through a random resized crop that keeps its focal point, then colour jitter (recipe
+    `augment`); the unchanged batch when both are off (no random draws then)."""
+    from ldmkit.data.augment import augment_view
+
+    if augment.crop_scale >= 1.0 and augment.jitter == 0:
+        return pixels
+    return torch.stack([augment_view(img, tuple(f.tolist()), generator, crop_scale=augment.crop_scale,
+                                     jitter=augment.jitter) for img, f in zip(pixels, focus)])
 
 
 class VAETask:
@@ -91,13 +102,17 @@ class VAETask:
     def __init__(self, recipe: VAERecipe, run_dir: str | Path) -> None:
         self.recipe, self.run_dir = recipe, Path(run_dir)
         self.components = start_components(recipe.model, recipe.data.image_size)
-        train, val = open_splits(recipe.data, self.run_dir)
+        run_data = open_run_data(recipe.data, self.run_dir)
+        train, val, self.dataset_meta = run_data.train, run_data.val, run_data.provenance
         size = recipe.data.image_size
         self.crop = recipe.vae.crop or size
         if self.crop > size or self.crop % self.components.vae_scale_factor:
             raise_crop(self.crop, size, self.components.vae_scale_factor)
-        self.train_pixels = load_pixels(train, size)
-        self.val_pixels = load_pixels(val, size) if len(val) else self.train_pixels[:8]
+        from ldmkit.data.cache import preprocess_for, standardized_pixels
+
+        preprocess = preprocess_for(recipe.data.trim)
+        self.train_pixels, self.train_focus = standardized_pixels(train, size, preprocess)
+        self.val_pixels = standardized_pixels(val, size, preprocess)[0] if len(val) else self.train_pixels[:8]
         self.components.vae.requires_grad_(True)
         self.autoencoder = AutoencoderPass(self.components.vae)
         self.disc = None
@@ -116,7 +131,9 @@ class VAETask:
         return len(self.train_pixels)
 
     def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        pixels = random_crops(self.train_pixels[ids], self.crop, generator)
+        aug = self.recipe.augment
+        pixels = augmented(self.train_pixels[ids], self.train_focus[ids], aug, generator)
+        pixels = random_crops(pixels, self.crop, generator, aug.flip_p)
         factor = self.components.vae_scale_factor
         latent = (len(ids), self.components.vae.config.latent_channels, self.crop // factor, self.crop // factor)
         return {"pixels": pixels, "noise": torch.randn(latent, generator=generator)}
@@ -177,7 +194,8 @@ class VAETask:
         vae.register_to_config(scaling_factor=scale)
         metrics = {"val_" + k: v for k, v in self.reconstruction_metrics(self.val_pixels).items()}
         write_model_folder(self.components, path, self.recipe,
-                           {"trainer": "vae", "vae_metrics": {**metrics, "scaling_factor": scale}})
+                           {"trainer": "vae", "vae_metrics": {**metrics, "scaling_factor": scale},
+                            "dataset": self.dataset_meta})
 
 
 def raise_crop(crop: int, size: int, factor: int) -> None:
