@@ -62,3 +62,28 @@ def test_large_init_image_is_resized_to_the_model_size_with_a_note(tiny_model, t
         in capsys.readouterr().err
     (png,) = (tmp_path / "o").glob("*.png")
     assert Image.open(png).size == (32, 16)
+
+
+@pytest.mark.slow
+def test_best_of_passes_the_whole_request_to_every_candidate(tiny_model, tmp_path):
+    import shutil
+
+    import torch
+
+    from ldmkit.models.dual_encoder import DualEncoder, DualEncoderConfig, save_dual_encoder
+    from ldmkit.models.folder import load_components
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    torch.manual_seed(0)
+    dual = DualEncoder(DualEncoderConfig(embed_dim=16, image_channels=(8, 16)), load_components(model).text_encoder)
+    save_dual_encoder(dual, model)
+    out = tmp_path / "o"
+    assert main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--best-of", "2", "--n", "2",
+                 "--seed", "3", "--negative", "blue", "--sampler", "euler", "--karras", "-o", str(out),
+                 "--quiet"]) == 0
+    pngs = sorted(out.glob("*.png"))
+    seeds = sorted(int(p.stem.rsplit("-", 1)[1]) for p in pngs)
+    assert len(pngs) == 2 and seeds[0] in (3, 4) and seeds[1] in (5, 6)  # image k: candidates 3 + 2k, 4 + 2k
+    text = Image.open(pngs[0]).text["parameters"]
+    assert "Negative prompt: blue" in text and "Sampler: euler" in text and "Schedule type: Karras" in text

@@ -101,7 +101,6 @@ BEFORE_LOAD = [
     (["generate", "x", "--trajectory-every", "2"], 2, "needs --trajectory"),
     (["generate", "x", "--trajectory", "--trajectory-every", "0"], 2, "--trajectory-every must be >= 1"),
     (["generate", "x", "--best-of", "0"], 2, "--best-of must be >= 1"),
-    (["generate", "x", "--threads", "0"], 2, "--threads must be >= 1"),
     (["generate", "x", "-o", "{file}"], 2, "exists and is not a folder"),
     (["generate", "x", "-o", "{file}/sub"], 2, "is a file, so the folder cannot be created"),
     (["generate", "x", "--init-image", "{tmp}/missing.png"], 2, "cannot read init image"),

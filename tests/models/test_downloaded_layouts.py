@@ -196,6 +196,7 @@ def test_generate_with_a_single_file_gives_diffusers_image(single_file, tmp_path
     assert np.array_equal(_png_pixels(out), _png_pixels(out2))
 
 
+@pytest.mark.slow  # ~10 s on 2 cores: diffusers' from_pretrained and three generate runs
 def test_model_convert_writes_a_folder_ldmkit_and_diffusers_load(single_file, tmp_path, capsys):
     from diffusers import StableDiffusionPipeline
 

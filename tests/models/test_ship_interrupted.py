@@ -3,6 +3,7 @@ folder is (put back) in place; ship records SHA-256 per file, and a recipe's shi
 does not verify is refused, not redone over what is there."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,18 @@ def model(tmp_path_factory):
     return root / "model"
 
 
-@pytest.fixture()
-def shipped(model, tmp_path):
-    out = tmp_path / "pkg" / "default_model"
+@pytest.fixture(scope="module")
+def first_ship(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ship-int-first") / "default_model"
     ship_model(ShipSpec(source=model, out=out, name="first"))
+    return out
+
+
+@pytest.fixture()
+def shipped(first_ship, tmp_path):
+    """A copy of one real ship, for each test to damage or interrupt."""
+    out = tmp_path / "pkg" / "default_model"
+    shutil.copytree(first_ship, out)
     return out
 
 
@@ -59,9 +68,11 @@ def test_interrupted_ship_leaves_the_old_folder_intact(model, shipped, monkeypat
     assert sorted(p.name for p in shipped.parent.iterdir()) == ["default_model"]  # no temporary folder left
 
 
-def test_ship_stopped_between_the_renames_is_put_back(model, shipped, monkeypatch):
+def test_ship_killed_between_the_renames_is_put_back(model, shipped, monkeypatch):
     before = _snapshot(shipped)
     shipped.rename(shipped.with_name(f".{shipped.name}.old-4242"))  # what kill -9 between the renames leaves
+    stale = shipped.with_name(f".{shipped.name}.shipping-999999999")  # a killed ship's half-built folder
+    (stale / "unet").mkdir(parents=True)
     lines = []
 
     def fail(*args):

@@ -19,6 +19,7 @@ from ldmkit.training.recipes import UNetRecipe, VAERecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.yaml"
+VAE_SHAPES = ROOT / "configs" / "vae-shapes.yaml"
 FAST = ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=0", "train.progress_bar=false",
         "train.log_every=1", "data.val_fraction=0.0", "unet.latent_sample=false", "unet.caption_dropout=0.0"]
 
@@ -36,6 +37,11 @@ def _sided_dataset(root: Path, n: int = 4) -> Path:
         rows.append({"file_name": f"{i}.png", "text": "red on the left, blue on the Right"})
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return root
+
+
+def _vae_recipe(data: Path, *overrides: str) -> VAERecipe:
+    return load_recipe(VAE_SHAPES, VAERecipe, [*FAST[:5], "data.val_fraction=0.0", "data.image_size=32",
+                                               f"data.path={data}", "data.builtin=null", *overrides])
 
 
 def _unet_recipe(data: Path, *overrides: str) -> UNetRecipe:
@@ -100,7 +106,7 @@ def test_keys_without_effect_are_errors(tmp_path):
     with pytest.raises(UsageError, match="no effect"):
         load_recipe(TINY, UNetRecipe, ["data.trim.fit=pad", "data.trim.focus=face"])
     with pytest.raises(UsageError, match="unknown key"):
-        load_recipe(TINY, VAERecipe, ["augment.views=2"])  # the VAE trainer augments every step, uncached
+        load_recipe(VAE_SHAPES, VAERecipe, ["augment.views=2"])  # the VAE trainer augments every step, uncached
     with pytest.raises(UsageError, match="jitter"):
         load_recipe(TINY, UNetRecipe, ["augment.jitter=1.5", "augment.views=2"])
 
@@ -110,15 +116,13 @@ def test_vae_trainer_flip_p_and_focus_keeping_crops(tmp_path):
 
     torch.set_num_threads(1)
     data = _sided_dataset(tmp_path / "ds", n=2)
-    base = [*FAST[:5], "data.val_fraction=0.0", f"data.path={data}", "data.builtin=null"]
-    never = VAETask(load_recipe(TINY, VAERecipe, [*base, "augment.flip_p=0"]), tmp_path / "a")
-    always = VAETask(load_recipe(TINY, VAERecipe, [*base, "augment.flip_p=1"]), tmp_path / "b")
+    never = VAETask(_vae_recipe(data, "augment.flip_p=0"), tmp_path / "a")
+    always = VAETask(_vae_recipe(data, "augment.flip_p=1"), tmp_path / "b")
     a = never.batch([0, 1], torch.Generator().manual_seed(0))["pixels"]
     b = always.batch([0, 1], torch.Generator().manual_seed(0))["pixels"]
     torch.testing.assert_close(a, never.train_pixels[[0, 1]])
     torch.testing.assert_close(b, torch.flip(never.train_pixels[[0, 1]], dims=(-1,)))
-    cropped = VAETask(load_recipe(TINY, VAERecipe, [*base, "augment.flip_p=0", "augment.crop_scale=0.5"]),
-                      tmp_path / "c")
+    cropped = VAETask(_vae_recipe(data, "augment.flip_p=0", "augment.crop_scale=0.5"), tmp_path / "c")
     c = cropped.batch([0, 1], torch.Generator().manual_seed(0))["pixels"]
     assert c.shape == a.shape and not torch.allclose(c, a)
 

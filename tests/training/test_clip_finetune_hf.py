@@ -155,3 +155,20 @@ def test_a_clip_model_start_refuses_unused_keys_and_too_many_layers_before_train
             ClipTask(load_recipe(CONFIGS / "clip-finetune.yaml", ClipRecipe, _settings(tmp_path, clip, *extra)),
                      tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_comparison_is_paired_and_states_the_relative_change():
+    import numpy as np
+
+    from ldmkit.training.clip_report import compare, format_table
+
+    before = {"i2t_r@1": np.array([1, 0, 0, 0, 1, 0, 0, 0], bool), "t2i_r@1": np.zeros(8, bool)}
+    after = {"i2t_r@1": np.array([1, 1, 0, 0, 1, 1, 0, 1], bool), "t2i_r@1": np.array([1, 0, 0, 0, 0, 0, 0, 0], bool)}
+    rows = compare(before, after, n_boot=200)
+    assert rows["i2t_r@1"]["relative"] == pytest.approx(1.5)  # 0.25 -> 0.625
+    assert rows["t2i_r@1"]["relative"] is None  # from 0: no relative change
+    # paired: every item either stayed or improved, so no resample can show a drop
+    assert rows["i2t_r@1"]["change"][1] >= 0 and rows["i2t_r@1"]["change"][0] == pytest.approx(0.375)
+    table = format_table({"split": "test", "images": 8, "captions": 8, "start": "x", "comparison": rows,
+                          "before": {"i2t_r@1_chance": 0.125}})
+    assert "+150%" in table and "n/a (from 0)" in table and "0.125" in table

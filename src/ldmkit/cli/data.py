@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ldmkit.errors import UsageError
+from ldmkit.errors import UsageError, shown
 
 FORMAT_CHOICES = ("imagefolder", "coco", "flickr30k", "flickr8k", "sidecar", "classfolders")
 """Mirrors ldmkit.data.formats.FORMATS (not imported here: `ldmkit --help` must stay light)."""
@@ -48,6 +48,12 @@ def register(subparsers) -> None:
                          help="PNG to write (default: <folder name>-preview.png in the current folder)")
     preview.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     preview.add_argument("--size", type=int, default=64, help="standardized side in pixels (default 64)")
+    preview.add_argument("--no-trim", action="store_true",
+                         help="keep uniform borders (recipe: data.trim.trim: false)")
+    preview.add_argument("--focus", choices=("auto", "face", "saliency", "centre"), default="auto",
+                         help="where a crop that cannot hold the whole subject goes (data.trim.focus; default auto)")
+    preview.add_argument("--fit", choices=("crop", "pad"), default="crop",
+                         help="crop to the square or pad the short side (data.trim.fit; default crop)")
     preview.set_defaults(func=run_preview)
 
 
@@ -114,7 +120,7 @@ def parse_counts(items: list[str] | None) -> int | dict[str, int] | None:
         try:
             return int(items[0])
         except ValueError:
-            raise UsageError(f"--n {items[0]!r}: expected an integer or PART=N") from None
+            raise UsageError(f"--n {shown(items[0])}: expected an integer or PART=N") from None
     counts = {}
     for item in items:
         part, sep, value = item.partition("=")
@@ -123,7 +129,7 @@ def parse_counts(items: list[str] | None) -> int | dict[str, int] | None:
                 raise ValueError
             counts[part.strip()] = int(value)
         except ValueError:
-            raise UsageError(f"--n {item!r}: with several --n, each must be PART=N such as avatars=2000") from None
+            raise UsageError(f"--n {shown(item)}: with several --n, each must be PART=N such as avatars=2000") from None
     return counts
 
 
@@ -140,6 +146,7 @@ def run_preview(args: argparse.Namespace) -> int:
     from ldmkit.data.preview import preview_dataset
 
     out = args.out if args.out is not None else Path(f"{args.dir.resolve().name}-preview.png")
-    written = preview_dataset(args.dir, out, n=args.n, size=args.size)
+    written = preview_dataset(args.dir, out, n=args.n, size=args.size, policy=args.fit, focus=args.focus,
+                              trim=not args.no_trim)
     print(f"wrote {written}")
     return 0

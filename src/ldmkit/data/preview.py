@@ -16,19 +16,24 @@ COLUMNS = 4
 TRIM_COLOUR = (0, 170, 0)
 CROP_COLOUR = (220, 0, 0)
 TEXT_HEIGHT = 24
+MAX_IMAGES = 256
+MAX_SIZE = 1024
 
 
-def preview_dataset(root: Path, out: Path, *, n: int = 16, size: int = 64, seed: int = 0) -> Path:
+def preview_dataset(root: Path, out: Path, *, n: int = 16, size: int = 64, seed: int = 0, policy: str = "crop",
+                    focus: str = "auto", trim: bool = True) -> Path:
     """Write a PNG contact sheet of n images of the dataset at `root` standardized to `size`; returns its path.
 
-    `out` is the PNG path (a folder gets `preview.png` inside it). Images are a seeded sample.
+    `out` is the PNG path (a folder gets `preview.png` inside it). Images are a seeded sample. policy,
+    focus, trim: standardize's options (a recipe's data.trim.fit / focus / trim).
     """
     from PIL import Image, ImageDraw
 
-    from ldmkit.data.trim import standardize
+    from ldmkit.data.trim import Standardizer
 
-    if n < 1 or size < 8:
-        raise UsageError(f"n must be >= 1 and size >= 8, got n={n}, size={size}")
+    if n < 1 or size < 8 or n > MAX_IMAGES or size > MAX_SIZE:
+        raise UsageError(f"n must be in 1..{MAX_IMAGES} and size in 8..{MAX_SIZE}, got n={n}, size={size}")
+    standardize = Standardizer(policy=policy, focus=focus, trim=trim)
     items = dataset_items(Path(root))
     if not items:
         raise DataError(f"no images found under {root} (looked for {', '.join(IMAGE_SUFFIXES)})")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ldmkit.data.report import accounting_line
 from ldmkit.data.splits import split_ids
-from ldmkit.errors import UsageError, printable
+from ldmkit.errors import UsageError, printable, shown
 
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 TOP_WORDS = 30
@@ -134,7 +134,7 @@ def stats_lines(stats: dict) -> list[str]:
     ]
     classes = stats.get("classes") or {}
     for folder, info in list(classes.items())[:TOP_LABEL_VALUES]:
-        lines.append(f"class {printable(folder)}: {info['images']} images, caption {info['caption']!r}")
+        lines.append(f"class {printable(folder)}: {info['images']} images, caption {shown(info['caption'])}")
     if len(classes) > TOP_LABEL_VALUES:
         lines.append(f"... {len(classes) - TOP_LABEL_VALUES} more classes (stats.json lists them all)")
     for key, info in stats["labels"].items():

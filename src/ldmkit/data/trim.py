@@ -133,7 +133,7 @@ def check_policy(policy: str, focus: str, trim: bool) -> None:
     if not isinstance(trim, bool):
         raise UsageError(f"trim must be true or false, got {trim!r}")
     if policy == "pad" and focus != "auto":
-        raise UsageError(f"focus {focus!r} has no effect with policy 'pad' (padding keeps the whole image)")
+        raise UsageError(f"focus {focus!r} has no effect with fit (policy) 'pad': padding keeps the whole image")
 
 
 class Standardizer:

@@ -81,7 +81,8 @@ def trained_scheduler_config(start: dict[str, Any], *, prediction_type: str, zer
     else:
         cls = next(c for c in (start_cls, *FALLBACK_CLASSES) if not cannot_represent(c, schedule, zero_terminal_snr))
     keys = CLASS_DEFAULTS[cls]
-    config = {k: v for k, v in start.items() if k in keys or k.startswith("_")}
+    # a new class takes only the start's keys it reads (diffusers would warn about the others and ignore them)
+    config = dict(start) if cls == start_cls else {k: v for k, v in start.items() if k in keys or k.startswith("_")}
     config.update(_class_name=cls, prediction_type=prediction_type, beta_schedule=schedule,
                   beta_start=beta_start if beta_start is not None else eff["beta_start"],
                   beta_end=beta_end if beta_end is not None else eff["beta_end"],

@@ -107,16 +107,17 @@ def _per_level(file: Path, config: dict[str, Any], name: str, levels: int, defau
     if value is None:
         return [default] * levels
     if isinstance(value, (list, tuple)):
-        flat = [max(v) if isinstance(v, (list, tuple)) and v else v for v in value]
+        flat = [max(v, default=default) if isinstance(v, (list, tuple)) else v for v in value]
         if len(flat) != levels:
             raise ModelFolderError(f"{file}: {name} has {len(flat)} entries but block_out_channels has {levels}")
         return [int(v) for v in flat]
     return [int(value)] * levels
 
 
-def _channels(file: Path, config: dict[str, Any]) -> list[int]:
-    channels = config.get("block_out_channels")
-    if not isinstance(channels, (list, tuple)) or not 1 <= len(channels) <= MAX_BLOCKS:
+def _channels(file: Path, config: dict[str, Any], default: tuple[int, ...]) -> list[int]:
+    channels = config.get("block_out_channels", default)  # the default: diffusers' constructor default
+    if (not isinstance(channels, (list, tuple)) or not 1 <= len(channels) <= MAX_BLOCKS
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in channels)):
         raise ModelFolderError(f"{file}: block_out_channels must be a list of 1..{MAX_BLOCKS} integers, "
                                f"got {_clip(channels)}")
     groups = config.get("norm_num_groups")
@@ -132,6 +133,16 @@ def _channels(file: Path, config: dict[str, Any]) -> list[int]:
     return [int(c) for c in channels]
 
 
+def _n(config: dict[str, Any], key: str, default: int) -> int:
+    """One size from a config field already range-checked by `_ints` (the largest entry of a list)."""
+    value = config.get(key)
+    if value is None:
+        return default
+    flat = [w for v in value for w in (v if isinstance(v, (list, tuple)) else [v])] \
+        if isinstance(value, (list, tuple)) else [value]
+    return int(max(flat, default=default))
+
+
 def _resnet(cin: int, cout: int, temb: int) -> int:
     return 9 * cin * cout + 9 * cout * cout + temb * cout + (cin * cout if cin != cout else 0)
 
@@ -143,16 +154,16 @@ def _transformer(d: int, context: int, layers: int) -> int:
 
 def estimate_unet_params(file: Path, config: dict[str, Any]) -> int:
     """Approximate parameter count of a UNet2DConditionModel config (convolutions, attention, feed-forward)."""
-    channels = _channels(file, config)
+    channels = _channels(file, config, (320, 640, 1280, 1280))
     n = len(channels)
     layers = _per_level(file, config, "layers_per_block", n, 2)
     depth = _per_level(file, config, "transformer_layers_per_block", n, 1)
-    context = max(_ints(file, "cross_attention_dim", config.get("cross_attention_dim", 1280), 1, 16384))
+    context = _n(config, "cross_attention_dim", 1280)
     down = config.get("down_block_types") or ["CrossAttnDownBlock2D"] * n
     attn = ["CrossAttn" in str(t) for t in down]
-    temb = int(config.get("time_embedding_dim") or 4 * channels[0])
-    total = temb * channels[0] + temb * temb + 9 * channels[0] * (int(config.get("in_channels", 4))
-                                                                  + int(config.get("out_channels", 4)))
+    temb = _n(config, "time_embedding_dim", 4 * channels[0])
+    total = temb * channels[0] + temb * temb + 9 * channels[0] * (_n(config, "in_channels", 4)
+                                                                  + _n(config, "out_channels", 4))
     cin = channels[0]
     for i, c in enumerate(channels):  # down path
         for _ in range(layers[i]):
@@ -171,10 +182,10 @@ def estimate_unet_params(file: Path, config: dict[str, Any]) -> int:
 
 def estimate_vae_params(file: Path, config: dict[str, Any]) -> int:
     """Approximate parameter count of an AutoencoderKL config (encoder + decoder + mid-block attention)."""
-    channels = _channels(file, config)
-    layers = int(config.get("layers_per_block", 1))
-    latent = int(config.get("latent_channels", 4))
-    total = 9 * channels[0] * (int(config.get("in_channels", 3)) + int(config.get("out_channels", 3)))
+    channels = _channels(file, config, (64,))
+    layers = _n(config, "layers_per_block", 1)
+    latent = _n(config, "latent_channels", 4)
+    total = 9 * channels[0] * (_n(config, "in_channels", 3) + _n(config, "out_channels", 3))
     total += 2 * (9 * channels[-1] * 2 * latent + 4 * latent * latent)
     for side_layers in (layers, layers + 1):  # encoder, decoder
         cin = channels[0]
@@ -187,10 +198,10 @@ def estimate_vae_params(file: Path, config: dict[str, Any]) -> int:
 
 def estimate_text_params(config: dict[str, Any]) -> int:
     """Approximate parameter count of a CLIP text / BERT config (embeddings + transformer layers)."""
-    h = int(config.get("hidden_size", 512))
-    inter = int(config.get("intermediate_size", 4 * h))
-    embed = (int(config.get("vocab_size", 49408)) + int(config.get("max_position_embeddings", 77))) * h
-    return embed + int(config.get("num_hidden_layers", 12)) * (4 * h * h + 2 * h * inter)
+    h = _n(config, "hidden_size", 512)
+    inter = _n(config, "intermediate_size", 4 * h)
+    embed = (_n(config, "vocab_size", 49408) + _n(config, "max_position_embeddings", 77)) * h
+    return embed + _n(config, "num_hidden_layers", 12) * (4 * h * h + 2 * h * inter)
 
 
 def max_params() -> int:

@@ -303,9 +303,13 @@ def load_components(path: str | Path, *, allow_pickle: bool = False, dtype: Any 
     for name in ("unet", "vae"):
         cls = getattr(diffusers, classes[name][1])
         safetensors, variant = _weights_kind(path / name, allow_pickle=allow_pickle)
-        models[name] = cls.from_pretrained(
-            path / name, local_files_only=True, use_safetensors=safetensors, variant=variant, torch_dtype=dtype
-        ).eval()
+        try:
+            models[name] = cls.from_pretrained(
+                path / name, local_files_only=True, use_safetensors=safetensors, variant=variant, torch_dtype=dtype
+            ).eval()
+        except (ValueError, TypeError, KeyError, EnvironmentError) as err:  # a config diffusers cannot build
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise ModelFolderError(f"{path / name}: diffusers cannot load this {classes[name][1]}: {first}") from None
     text = _text_encoder_from(path / "text_encoder", path / "tokenizer", allow_pickle=allow_pickle, dtype=dtype)
     scheduler = _read_json(path / "scheduler" / CONFIG_FILES["scheduler"])
     meta = _read_json(path / META_FILE) if (path / META_FILE).exists() else {}

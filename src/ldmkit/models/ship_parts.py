@@ -117,7 +117,8 @@ def ship_clip(clip: Path, model: Path, tmp: Path) -> None:
     """Copy the dual encoder; a frozen text tower must be the shipped model's own text encoder."""
     folder = _clip_source(clip)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    if not config.get("text_tuned", False) and folder.parent.resolve() != model.resolve():
+    self_contained = config.get("text_tuned", False) or config.get("model_type") == "clip"  # a CLIPModel: both towers
+    if not self_contained and folder.parent.resolve() != model.resolve():
         both_packaged = is_packaged_minilm(folder.parent) and is_packaged_minilm(model)
         if not both_packaged and not _same_state(_state_dict(folder.parent), _state_dict(model)):
             raise UsageError(f"the dual encoder in {folder} was trained on {folder.parent}'s text encoder, which "

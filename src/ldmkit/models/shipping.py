@@ -232,9 +232,25 @@ def verify_ship(folder: Path) -> str | None:
         return f"{META_FILE} cannot be read as a ship record ({type(err).__name__})"
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def _recover_interrupted(out: Path, log: Callable[[str], None]) -> None:
-    """Undo a ship stopped between its two renames: the earlier ship, moved aside, goes back to `out`."""
-    aside = sorted(out.parent.glob(f".{out.name}.old-*")) if out.parent.is_dir() else []
+    """Undo a ship stopped between its two renames (the earlier ship, moved aside, goes back to `out`), and
+    remove the temporary folders of ships whose process is gone (never complete: nothing else refers to them)."""
+    if not out.parent.is_dir():
+        return
+    for stale in out.parent.glob(f".{out.name}.shipping-*"):
+        if stale.is_dir() and not _alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale)
+    aside = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
     if not aside:
         return
     if out.exists() and any(out.iterdir()):

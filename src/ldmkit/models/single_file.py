@@ -139,6 +139,9 @@ def load_single_file(
         raise ModelFolderError(f"preset {p.name!r} uses a {p.text_encoder} text encoder; single files hold CLIP")
     checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
     p = p or infer_preset(checkpoint, path)
+    dtype = dtype or torch.float32
+    # cast here: the modules take these tensors as they are (assign=True), so no module-level .to() is needed
+    checkpoint = {k: v.to(dtype) if v.is_floating_point() else v for k, v in checkpoint.items()}
     unet = _on_meta(lambda: UNet2DConditionModel(**p.unet))
     unet = _fill(unet, convert_ldm_unet_checkpoint(checkpoint, dict(unet.config)), "UNet", path, p)
     vae = _on_meta(lambda: AutoencoderKL(**p.vae))
@@ -150,11 +153,10 @@ def load_single_file(
     )  # fmt: skip
     text_model = CLIPTextModel(config)  # real init: its non-persistent position_ids buffer must exist
     text_model = _fill(text_model, _text_state(checkpoint, text_model, path), "text encoder", path, p)
-    dtype = dtype or torch.float32
     meta = {"preset": p.name, "image_size": p.image_size, "text_encoder": "clip", "single_file": path.name}
     return Components(
-        unet=unet.to(dtype).eval(),
-        vae=vae.to(dtype).eval(),
+        unet=unet.eval(),
+        vae=vae.eval(),
         text_encoder=TextEncoder(text_model.to(dtype).eval(), tokenizer, "clip"),
         scheduler_config=dict(p.scheduler),
         meta=meta,

@@ -152,11 +152,10 @@ def find_resume_point(run_dir: Path, accelerator: Any) -> tuple[int, Path] | Non
     Every process checks (read-only, same answer); the main process renames.
     """
     best, rejected = refuse_unverifiable(run_dir)
-    main = accelerator.is_main_process
     if best is None:
         return None
     accelerator.wait_for_everyone()  # every process has read before anything is renamed
-    if main:
+    if accelerator.is_main_process:
         kept = [files.set_aside(v.folder).name for v in rejected if files.sealed_by_ldmkit(v.folder)]
         if rejected:
             why = "; ".join(f"{v.folder.name}: {v.problem}" for v in rejected[:3])
@@ -178,13 +177,8 @@ def restart_run(run_dir: Path) -> list[Path]:
         raise CheckpointError(f"--restart: {best.folder} verifies, so `ldmkit train resume {run_dir}` continues "
                               "from it; to start over, train into a new --out folder")
     moved = [files.set_aside(v.folder) for v in rejected]
-    final = run_dir / FINAL
-    if final.exists():
-        target, k = final.with_name(FINAL + files.UNVERIFIED), 1
-        while target.exists():
-            target, k = final.with_name(f"{FINAL}{files.UNVERIFIED}-{k}"), k + 1
-        final.rename(target)
-        moved.append(target)
+    if (run_dir / FINAL).exists():
+        moved.append(files.set_aside(run_dir / FINAL))  # final.unverified: trained from checkpoints now unusable
     if not moved:
         raise CheckpointError(f"--restart: {run_dir} has no checkpoint and no {FINAL}/ to set aside; "
                               f"`ldmkit train resume {run_dir}` starts it from step 0 as it is")

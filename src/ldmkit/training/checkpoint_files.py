@@ -226,7 +226,7 @@ def survey(run_dir: Path) -> tuple[Verdict | None, list[Verdict]]:
 
 
 def set_aside(folder: Path) -> Path:
-    """Rename a checkpoint folder that does not verify to step-N.unverified[-k] (ignored from then on)."""
+    """Rename a folder that does not verify to NAME.unverified[-k] (a checkpoint is ignored from then on)."""
     target = folder.with_name(folder.name + UNVERIFIED)
     k = 1
     while target.exists():

@@ -66,15 +66,16 @@ def format_table(report: dict[str, Any]) -> str:
     rows = report.get("comparison") or {}
     head = (f"held-out retrieval, {report.get('split')} split: {report.get('images')} images, "
             f"{report.get('captions')} captions; before = {report.get('start')}")
-    lines = [head, f"{'metric':<17} {'before':<22} {'after':<22} {'change':<24} relative"]
+    lines = [head, f"{'metric':<17} {'before':<22} {'after':<22} {'change':<24} {'relative':<9} chance"]
     for key, row in rows.items():
         direction, k = key.split("_r@")
         b, a, c = row["before"], row["after"], row["change"]
+        chance = (report.get("before") or {}).get(f"{key}_chance")
         lines.append(f"{LABELS[direction] + ' R@' + k:<17} {b[0]:.3f} [{b[1]:.3f}, {b[2]:.3f}]   "
                      f"{a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}]   {c[0]:+.3f} [{c[1]:+.3f}, {c[2]:+.3f}]   "
-                     f"{_percent(row['relative'])}")
+                     f"{_percent(row['relative']):<9} {'' if chance is None else f'{chance:.3f}'}")
     lines.append("image->text: a hit when ANY caption of the image is in the top k; [95% bootstrap interval]; "
-                 "change: paired, same items")
+                 "change: paired, same items; chance: a random ranking")
     return "\n".join(lines)
 
 

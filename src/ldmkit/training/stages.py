@@ -165,7 +165,7 @@ def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage
         try:
             filled.append(o.format(**values))
         except (KeyError, IndexError) as err:
-            raise UsageError(f"stage {shown(stage)}: override {shown(o)} refers to {err}, which is not an earlier stage "
+            raise UsageError(f"stage {shown(stage)}: override {shown(o)} refers to {shown(str(err))}, which is not an earlier stage "
                              f"({', '.join(finals) or 'none'})") from None
     return filled
 
