@@ -88,6 +88,7 @@ def test_recipe_check_refuses_at_load_time(overrides, match):
         load_recipe(TINY, UNetRecipe, overrides)
 
 
+@pytest.mark.slow  # a tiny model built and saved, then a 2-step run: ~20 s on a busy 2-core machine
 def test_start_dependent_schedule_fails_before_training_starts(tmp_path):
     """The start model's own schedule (sigmoid, from its folder) with unet.scheduler=PNDMScheduler: refused when
     the trainer starts, before the dataset, the latent cache or any step."""
@@ -105,6 +106,7 @@ def test_start_dependent_schedule_fails_before_training_starts(tmp_path):
     assert not (tmp_path / "run" / "cache").exists() and not (tmp_path / "run" / "dataset").exists()
 
 
+@pytest.mark.slow  # a tiny model built and saved, then a 2-step run: ~20 s on a busy 2-core machine
 def test_sigmoid_training_run_ships_a_ddpm_scheduler_it_samples_with(tmp_path):
     from ldmkit.pipeline import Pipeline
     from ldmkit.training.unet import UNetTask, train_unet

@@ -327,3 +327,28 @@ def test_bad_input(row, tiny_model, tmp_path, capsys, monkeypatch):
         assert err.count("ldmkit: error:") <= 1 and err.strip().count("\n") <= 25
     assert _snapshot(tmp_path) == before  # nothing written, nothing removed, no payload ran
     assert _snapshot(tiny_model) == model_before
+
+
+def test_yaml_alias_bomb_is_refused_under_a_memory_limit(tmp_path):
+    """In a process limited to 1 GiB of address space (a 2 GB allocation fails there, checked first; echoing
+    the expanded bomb, as an error message once did, takes 9**9 * 5 bytes = 1.9 GB), the recipe is refused in
+    one short line and nothing is written."""
+    import os
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "try:\n    bytearray(2 * 10**9)\n    print('ALLOCATED', file=sys.stderr)\n"
+        "except MemoryError:\n    pass\n"
+        "from ldmkit.cli import main\n"
+        "print('ROW', main(['train', 'unet', '--config', sys.argv[1], '--out', sys.argv[2]]), file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(bomb), str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "ALLOCATED" not in proc.stderr, "the memory limit did not stop a 2 GB allocation"
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "ROW 2" in proc.stderr, proc.stderr[-2000:]
+    assert "aliases (*name) are not allowed" in proc.stderr and len(proc.stderr) < 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.yaml"]

@@ -119,3 +119,23 @@ def test_cli_compose_from_a_clip_text_model_folder_and_from_a_finetune_run(world
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
     assert last.startswith("ldmkit: error:") and "48" in last and "32" in last and "Traceback" not in err
+
+
+def test_text_tower_of_ldmkit_own_dual_encoder_run(world, tmp_path):
+    """A `train clip` result with clip.tune_text: its tuned text tower; a frozen one has none to give."""
+    import copy
+
+    from ldmkit.models.dual_encoder import DualEncoder, DualEncoderConfig, save_dual_encoder
+    from ldmkit.models.folder import load_components, load_text_encoder
+    from ldmkit.models.text import TextEncoder
+
+    sd_text = load_text_encoder(world["sd"])
+    tuned = TextEncoder(copy.deepcopy(sd_text.model), sd_text.tokenizer, "clip")
+    with torch.no_grad():
+        tuned.model.embeddings.token_embedding.weight.add_(0.5)
+    save_dual_encoder(DualEncoder(DualEncoderConfig(embed_dim=8, image_channels=(8,), text_tuned=True), tuned),
+                      tmp_path / "own" / "final")
+    compose_text_encoder(world["sd"], tmp_path / "own", tmp_path / "out")
+    torch.testing.assert_close(load_components(tmp_path / "out").text_encoder.encode(["a cat"]), tuned.encode(["a cat"]))
+    with pytest.raises(UsageError, match="did not train its text tower"):
+        compose_text_encoder(world["sd"], world["sd"] / "clip", tmp_path / "never")

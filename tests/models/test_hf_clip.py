@@ -38,7 +38,8 @@ def _reference_embeddings(folder: Path, pixels: torch.Tensor, prompts: list[str]
     with torch.no_grad():
         out = model(input_ids=tok.input_ids, attention_mask=tok.attention_mask,
                     pixel_values=((pixels + 1) / 2 - mean) / std)
-    return out.image_embeds, out.text_embeds, float(out.logits_per_image[0, 0] / (out.image_embeds[0] @ out.text_embeds[0]))
+    scale = float(out.logits_per_image[0, 0] / (out.image_embeds[0] @ out.text_embeds[0]))
+    return out.image_embeds, out.text_embeds, scale
 
 
 def test_embeddings_and_temperature_equal_transformers_clip(clip_folder):
@@ -105,7 +106,7 @@ def test_tuning_whole_towers_or_only_their_last_layers(clip_folder):
     last = dual.set_tuning(tune_text=True, tune_image=True, last_layers=1)
     trainable = {n for n, p in dual.named_parameters() if p.requires_grad}
     assert any(".encoder.layers.1." in n for n in trainable) and not any(".encoder.layers.0." in n for n in trainable)
-    assert "clip.text_model.final_layer_norm.weight" in trainable and "clip.vision_model.post_layernorm.weight" in trainable
+    assert {"clip.text_model.final_layer_norm.weight", "clip.vision_model.post_layernorm.weight"} <= trainable
     assert "clip.text_model.embeddings.token_embedding.weight" not in trainable
     assert heads < last < dual.set_tuning(tune_text=True, tune_image=True)
     with pytest.raises(UsageError, match="more than the text tower's 2 layers"):
@@ -152,7 +153,8 @@ def test_folders_that_are_not_a_usable_clip_model_are_refused(clip_folder, tmp_p
 
     shutil.copytree(clip_folder, tmp_path / "partial")
     state = load_file(str(tmp_path / "partial" / "model.safetensors"))
-    save_file({k: v for k, v in state.items() if "visual_projection" not in k}, str(tmp_path / "partial" / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if "visual_projection" not in k},
+              str(tmp_path / "partial" / "model.safetensors"))
     with pytest.raises(ModelFolderError, match="lack 1 tensors"):
         load_hf_clip(tmp_path / "partial")
 

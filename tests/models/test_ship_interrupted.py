@@ -24,7 +24,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 def model(tmp_path_factory):
     root = tmp_path_factory.mktemp("ship-int-src")
     torch.manual_seed(0)
-    save_components(build_components("tiny", seed=5, text_encoder="minilm"), root / "model")
+    save_components(build_components("tiny", seed=5), root / "model")
     return root / "model"
 
 

@@ -111,6 +111,16 @@ def test_keys_without_effect_are_errors(tmp_path):
         load_recipe(TINY, UNetRecipe, ["augment.jitter=1.5", "augment.views=2"])
 
 
+def test_a_cache_too_big_for_memory_is_refused_before_encoding():
+    from ldmkit.config.training import UNetAugmentSection
+    from ldmkit.training.unet import check_cache_size
+
+    aug = UNetAugmentSection(flip_p=0.5, crop_scale=0.8, views=64)
+    check_cache_size(1000, aug, (4, 16, 16))  # 1000 x 64 x 2 x 2 x 4 KiB = 1 GiB: fine
+    with pytest.raises(UsageError, match="augment.views"):
+        check_cache_size(100_000, aug, (4, 64, 64))
+
+
 def test_vae_trainer_flip_p_and_focus_keeping_crops(tmp_path):
     from ldmkit.training.vae import VAETask
 

@@ -104,8 +104,8 @@ def test_eval_clip_and_best_of_take_a_clip_model_and_the_finetuned_run(tmp_path)
 
     torch.set_num_threads(1)
     clip = fixtures.tiny_clip_folder(tmp_path / "clip")
-    run = train_clip(load_recipe(CONFIGS / "clip-finetune.yaml", ClipRecipe, _settings(tmp_path, clip, "train.steps=2")),
-                     tmp_path / "run")
+    recipe = load_recipe(CONFIGS / "clip-finetune.yaml", ClipRecipe, _settings(tmp_path, clip, "train.steps=2"))
+    run = train_clip(recipe, tmp_path / "run")
     model, tokenizer = fixtures.tiny_clip_model(seed=5)
     model.text_model.save_pretrained(tmp_path / "sd-text")
     tokenizer.save_pretrained(tmp_path / "sd-text")

@@ -54,7 +54,8 @@ def test_each_persons_name_generates_that_person(tmp_path, capsys):
     run = tmp_path / "persons"
     sets = [f"data.path={data}", "data.val_fraction=0", "unet.class_conditional=true",
             f"model.vae_from={Path(ldmkit.__file__).parent / 'default_model'}", "model.text_encoder=minilm",
-            "train.steps=150", "train.batch_size=12", "train.lr=0.004", "train.lr_schedule=constant",
+            "unet.prediction_type=v_prediction",  # learns each person's colours in ~50 steps (epsilon: 150+)
+            "train.steps=100", "train.batch_size=12", "train.lr=0.004", "train.lr_schedule=constant",
             "train.warmup_steps=0", "train.ema_decay=0.9", "train.checkpoint_every=0", "train.progress_bar=false",
             "train.deterministic=false"]
     assert main(["train", "unet", "--config", str(CONFIGS / "tiny.yaml"), "--out", str(run),
@@ -75,7 +76,7 @@ def test_each_persons_name_generates_that_person(tmp_path, capsys):
     pipe = Pipeline.from_pretrained(run / "final")
     asked = [name for name in PERSONS for _ in SEEDS]
     results = pipe.generate_batch([prompts[n] for n in asked], [s for _ in PERSONS for s in SEEDS],
-                                  steps=10, guidance=8.0)
+                                  steps=10, guidance=5.0)
     generated: dict[str, list] = {}
     for name, result in zip(asked, results):
         generated.setdefault(name, []).append(colour_stats(result.images[0]))
@@ -87,6 +88,7 @@ def test_each_persons_name_generates_that_person(tmp_path, capsys):
         mean = np.mean(stats, axis=0)
         distance = {other: np.linalg.norm(mean - ref) for other, ref in real.items()}
         margins[name] = min(d for other, d in distance.items() if other != name) / distance[name]
+    print(f"persons: {hits}/{len(asked)} images nearest their own person; margins {margins}")  # pytest -s
     # every person: on average over seeds, clearly nearer their own real images than anyone else's
-    assert min(margins.values()) >= 1.5, margins
-    assert hits >= len(asked) - 2, f"{hits}/{len(asked)} images nearest their own person; margins {margins}"
+    assert min(margins.values()) >= 1.3, margins  # measured 1.65 / 2.09 / 3.4 (CPU, 100 steps)
+    assert hits >= len(asked) - 1, f"{hits}/{len(asked)} images nearest their own person; margins {margins}"

@@ -20,7 +20,9 @@ def register(sub) -> None:
     p.add_argument("--n", type=int, default=32, help="captions (first N images of the split; default 32)")
     p.add_argument("--seeds", default="0", metavar="S1,S2", help="generation seeds, one image per seed (default 0)")
     p.add_argument("--sweep", metavar="NAME=V1,V2", help="vary guidance, steps or sampler, e.g. guidance=1,3,5,7")
-    p.add_argument("--clip", type=Path, metavar="FOLDER", help="dual encoder to score with (default: MODEL/clip)")
+    p.add_argument("--clip", type=Path, metavar="FOLDER",
+                   help="dual encoder to score (and --best-of rerank) with: a folder holding clip/, a `train clip` "
+                        "run, or a transformers CLIPModel folder (default: MODEL/clip)")
     p.add_argument("--steps", type=int, help="sampling steps (default from the model)")
     p.add_argument("--sampler", help="sampler name (default from the model)")
     p.add_argument("--guidance", type=float, help="guidance scale (default from the model)")

@@ -11,6 +11,11 @@ posterior of the image encoder (both kept, so training can still sample latents)
 (encoder identities, preprocessing, every image's path/size/mtime, every caption): when any of them
 changes, a new cache is built beside the old one, which is then removed. A non-finite value stops the
 build (or the load) with the name of the image it came from.
+
+Augmentation (the UNet trainer's `augment` section): `CacheSpec(views=V)` stores V views of each image
+made by `augment_view` (random resized crops, colour jitter), and `flip_variants=True` also the encoding
+of each mirrored view plus the text states of the mirrored captions ('left' <-> 'right'). Mirroring is
+encoded, not applied to latents: a VAE is not mirror-equivariant (benchmarks/flip_latents.py).
 """
 
 from __future__ import annotations
@@ -233,12 +238,11 @@ def image_tensor(sample, size: int, preprocess=None):
 
 def image_and_focus(sample, size: int, preprocess=None):
     """(image_tensor, the trimming focal point as (x, y) fractions of it; the centre without a TrimRecord)."""
-    from ldmkit.data.trim import TrimRecord, focus_fraction
-
     import numpy as np
     import torch
 
     from ldmkit.data.images import BadImage, load_rgb
+    from ldmkit.data.trim import TrimRecord, focus_fraction
 
     try:
         img, _ = load_rgb(sample.path)

@@ -126,8 +126,9 @@ def run_environment(model: Path, dual, clip: Path | None) -> dict:
             root = root / "final"  # a `train clip` run folder (load_dual_encoder reads its final/)
         folder = root / CLIP_FOLDER if (root / CLIP_FOLDER).is_dir() else root
         digest = hashlib.sha256()
-        for weights in [folder / WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else sorted(folder.glob("*.safetensors")):
-            digest.update(weights.read_bytes())  # a sharded CLIPModel: every shard, in name order
+        files = [folder / WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else sorted(folder.glob("*.safetensors"))
+        for weights in files:  # a sharded CLIPModel: every shard, in name order
+            digest.update(weights.read_bytes())
         env["dual_encoder"] = {"path": str(folder), "weights_sha256": digest.hexdigest()[:12]}
     return env
 

@@ -81,7 +81,8 @@ class EvalSettings:
     sweep: Sweep | None = None
     """A setting to vary; None evaluates the settings below once."""
     clip: Path | None = None
-    """Dual encoder folder (a model folder with clip/, or clip/); asking for one makes it required."""
+    """Dual encoder folder (a model folder with clip/, clip/ itself, a `train clip` run or a transformers CLIPModel
+    folder); asking for one makes it required."""
     steps: int | None = None
     """Sampling steps (None: the model's default)."""
     sampler: str | None = None

@@ -45,12 +45,11 @@ def _from_clip_model(folder: Path):
     return load_hf_clip(folder).text_encoder  # its model is the CLIPModel's text_model, a CLIPTextModel
 
 
-def _from_run_output(folder: Path, given: Path):
-    """The fine-tuned text tower of the dual encoder in `folder`/clip/."""
+def _from_dual_encoder(clip: Path, given: Path):
+    """The fine-tuned text tower of the dual encoder in the folder `clip` (a model folder's clip/)."""
     from ldmkit.models.folder import load_text_encoder
     from ldmkit.models.hf_clip import is_hf_clip_folder
 
-    clip = folder / "clip"
     if is_hf_clip_folder(clip):
         return _from_clip_model(clip), f"the fine-tuned CLIPModel text tower of {given}"
     if (clip / "text_encoder").is_dir():
@@ -70,9 +69,11 @@ def resolve_text_encoder(path: str | Path):
     if not (path / "clip").is_dir() and (path / "final" / "clip").is_dir():
         path = path / "final"  # a `train clip` run folder
     if (path / "clip").is_dir() and not (path / "text_encoder").is_dir():
-        return _from_run_output(path, given)
+        return _from_dual_encoder(path / "clip", given)
     if is_hf_clip_folder(path):
         return _from_clip_model(path), f"the text tower of the CLIPModel in {given}"
+    if "text_tuned" in (read_config(path) or {}):  # ldmkit's own dual encoder folder (a clip/ given directly)
+        return _from_dual_encoder(path, given)
     model_type = (read_config(path) or {}).get("model_type")
     if model_type in ("clip_text_model", "bert"):
         has_tokenizer = any((path / name).is_file() for name in (*TOKENIZER_FILES, "vocab.txt"))

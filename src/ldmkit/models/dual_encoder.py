@@ -6,6 +6,8 @@ tower (a model folder's text encoder, masked-mean pooled, + a learned projection
 
 Saved as clip/config.json + clip/model.safetensors (image tower, projection, logit scale). A frozen text
 tower is the model folder's own text_encoder/; a tuned one is saved in clip/text_encoder + clip/tokenizer.
+`load_dual_encoder` also loads a transformers CLIPModel folder (or a clip/ in that layout, as a fine-tune of
+one is saved) as an `ldmkit.models.hf_clip.HFClipDualEncoder` with the same interface.
 """
 
 from __future__ import annotations

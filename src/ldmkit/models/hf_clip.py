@@ -57,8 +57,9 @@ def _text_view(clip) -> Any:
     from transformers import CLIPTextModel
 
     if not isinstance(clip.text_model, CLIPTextModel):
-        raise ModelFolderError(f"this transformers version's CLIPModel.text_model is a {type(clip.text_model).__name__}, "
-                               "not a CLIPTextModel; ldmkit needs transformers 5 (pinned in pyproject.toml)")
+        raise ModelFolderError(f"this transformers version's CLIPModel.text_model is a "
+                               f"{type(clip.text_model).__name__}, not a CLIPTextModel; ldmkit needs transformers 5 "
+                               "(pinned in pyproject.toml)")
     return clip.text_model
 
 
@@ -76,8 +77,8 @@ class HFClipDualEncoder(nn.Module):
             tokenizer.model_max_length = limit
         self.text_encoder = TextEncoder(_text_view(clip), tokenizer, "clip")
         self.image_size = int(clip.config.vision_config.image_size)
-        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        for name, values in (("image_mean", image_mean), ("image_std", image_std)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     @property
     def text_tuned(self) -> bool:

@@ -33,11 +33,11 @@ def bytes_per_image(width: int, height: int, *, factor: int, vae_channels: int, 
     """A rough peak-memory estimate (bytes) for sampling and decoding one width x height image.
 
     The larger of: the VAE decoder's full-resolution stage (~10 fp32 tensors of pixels x its first-block
-    channels alive at once; measured for small64 at 256 and 512 px: peak RSS growth 295 / 591 MB against
-    an estimate of 321 / 642 MB) and the UNet at latent resolution (~16 tensors of its widest channels, twice
+    channels alive at once) and the UNet at latent resolution (~16 tensors of its widest channels, twice
     the batch with classifier-free guidance), plus the latents. It only has to be the right order of
     magnitude: it decides how many images are sampled together, never whether one image is allowed
-    (that is `max_pixels`).
+    (that is `max_pixels`). small64 on a CPU, measured peak RSS growth vs this estimate: 2 images at
+    256 px 279-363 MB vs 321 MB; 1 image at 512 px 558-591 MB vs 642 MB (several runs).
     """
     pixels = width * height
     latent_pixels = max(1, pixels // (factor * factor))

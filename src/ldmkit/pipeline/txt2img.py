@@ -243,8 +243,8 @@ class Pipeline:
         """How many images of resolved settings `s` one sampling run takes (limits.bytes_per_image estimate)."""
         per_image = limits.bytes_per_image(
             s.width, s.height, factor=self.factor, vae_channels=int(self.vae.config.block_out_channels[0]),
-            unet_channels=int(max(self.unet.config.block_out_channels)), latent_channels=int(self.unet.config.in_channels),
-            guided=s.guidance != 1.0)
+            unet_channels=int(max(self.unet.config.block_out_channels)),
+            latent_channels=int(self.unet.config.in_channels), guided=s.guidance != 1.0)
         return limits.images_per_run(per_image, self.sampling_memory)
 
     def _folder_spacing(self, sampler: str) -> str:
@@ -354,6 +354,9 @@ class Pipeline:
             sigma_steps = sigma_steps.tail(start)
             x0 = self.encode_image(init_image, s.width, s.height).expand(shape)
             x = x0 + gaussian_like(x0, generators) * sigma_steps.sigmas[0]
+            if start >= s.steps:  # no step left to run (strength ~0): no noise either, the VAE round trip
+                x = x0.clone()
+                sigma_steps = type(sigma_steps)(torch.zeros_like(sigma_steps.sigmas[-1:]), sigma_steps.timesteps[:0])
 
         bar = _progress_bar(len(sigma_steps), progress)
 

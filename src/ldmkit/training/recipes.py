@@ -28,8 +28,9 @@ class DataSection:
     path: str | None = None
     """Dataset folder (any format CaptionDataset.open reads); None: RUN_DIR/dataset (needs `builtin`)."""
     builtin: str | None = None
-    """Build this built-in dataset (shapes, emoji, avatars, or a mixture like emoji+avatars) at `path` when
-    the folder is missing."""
+    """Build this built-in dataset (shapes, emoji, avatars, or a mixture like emoji+avatars) at `path` (or
+    RUN_DIR/dataset) when that folder is missing or empty; an existing folder must be that same build. A
+    `data.path` override without a `data.builtin` one drops the recipe's builtin (training.run_data)."""
     builtin_n: int | dict[str, int | None] | None = 256
     """Number of images of the built-in dataset (None: the dataset's full/default size); for a mixture,
     one count per part or a {part: count} mapping (parts left out: default size)."""

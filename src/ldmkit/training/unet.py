@@ -31,6 +31,8 @@ from ldmkit.training.recipes import UNetRecipe
 from ldmkit.training.run_data import open_run_data, weights_id
 
 CACHE_FOLDER = "cache"
+MAX_CACHED_LATENT_BYTES = 16 * 2**30
+"""Latent means + stds of every view are held in memory while training: refuse a cache larger than this."""
 
 
 def training_scheduler_config(config: dict[str, Any], unet) -> dict[str, Any]:
@@ -154,6 +156,19 @@ def view_augmenter(augment, seed: int):
     return make_view
 
 
+def check_cache_size(images: int, aug, latent_shape) -> None:
+    """UsageError before any encoding when the cached latents (every view, mirrors) would not fit in memory."""
+    import math
+
+    size = images * aug.views * (2 if aug.flip_p > 0 else 1) * 2 * math.prod(latent_shape) * 4
+    if size > MAX_CACHED_LATENT_BYTES:
+        from ldmkit.errors import UsageError
+
+        raise UsageError(f"the latent cache would hold {size / 2**30:.1f} GiB ({images} images x {aug.views} views"
+                         f"{' x 2 mirrored' if aug.flip_p > 0 else ''}); the limit is "
+                         f"{MAX_CACHED_LATENT_BYTES / 2**30:.0f} GiB: lower augment.views")
+
+
 def build_latent_cache(components, dataset, cache_dir: Path, image_size: int, recipe: UNetRecipe | None = None):
     """CachedLatents of `dataset` under the components' VAE and text encoder (reused when unchanged), with
     the recipe's trimming policy and augmented views (`augment`)."""
@@ -171,6 +186,7 @@ def build_latent_cache(components, dataset, cache_dir: Path, image_size: int, re
 
     aug = recipe.augment if recipe is not None else UNetAugmentSection()
     seed = recipe.train.seed if recipe is not None else 0
+    check_cache_size(len(dataset), aug, components.latent_shape(image_size))
     spec = CacheSpec(image_encoder=f"vae-{weights_id(vae)}", text_encoder=f"{text.kind}-{weights_id(text.model)}",
                      size=image_size, flip_variants=aug.flip_p > 0, views=aug.views,
                      augment_id=f"crop_scale={aug.crop_scale},jitter={aug.jitter},seed={seed}" if aug.views > 1 else "")
