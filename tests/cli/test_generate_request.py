@@ -87,3 +87,12 @@ def test_best_of_passes_the_whole_request_to_every_candidate(tiny_model, tmp_pat
     assert len(pngs) == 2 and seeds[0] in (3, 4) and seeds[1] in (5, 6)  # image k: candidates 3 + 2k, 4 + 2k
     text = Image.open(pngs[0]).text["parameters"]
     assert "Negative prompt: blue" in text and "Sampler: euler" in text and "Schedule type: Karras" in text
+
+
+def test_strength_zero_is_the_round_trip_and_draws_no_empty_trajectory(tiny_model, tmp_path, capsys):
+    init = tmp_path / "in.png"
+    Image.new("RGB", (32, 32), (0, 120, 250)).save(init)
+    assert generate(tiny_model, tmp_path / "o", "--init-image", str(init), "--strength", "0", "--trajectory",
+                    "--sampler", "ddim") == 0
+    assert "no denoising step ran" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["a-red-circle-0.png"]

@@ -253,7 +253,8 @@ ROWS = [
         "pip install 'ldmkit[data]'", _no_matplotlib),
     # recipes (YAML)
     Row("recipe-missing", TRAIN + ("{tmp}/missing.yaml",), 2, "recipe file not found"),
-    Row("recipe-alias-bomb", TRAIN + ("{tmp}/r.yaml",), 2, "aliases (*name) are not allowed", _write("r.yaml", ALIAS_BOMB)),
+    Row("recipe-alias-bomb", TRAIN + ("{tmp}/r.yaml",), 2, "aliases (*name) are not allowed",
+        _write("r.yaml", ALIAS_BOMB)),
     Row("recipe-invalid-yaml", TRAIN + ("{tmp}/r.yaml",), 2, "invalid YAML", _write("r.yaml", "train: {steps: [\n")),
     Row("recipe-not-a-mapping", TRAIN + ("{tmp}/r.yaml",), 2, "must be a mapping", _write("r.yaml", "- 1\n- 2\n")),
     Row("recipe-not-utf8", TRAIN + ("{tmp}/r.yaml",), 2, "not UTF-8", _write("r.yaml", b"train: {steps: \xff}\n")),

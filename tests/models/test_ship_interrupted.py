@@ -106,3 +106,14 @@ def test_recipe_refuses_to_train_into_a_folder_of_user_files(tmp_path):
     with pytest.raises(UsageError, match="holds files but no training run"):
         run_stages(stages, tmp_path / "runs", log=lambda line: None)
     assert sorted(p.name for p in mine.parent.iterdir()) == ["notes.txt"]
+
+
+def test_a_ship_from_before_hashes_is_checked_by_total_size(shipped):
+    meta_file = shipped / "ldmkit.json"
+    meta = json.loads(meta_file.read_text())
+    del meta[SHIPPED]["sha256"]
+    meta_file.write_text(json.dumps(meta))
+    assert verify_ship(shipped) is None
+    config = shipped / "vae" / "config.json"
+    config.write_text(config.read_text() + " ")
+    assert "files add up to" in verify_ship(shipped)

@@ -233,7 +233,10 @@ def _generate(args: argparse.Namespace, model: Path, settings: SamplingSettings,
     saved = save_result(result, args.out)
     for path in saved:
         print(path)
-    if result.trajectory is not None:
+    if result.trajectory is not None and not result.trajectory.steps:
+        print("ldmkit: note: no denoising step ran (--strength too small for --steps): no trajectory written",
+              file=sys.stderr)
+    elif result.trajectory is not None:
         for k, image_path in enumerate(saved):
             # named after the image just written; never over an existing file either
             for path in save_trajectory(result.trajectory, args.out, image_path.stem, k, final=result.images[k]):

@@ -222,7 +222,8 @@ def verify_ship(folder: Path) -> str | None:
         hashes = record.get("sha256")
         if hashes is None:
             total = sum(v for k, v in folder_files(Path(folder)).items() if k != META_FILE)
-            return None if total == record["total_bytes"] else f"files add up to {total} bytes, not {record['total_bytes']}"
+            expected = record["total_bytes"]
+            return None if total == expected else f"files add up to {total} bytes, not {expected}"
         now = file_hashes(Path(folder))
         if set(now) != set(hashes):
             return f"files differ from those recorded ({len(set(now) ^ set(hashes))} added or missing)"

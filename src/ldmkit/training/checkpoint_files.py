@@ -179,7 +179,8 @@ def verify(folder: Path) -> Verdict:
     if not (folder / MARKER).is_file():
         return Verdict(step, folder, f"no {MARKER} marker (never finished)", False)
     if not sealed_by_ldmkit(folder):
-        return Verdict(step, folder, f"not an ldmkit checkpoint (its {MARKER} is unreadable or lists other files)", False)
+        return Verdict(step, folder, f"not an ldmkit checkpoint (its {MARKER} is unreadable or lists other files)",
+                       False)
     if not is_complete(folder):
         return Verdict(step, folder, "files missing or of the wrong size", False)
     try:

@@ -19,9 +19,9 @@ OUT/<stage> for the others) and `{out}` for OUT itself (e.g. a dataset folder th
 
 Running the command again skips finished stages (a final/, ldmkit.json or metrics.json exists; a ship's
 files must match their recorded SHA-256, else the stage stops with an error and nothing there is touched),
-resumes an interrupted training stage exactly (from its newest checkpoint that verifies), redoes an interrupted ship or eval
-(each writes to a temporary folder and renames it when done), and starts the rest, so stopping and
-restarting at any point gives the same models.
+resumes an interrupted training stage exactly (from its newest checkpoint that verifies), redoes an
+interrupted ship or eval (each writes to a temporary folder and renames it when done), and starts the rest,
+so stopping and restarting at any point gives the same models.
 """
 
 from __future__ import annotations
@@ -64,9 +64,11 @@ class Stage:
         if not self.name.replace("-", "").replace("_", "").isalnum():
             raise UsageError(f"stage name {shown(self.name)}: use letters, digits, '-' and '_' only")
         if self.name == OUT_PLACEHOLDER:
-            raise UsageError(f"stage name {shown(self.name)} is reserved: {{{OUT_PLACEHOLDER}}} stands for the output folder")
+            raise UsageError(f"stage name {shown(self.name)} is reserved: {{{OUT_PLACEHOLDER}}} stands for the "
+                             "output folder")
         if self.kind == "train" and self.trainer not in RECIPES:
-            raise UsageError(f"stage {shown(self.name)}: trainer {shown(self.trainer)} is not one of {', '.join(RECIPES)}")
+            raise UsageError(f"stage {shown(self.name)}: trainer {shown(self.trainer)} is not one of "
+                             f"{', '.join(RECIPES)}")
         allowed = {"ship": SHIP_OPTIONS, "eval": EVAL_OPTIONS}.get(self.trainer, {})
         for key, value in self.options.items():
             if key not in allowed:
@@ -74,11 +76,12 @@ class Stage:
                                  f"{', '.join(allowed)}")
             if not isinstance(value, allowed[key]) or isinstance(value, bool):
                 types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
-                raise UsageError(f"stage {shown(self.name)}: {self.trainer} option {key}={shown(value)} has the wrong type; "
-                                 f"expected {' or '.join(t.__name__ for t in types)}")
+                raise UsageError(f"stage {shown(self.name)}: {self.trainer} option {key}={shown(value)} has the "
+                                 f"wrong type; expected {' or '.join(t.__name__ for t in types)}")
 
         if self.kind == "eval" and "model" not in self.options:
-            raise UsageError(f"stage {shown(self.name)}: eval needs `model:` (e.g. \"{{model}}\", a ship stage's result)")
+            raise UsageError(f"stage {shown(self.name)}: eval needs `model:` (e.g. \"{{model}}\", a ship stage's "
+                             "result)")
 
     @property
     def kind(self) -> str:
