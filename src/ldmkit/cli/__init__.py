@@ -55,6 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ldmkit: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as err:
+        # the limits are estimates; a user who raised them (--max-pixels) can still run out of memory
+        if not isinstance(err, MemoryError) and not _out_of_memory(err):
+            raise
+        print("ldmkit: error: out of memory; use a smaller size, --n or --batch (or the default limits, "
+              "README 'Limits')", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    """torch reports a failed CPU/GPU allocation as a RuntimeError subclass with one of these phrases."""
+    text = str(err).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "failed to allocate" in text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -292,13 +292,14 @@ class Pipeline:
 
     @torch.no_grad()
     def generate_batch(self, prompts: list[str], seeds: list[int], settings: SamplingSettings | None = None, *,
-                       progress: bool = False, **fields) -> list[GenerationResult]:
+                       progress: bool = False, on_step=None, **fields) -> list[GenerationResult]:
         """Image i from prompts[i] and seeds[i], sampled together (one UNet batch per step, as many images per
         run as the memory estimate allows); settings (or keyword fields) as for `__call__`.
 
         Result i is `pipe(prompts[i], seed=seeds[i], ...)` up to the float rounding of a batched UNet
         (each image keeps its own noise generator), warnings included: those of its own prompt and of the
-        negative prompt. Much faster than one call per image on a CPU.
+        negative prompt. Much faster than one call per image on a CPU. `on_step(i, n)`, if given, is called
+        after sampling step i of n of each run (the server's progress and cancel: it may raise to stop).
         """
         settings = _settings(settings, fields)
         if isinstance(prompts, str):
@@ -318,7 +319,8 @@ class Pipeline:
         results = []
         for at in range(0, len(prompts), per_run):
             chunk_prompts, chunk_seeds = list(prompts[at:at + per_run]), seeds[at:at + per_run]
-            latents, images, params, warnings = self._sample(chunk_prompts, chunk_seeds, s, None, None, progress)
+            latents, images, params, warnings = self._sample(chunk_prompts, chunk_seeds, s, None, None, progress,
+                                                             on_step)
             own = {prompt: [w for w in warnings if w in (self._truncation_warning(prompt),
                                                          self._truncation_warning(s.negative_prompt))]
                    for prompt in dict.fromkeys(chunk_prompts)}
@@ -327,7 +329,7 @@ class Pipeline:
                         for i, (prompt, seed, image) in enumerate(zip(chunk_prompts, chunk_seeds, images))]
         return results
 
-    def _sample(self, prompts, seeds, s: SamplingSettings, init_image, recorder, progress):
+    def _sample(self, prompts, seeds, s: SamplingSettings, init_image, recorder, progress, on_step=None):
         """One sampling run: len(prompts) images, image i from prompts[i] with its own generator seeded seeds[i];
         `s` is resolved (`resolve`)."""
         spec = get_sampler(s.sampler)
@@ -368,6 +370,8 @@ class Pipeline:
                 recorder(step)
             if bar is not None:
                 bar.update(1)
+            if on_step is not None:
+                on_step(step.index + 1, len(sigma_steps))
 
         run = sampler_function(spec, fields.sampler_options)
         x = run(denoise, x, sigma_steps.sigmas.to(self.device), generator=generators, callback=on_step)
