@@ -64,11 +64,11 @@ def quiet(fn):
 
 def run_dim(dim: int, n: int, n_boot: int, fd_boot: int, captions: int, seed: int) -> list[tuple[str, str, float]]:
     """(metric, value text, seconds) rows for one feature dimension."""
-    from ldmkit.evaluation.bootstrap import bootstrap_ci
+    from ldmkit.metrics.bootstrap import bootstrap_ci
     from ldmkit.evaluation.clip_score import clip_score, cosine_similarity_matrix
     from ldmkit.evaluation.frechet import frechet_distance, frechet_distance_ci
     from ldmkit.evaluation.kernel_metrics import cmmd, cmmd_ci, kid, kid_ci
-    from ldmkit.evaluation.retrieval import caption_owners, cross_modal_retrieval, prompt_retrieval
+    from ldmkit.metrics.retrieval import caption_owners, cross_modal_retrieval, prompt_retrieval
 
     rng = np.random.default_rng([seed, dim])
     a = rng.standard_normal((n, dim))

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
         c = build_components(preset, seed=0, text_encoder="clip")
         ours = Pipeline(c, device="cuda")
         fast = Pipeline(copy.deepcopy(c), device="cuda", unet_dtype=torch.float16)
-        size = ours.default_size()
+        size = ours.components.image_size
         for sampler, cls in classes.items():
             ref = diffusers.StableDiffusionPipeline(
                 vae=c.vae, text_encoder=c.text_encoder.model, tokenizer=c.text_encoder.tokenizer, unet=c.unet,

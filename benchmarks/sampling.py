@@ -58,7 +58,7 @@ def main(argv=None) -> None:
                 vae=c.vae, text_encoder=c.text_encoder.model, tokenizer=c.text_encoder.tokenizer, unet=c.unet,
                 scheduler=sched, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
             ref.set_progress_bar_config(disable=True)
-            size = ours.default_size()
+            size = ours.components.image_size
 
             def run_ours(p=ours):
                 return p("a smiling face with sunglasses", sampler=sampler, steps=args.steps, seed=1).images[0]

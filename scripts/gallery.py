@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     pipe = Pipeline.from_pretrained(args.model or default_model_dir())
-    side = pipe.default_size() * SCALE
+    side = pipe.components.image_size * SCALE
     label_w = 360
     grid = Image.new("RGB", (label_w + side * len(SEEDS), side * len(PROMPTS)), "white")
     draw = ImageDraw.Draw(grid)

@@ -23,7 +23,7 @@ def main(model: Path, data: Path, n: int = 200, vae: Path | None = None) -> None
     rule = split_rule(model)
     held_out, prompts, labels = _held_out(settings, rule)
     pipe = Pipeline.from_pretrained(vae or model)
-    size = pipe.default_size()
+    size = pipe.components.image_size
     real = [held_out.image(i).convert("RGB").resize((size, size)) for i in range(len(prompts))]
     notes: list[str] = []
     score = _avatars_scorer(settings, rule, prompts, labels, notes)

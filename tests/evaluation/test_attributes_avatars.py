@@ -74,8 +74,8 @@ def avatars_eval(tmp_path_factory):
     import torch
 
     from ldmkit.data.builtin import build_dataset
-    from ldmkit.training.attributes_task import (AttributeClassifier, AttributeClassifierConfig, avatar_values,
-                                                 save_attribute_classifier)
+    from ldmkit.data.builtin.avatars import avatar_values
+    from ldmkit.models.attributes import AttributeClassifier, AttributeClassifierConfig, save_attribute_classifier
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("avatars_eval")
@@ -101,7 +101,7 @@ def test_eval_scores_avatars_with_the_models_classifier(avatars_eval, tmp_path):
 
     from ldmkit.data import CaptionDataset
     from ldmkit.evaluation.run import EvalSettings, evaluate
-    from ldmkit.training.attributes_task import load_attribute_classifier
+    from ldmkit.models.attributes import load_attribute_classifier
 
     model, data, holdout = avatars_eval
     metrics = evaluate(EvalSettings(model=model, data=data, out=tmp_path / "o", n=6, steps=1, n_boot=50))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.bootstrap import bootstrap_statistic_ci
+from ldmkit.metrics.bootstrap import bootstrap_statistic_ci
 from ldmkit.evaluation.frechet import (
     FrechetBiasWarning,
     GaussianStats,

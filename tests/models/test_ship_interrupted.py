@@ -13,7 +13,7 @@ from ldmkit.errors import UsageError
 from ldmkit.models import build_components, save_components
 from ldmkit.models import shipping
 from ldmkit.models.shipping import SHIPPED, ShipSpec, ship_model, verify_ship
-from ldmkit.training.stages import Stage, run_stages
+from ldmkit.workflows.stages import Stage, run_stages
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

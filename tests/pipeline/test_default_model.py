@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from ldmkit.cli import main
-from ldmkit.cli.generate import default_model_dir, reference_png_sha256
+from ldmkit.cli.generate import default_model_dir
+from ldmkit.pipeline.reference import reference_png_sha256
 
 MODEL = default_model_dir()
 

@@ -55,20 +55,20 @@ def test_image_k_of_a_batch_equals_a_single_run_with_seed_plus_k(components):
 
 def test_img2img_strength_zero_is_the_vae_round_trip(components):
     pipe = Pipeline(components)
-    size = pipe.default_size()
+    size = pipe.components.image_size
     rng = np.random.default_rng(0)
     init = __import__("PIL.Image").Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
     out = pipe("anything", init_image=init, strength=0.0, steps=10, seed=0)
     with torch.no_grad():
         expect = pipe.decode(pipe.encode_image(init, size, size))
-    from ldmkit.pipeline.txt2img import to_pil
+    from ldmkit.data.images import to_pil
 
     assert np.array_equal(np.asarray(out.images[0]), np.asarray(to_pil(expect)[0]))
 
 
 def test_img2img_runs_the_last_strength_fraction_of_the_steps(components):
     pipe = Pipeline(components)
-    size = pipe.default_size()
+    size = pipe.components.image_size
     init = __import__("PIL.Image").Image.new("RGB", (size, size), (200, 30, 30))
     base = np.asarray(pipe("x", init_image=init, strength=0.0, steps=10).images[0])
     for strength, expect_steps in ((0.3, 3), (0.75, 7), (1.0, 10)):

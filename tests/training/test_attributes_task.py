@@ -11,11 +11,11 @@ import torch
 
 from ldmkit.config import load_recipe
 from ldmkit.errors import DataError, ModelFolderError, UnsafeFileError
-from ldmkit.training.attributes_task import (AttributeClassifierConfig, avatars_value_sets,
-                                             held_out_accuracy, load_attribute_classifier, random_shifts,
-                                             save_attribute_classifier, set_masks, set_nll, train_attributes,
-                                             value_sets)
+from ldmkit.data.builtin.avatars import avatars_value_sets
+from ldmkit.models.attributes import AttributeClassifierConfig, load_attribute_classifier, save_attribute_classifier
+from ldmkit.training.attributes_task import held_out_accuracy, random_shifts, set_masks, set_nll, value_sets
 from ldmkit.training.recipes import AttributesRecipe
+from ldmkit.training.trainers import train_task
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "attributes-avatars.yaml"
 AVATAR = {"top": "bob", "hair_color": "red", "hat_color": "none", "skin": "pale", "eyes": "wink",
@@ -83,7 +83,7 @@ def trained(tmp_path_factory):
         "attributes.columns=[background, clothing_color, skin]", "train.steps=30", "train.batch_size=16",
         "train.warmup_steps=0", "train.lr=0.01", "train.log_every=1", "train.checkpoint_every=0",
         "train.validate_every=0", "train.progress_bar=false"])
-    result = train_attributes(recipe, root / "run")
+    result = train_task("attributes", recipe, root / "run")
     return root / "run", result
 
 
@@ -120,8 +120,12 @@ def test_loading_never_unpickles_and_names_what_is_missing(trained, tmp_path):
         load_attribute_classifier(tmp_path)
     folder = tmp_path / "m" / "attributes"
     shutil.copytree(trained[0] / "final" / "attributes", folder)
-    (folder / "extra.bin").write_bytes(b"\x80\x04not a real pickle")
-    with pytest.raises(UnsafeFileError, match="pickle"):
+    (folder / "extra.bin").write_bytes(b"\x80\x04not a real pickle")  # beside the safetensors: never opened
+    again = load_attribute_classifier(tmp_path / "m")
+    original = load_attribute_classifier(trained[0] / "final")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), original.state_dict().values()))
+    (folder / "model.safetensors").write_bytes(b"\x80\x04not safetensors either")
+    with pytest.raises((UnsafeFileError, ModelFolderError)):
         load_attribute_classifier(tmp_path / "m")
 
 
@@ -129,7 +133,7 @@ def test_where_restricts_rows_and_refuses_when_nothing_matches(tmp_path):
     recipe = load_recipe(RECIPE, AttributesRecipe, ["data.builtin_n=8", "data.image_size=32",
                                                      "attributes.where={source: emoji}"])
     with pytest.raises(DataError, match="attributes.where"):
-        train_attributes(recipe, tmp_path / "run")
+        train_task("attributes", recipe, tmp_path / "run")
 
 
 def test_cli_shortcuts_become_overrides(tmp_path):
@@ -145,7 +149,7 @@ def test_cli_shortcuts_become_overrides(tmp_path):
 
 
 def test_stages_files_accept_the_attributes_trainer(tmp_path):
-    from ldmkit.training.stages import load_stages
+    from ldmkit.workflows.stages import load_stages
     from ldmkit.training.trainers import TRAINERS
 
     stages = tmp_path / "stages.yaml"

@@ -100,12 +100,12 @@ def test_eval_clip_and_best_of_take_a_clip_model_and_the_finetuned_run(tmp_path)
     from ldmkit.data.builtin import build_dataset
     from ldmkit.models.folder import save_components
     from ldmkit.models.presets import build_components
-    from ldmkit.training.clip_task import train_clip
+    from ldmkit.training.trainers import train_task
 
     torch.set_num_threads(1)
     clip = fixtures.tiny_clip_folder(tmp_path / "clip")
     recipe = load_recipe(CONFIGS / "clip-finetune.yaml", ClipRecipe, _settings(tmp_path, clip, "train.steps=2"))
-    run = train_clip(recipe, tmp_path / "run")
+    run = train_task("clip", recipe, tmp_path / "run")
     model, tokenizer = fixtures.tiny_clip_model(seed=5)
     model.text_model.save_pretrained(tmp_path / "sd-text")
     tokenizer.save_pretrained(tmp_path / "sd-text")

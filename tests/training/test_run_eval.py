@@ -58,11 +58,11 @@ def test_rows_keep_one_per_step_after_a_resume(tmp_path):
 
 @pytest.mark.slow
 def test_unet_training_logs_the_evaluation_at_each_validation(tmp_path):
-    from ldmkit.training.clip_task import train_clip
+    from ldmkit.training.trainers import train_task
     from ldmkit.training.unet import train_unet
 
     torch.set_num_threads(1)
-    clip = train_clip(load_recipe(CONFIGS / "clip-shapes.yaml", ClipRecipe, [
+    clip = train_task("clip", load_recipe(CONFIGS / "clip-shapes.yaml", ClipRecipe, [
         "data.builtin_n=16", "train.steps=2", "train.batch_size=8", "train.checkpoint_every=0",
         "train.validate_every=0", "train.progress_bar=false"]), tmp_path / "clip")
     recipe = load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, [
@@ -84,3 +84,21 @@ def test_unet_training_logs_the_evaluation_at_each_validation(tmp_path):
                                     steps=2, n_boot=20))
     assert metrics["training_eval"] == record["training_eval"]
     assert "Evaluation during training" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_retrieval_ranks_among_distinct_captions_and_ties_count_against_the_image():
+    """The same rule as `ldmkit eval` (ldmkit.metrics.retrieval): a repeated caption is one candidate, and an
+    image exactly between its own caption and another ranks second, not first."""
+    from ldmkit.models.presets import build_components
+
+    torch.manual_seed(0)
+    components = build_components("tiny", seed=0)
+    text = torch.eye(2, 4)  # the distinct captions "a", "b"
+    image = torch.zeros(3, 4)
+    image[0, 0] = 1.0  # own caption "a": first
+    image[1, 0] = image[1, 1] = 2 ** -0.5  # own caption "a" tied with "b": second
+    image[2, 1] = 1.0  # own caption "b": first
+    row = evaluate_alignment(components, StubDualEncoder(image, text), ["a", "a", "b"], steps=1)
+    assert row["retrieval_top1"] == pytest.approx(2 / 3)
+    assert row["retrieval_top5"] == 1.0
+    assert row["prompts"] == 3

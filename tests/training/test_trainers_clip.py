@@ -12,8 +12,9 @@ import torch
 from ldmkit.config import load_recipe
 from ldmkit.errors import ModelFolderError
 from ldmkit.models.dual_encoder import MAX_LOGIT_SCALE, load_dual_encoder
-from ldmkit.training.clip_task import ClipTask, info_nce, retrieval_recall, train_clip
+from ldmkit.training.clip_task import ClipTask, info_nce, retrieval_recall
 from ldmkit.training.recipes import ClipRecipe
+from ldmkit.training.trainers import train_task
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "clip-shapes.yaml"
 
@@ -59,7 +60,7 @@ def test_clip_run_learns_beats_chance_and_reloads(tmp_path):
         "data.builtin_n=64", "train.steps=40", "train.batch_size=16", "train.warmup_steps=0", "train.log_every=1",
         "train.checkpoint_every=0", "train.validate_every=0", "train.progress_bar=false",
     ])
-    result = train_clip(recipe, tmp_path / "run")
+    result = train_task("clip", recipe, tmp_path / "run")
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert sum(losses[-8:]) / 8 < 0.85 * sum(losses[:8]) / 8
@@ -108,7 +109,7 @@ def test_tuned_text_tower_is_saved_and_reloaded(tmp_path):
     ])
     from ldmkit.models.presets import build_text_encoder, get_preset
 
-    result = train_clip(recipe, tmp_path / "run")
+    result = train_task("clip", recipe, tmp_path / "run")
     assert (result.final_dir / "clip" / "text_encoder").is_dir()
     model = load_dual_encoder(result.final_dir)
     initial = build_text_encoder(get_preset("tiny"), None, seed=2).model.state_dict()
@@ -126,9 +127,10 @@ def test_fine_tuning_starts_from_the_earlier_dual_encoder(tmp_path):
     torch.set_num_threads(1)
     common = ["data.builtin_n=48", "train.batch_size=16", "train.warmup_steps=0", "train.checkpoint_every=0",
               "train.validate_every=0", "train.progress_bar=false", f"data.path={tmp_path / 'data'}"]
-    first = train_clip(load_recipe(RECIPE, ClipRecipe, common + ["train.steps=12"]), tmp_path / "a")
-    tuned = train_clip(load_recipe(RECIPE, ClipRecipe, common + ["train.steps=3", "train.lr=0.01",
-                                                                 f"clip.init_from={first.final_dir}"]), tmp_path / "b")
+    first = train_task("clip", load_recipe(RECIPE, ClipRecipe, common + ["train.steps=12"]), tmp_path / "a")
+    tuned = train_task("clip", load_recipe(RECIPE, ClipRecipe, common + ["train.steps=3", "train.lr=0.01",
+                                                                             f"clip.init_from={first.final_dir}"]),
+                       tmp_path / "b")
     a = json.loads((tmp_path / "a" / "clip_report.json").read_text())
     b = json.loads((tmp_path / "b" / "clip_report.json").read_text())
     assert b["before"] == a["after"]
@@ -145,7 +147,7 @@ def test_a_clip_folder_without_its_text_encoder_is_refused_clearly(tmp_path):
     recipe = load_recipe(RECIPE, ClipRecipe, ["data.builtin_n=16", "train.steps=1", "train.batch_size=8",
                                               "train.checkpoint_every=0", "train.validate_every=0",
                                               "train.progress_bar=false"])
-    result = train_clip(recipe, tmp_path / "run")
+    result = train_task("clip", recipe, tmp_path / "run")
     shutil.copytree(result.final_dir / "clip", tmp_path / "alone" / "clip")
     with pytest.raises(ModelFolderError, match="no text_encoder/"):
         load_dual_encoder(tmp_path / "alone")

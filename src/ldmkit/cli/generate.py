@@ -288,28 +288,6 @@ def _quiet_loading() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
-def reference_png_sha256(model: Path | None, prompt: str, seed: int) -> str:
-    """SHA-256 of the PNG that `ldmkit generate PROMPT [--model MODEL] --seed SEED` writes, on ONE thread.
-
-    Bytes differ between thread counts (CPU kernels split their sums by thread), so the reference is
-    always taken on one. `ldmkit model ship` records it; tests/pipeline/test_default_model.py compares.
-    """
-    import hashlib
-    import io
-    import tempfile
-
-    from ldmkit.cli import build_parser
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model_args = ["--model", str(model)] if model is not None else []
-        args = build_parser().parse_args(["generate", prompt, *model_args, "--seed", str(seed), "--threads", "1",
-                                          "-o", tmp, "--quiet"])
-        with contextlib.redirect_stdout(io.StringIO()):
-            run_generate(args)
-        (png,) = Path(tmp).glob("*.png")
-        return hashlib.sha256(png.read_bytes()).hexdigest()
-
-
 def _generate_best_of(args: argparse.Namespace, model: Path, settings: SamplingSettings) -> int:
     """--best-of N: image k keeps the best of candidates seed + k*N .. seed + k*N + N - 1."""
     from ldmkit.models.dual_encoder import CLIP_FOLDER, load_dual_encoder

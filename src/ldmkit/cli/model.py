@@ -222,7 +222,7 @@ def run_ship(args: argparse.Namespace) -> int:
                     replace=args.replace, max_bytes=int(args.max_mb * 1_000_000))
     reference = None
     if not args.no_reference:
-        from ldmkit.cli.generate import reference_png_sha256
+        from ldmkit.pipeline.reference import reference_png_sha256
 
         def reference(folder: Path, info: dict[str, Any]) -> str:
             return reference_png_sha256(folder, info["prompt"], info["seed"])

@@ -110,7 +110,7 @@ def run_resume(args: argparse.Namespace) -> int:
 
 
 def run_recipe(args: argparse.Namespace) -> int:
-    from ldmkit.training.stages import run_stages
+    from ldmkit.workflows.stages import run_stages
 
     done = run_stages(args.stages_file, args.out, overrides=args.overrides, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"out": str(args.out), "stages": dict(done)}))

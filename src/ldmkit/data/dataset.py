@@ -20,7 +20,7 @@ from ldmkit.data.captions import CLASS_TEMPLATE
 from ldmkit.data.formats import FORMATS, read_format
 from ldmkit.data.images import BadImage, ImageCheck, check_image, load_rgb
 from ldmkit.data.report import BadInputReport
-from ldmkit.data.splits import SPLITS, SplitSpec, split_of
+from ldmkit.data.splits import SPLITS, SplitSpec, split_with_holdout
 from ldmkit.errors import DataError, UsageError
 
 VERIFY_MODES = ("decode", "header", "none")
@@ -138,11 +138,20 @@ class CaptionDataset:
         total = bad + len(self.samples)
         return bad / total if total else 0.0
 
-    def split(self, name: str, spec: SplitSpec = SplitSpec()) -> CaptionDataset:
-        """The samples of one split ('train', 'val' or 'test'); the report is shared with the whole."""
+    def split(self, name: str, spec: SplitSpec = SplitSpec(), holdout=()) -> CaptionDataset:
+        """The samples of one split ('train', 'val' or 'test'); the report is shared with the whole.
+
+        Images matching a `holdout` combination ({column: value} dicts) are always in 'test', never trained
+        on (splits.split_with_holdout). Training and evaluation both split with this one method, so the
+        test images of a model's evaluation are exactly those its training left out.
+        """
         if name not in SPLITS:
             raise UsageError(f"split must be one of {SPLITS}, got {name!r}")
-        samples = [s for s in self.samples if split_of(s.image_id, spec) == name]
+        return self.subset([s for s in self.samples if split_with_holdout(s.image_id, s.labels, spec, holdout) == name])
+
+    def subset(self, samples) -> CaptionDataset:
+        """A dataset of some of these samples (same root, format, bad-input report and caption files)."""
+        samples = list(samples)
         checks = {s.image_id: self.checks[s.image_id] for s in samples if s.image_id in self.checks}
         return CaptionDataset(self.root, self.format, samples, self.report, checks, self.caption_files)
 

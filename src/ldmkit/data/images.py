@@ -216,3 +216,30 @@ def _cmyk_with_profile(img):
         return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
     except Exception:  # a broken or unsupported profile: fall back to the plain formula
         return None
+
+
+# -- images <-> model pixels: the one conversion every layer uses (training, sampling, evaluation) ----------------
+
+def to_pixels(image):
+    """A PIL image -> float32 tensor [1, 3, H, W] in [-1, 1] (x / 127.5 - 1; converted to RGB by Pillow)."""
+    import numpy as np
+    import torch
+
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0  # [H, W, 3]
+    return torch.from_numpy(arr).permute(2, 0, 1)[None]  # [1, 3, H, W]
+
+
+def images_to_pixels(images):
+    """PIL images of one size -> float32 tensor [N, 3, H, W] in [-1, 1] (see to_pixels)."""
+    import torch
+
+    return torch.cat([to_pixels(image) for image in images])
+
+
+def to_pil(pixels) -> list:
+    """[-1, 1] tensor [N, 3, H, W] -> PIL images, rounding exactly as diffusers' image processor does."""
+    import numpy as np
+    from PIL import Image
+
+    arr = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()  # [N, H, W, 3] in [0, 1]
+    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]

@@ -157,12 +157,8 @@ class SplitRule:
     def split(self, dataset, name: str):
         """Split `name` of `dataset` under this rule."""
         from ldmkit.data.splits import SplitSpec
-        from ldmkit.training.run_data import held_out_split, subset
 
-        spec = SplitSpec(val=self.val, test=self.test)
-        if not self.holdout:
-            return dataset.split(name, spec)
-        return subset(dataset, held_out_split(dataset.samples, spec, self.holdout, name))
+        return dataset.split(name, SplitSpec(val=self.val, test=self.test), self.holdout)
 
     def describe(self) -> dict:
         return {"val": self.val, "test": self.test, "holdout": list(self.holdout), "source": self.source}

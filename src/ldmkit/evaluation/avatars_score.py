@@ -22,7 +22,7 @@ import numpy as np
 
 from ldmkit.errors import ModelFolderError, UsageError
 from ldmkit.evaluation.attributes import attribute_accuracy, is_match, unreliable_attributes
-from ldmkit.evaluation.bootstrap import bootstrap_ci
+from ldmkit.metrics.bootstrap import bootstrap_ci
 
 SILENT_EXCEPTIONS = {"accessory": "no glasses"}
 """A value with an empty phrase is not mentioned, unless the caption says this instead (no accessory)."""
@@ -31,7 +31,7 @@ SILENT_EXCEPTIONS = {"accessory": "no glasses"}
 def find_attribute_classifier(model_dir: Path, attributes_path: Path | None):
     """The classifier of `attributes_path` if given (an error when it holds none), else MODEL/attributes/
     if present, else None."""
-    from ldmkit.training.attributes_task import ATTRIBUTES_FOLDER, load_attribute_classifier
+    from ldmkit.models.attributes import ATTRIBUTES_FOLDER, load_attribute_classifier
 
     if attributes_path is not None:
         if not Path(attributes_path).exists():
@@ -45,8 +45,8 @@ def find_attribute_classifier(model_dir: Path, attributes_path: Path | None):
 def mentioned_values(labels: Mapping[str, str], caption: str) -> dict[str, frozenset[str]]:
     """Attribute -> the values `caption` allows, for the attributes it mentions; {} when labels are not an
     avatar's or the caption is not one the builder writes for them."""
-    from ldmkit.data.builtin.avatars import ACCESSORIES, EYEBROWS, EYES, FACIAL_HAIR, captions_for
-    from ldmkit.training.attributes_task import avatar_values, avatars_value_sets, is_avatars_row
+    from ldmkit.data.builtin.avatars import (ACCESSORIES, EYEBROWS, EYES, FACIAL_HAIR, avatar_values,
+                                             avatars_value_sets, captions_for, is_avatars_row)
 
     if not is_avatars_row(labels):
         return {}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.bootstrap import ConfidenceInterval, bootstrap_ci
-from ldmkit.evaluation.feature_arrays import as_matrix, l2_normalize, same_dim
+from ldmkit.metrics.bootstrap import ConfidenceInterval, bootstrap_ci
+from ldmkit.metrics.feature_arrays import as_matrix, l2_normalize, same_dim
 
 SCORE_SCALE = 100.0  # torchmetrics' and most papers' scale (Hessel et al. use 2.5)
 

@@ -36,7 +36,7 @@ def image_embeddings(dual, images: Sequence) -> np.ndarray:
     """(len(images), embed_dim) float64 L2-normalised embeddings of PIL images."""
     import torch
 
-    from ldmkit.pipeline.txt2img import to_pixels
+    from ldmkit.data.images import to_pixels
 
     chunks = []
     with torch.no_grad():

@@ -29,8 +29,8 @@ from numbers import Integral
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.bootstrap import ConfidenceInterval, bootstrap_counts_ci
-from ldmkit.evaluation.feature_arrays import as_matrix, as_vector, same_dim
+from ldmkit.metrics.bootstrap import ConfidenceInterval, bootstrap_counts_ci
+from ldmkit.metrics.feature_arrays import as_matrix, as_vector, same_dim
 
 
 # The centred data (dim x rows) serves as the covariance factor while rows <= 1.4 dim: measured on

@@ -21,8 +21,8 @@ from numbers import Integral
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.bootstrap import ConfidenceInterval, bootstrap_counts_ci
-from ldmkit.evaluation.feature_arrays import as_matrix, l2_normalize, same_dim
+from ldmkit.metrics.bootstrap import ConfidenceInterval, bootstrap_counts_ci
+from ldmkit.metrics.feature_arrays import as_matrix, l2_normalize, same_dim
 
 ROW_BLOCK = 1024  # kernel rows evaluated at once: memory ROW_BLOCK x (other set size) floats
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.bootstrap import bootstrap_ci
+from ldmkit.metrics.bootstrap import bootstrap_ci
 from ldmkit.evaluation.clip_score import clip_score, cosine_similarity_matrix
 from ldmkit.evaluation.frechet import frechet_distance_ci
 from ldmkit.evaluation.kernel_metrics import cmmd_ci, kid_ci
-from ldmkit.evaluation.retrieval import prompt_retrieval
+from ldmkit.metrics.retrieval import distinct_prompts, prompt_retrieval
 
 PACKAGES = ("ldmkit", "torch", "diffusers", "transformers", "numpy", "Pillow", "matplotlib")
 
@@ -38,10 +38,9 @@ def alignment_metrics(dual, image_emb: np.ndarray, prompts: list[str], own: list
     evaluation prompts (top-1 / top-5 accuracy). own[i] is the index into prompts of image i's prompt."""
     from ldmkit.evaluation.features import text_embeddings
 
-    candidates = list(dict.fromkeys(prompts))  # duplicate captions would tie with the own prompt
-    column = {prompt: k for k, prompt in enumerate(candidates)}
+    candidates, columns = distinct_prompts(prompts)
     text_emb = text_embeddings(dual, candidates)
-    own_column = np.array([column[prompts[i]] for i in own])
+    own_column = columns[np.asarray(own, dtype=np.int64)]
     score = clip_score(image_emb, text_emb[own_column])
     ranks = prompt_retrieval(cosine_similarity_matrix(image_emb, text_emb), own_column)
     return {

@@ -161,7 +161,7 @@ def evaluate(settings: EvalSettings) -> dict:
                                    "has no clip/ folder; pass --clip FOLDER or train one (`ldmkit train clip`)")
         notes.append(f"no dual encoder: {settings.model} has no clip/ and no --clip was given, so CLIP score, "
                      "retrieval, FD, KID and CMMD are skipped")
-    size = pipe.default_size()
+    size = pipe.components.image_size
     real = [held_out.image(i).convert("RGB").resize((size, size)) for i in range(len(held_out))]
     metrics = {"settings": _settings_dict(settings), "environment": run_environment(settings.model, dual, settings.clip),
                "data": {"root": str(settings.data), "split": settings.split, "images_in_split": len(held_out),
@@ -231,7 +231,7 @@ def vae_round_trip(pipe, images: list, batch: int = 32) -> list:
     """PIL images -> VAE posterior mean -> decoded PIL images (same size)."""
     import torch
 
-    from ldmkit.pipeline.txt2img import to_pil, to_pixels
+    from ldmkit.data.images import to_pil, to_pixels
 
     decoded = []
     with torch.no_grad():
@@ -253,12 +253,11 @@ def _prepare_out(out: Path) -> Path:
 def _held_out(settings: EvalSettings, rule: SplitRule):
     """(split dataset restricted to `where`, first caption of each of its first n images, their labels)."""
     from ldmkit.data.dataset import CaptionDataset
-    from ldmkit.training.run_data import subset
 
     held_out = rule.split(CaptionDataset.open(settings.data), settings.split)
     if settings.where:
-        held_out = subset(held_out, [s for s in held_out.samples
-                                     if all(s.labels.get(k) == v for k, v in settings.where.items())])
+        held_out = held_out.subset(s for s in held_out.samples
+                                   if all(s.labels.get(k) == v for k, v in settings.where.items()))
     if len(held_out) < 2:
         where = f" with labels {settings.where}" if settings.where else ""
         raise DataError(f"the {settings.split!r} split of {settings.data} has {len(held_out)} image(s){where}; the "

@@ -18,7 +18,7 @@ import numpy as np
 
 from ldmkit.errors import UsageError
 from ldmkit.evaluation.attributes import attribute_accuracy
-from ldmkit.evaluation.bootstrap import bootstrap_ci
+from ldmkit.metrics.bootstrap import bootstrap_ci
 
 CARD_FILE = "dataset_card.json"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ldmkit.errors import ModelFolderError
 from ldmkit.models.components import Components
-from ldmkit.models.presets import PRESETS, ModelPreset, get_preset
+from ldmkit.models.preset_table import PRESETS, ModelPreset, get_preset
 from ldmkit.models.safety import PICKLE_SUFFIXES, check_safetensors_header, load_pickle_weights
 from ldmkit.models.text import TextEncoder, clip_tokenizer
 

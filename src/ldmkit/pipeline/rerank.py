@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ldmkit.data.images import to_pixels
 from ldmkit.errors import UsageError
-from ldmkit.pipeline.txt2img import GenerationResult, to_pixels
+from ldmkit.pipeline.txt2img import GenerationResult
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from PIL import Image, ImageDraw
 
+from ldmkit.data.images import to_pil
 from ldmkit.diffusion.samplers import Step
 
 
@@ -42,8 +43,6 @@ class TrajectoryRecorder:
             self.records.append((step.index, step.sigma, vp.clone(), step.denoised.clone()))
 
     def finish(self, decode: Callable[[torch.Tensor], torch.Tensor]) -> Trajectory:
-        from ldmkit.pipeline.txt2img import to_pil
-
         steps, sigmas, noisy, predicted = [], [], [], []
         for index, sigma, x_t, x0 in self.records:
             steps.append(index)

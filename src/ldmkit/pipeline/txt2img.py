@@ -11,14 +11,15 @@ image as diffusers' StableDiffusionPipeline, and image k of a batch equals a sin
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
+from ldmkit.data.images import to_pil, to_pixels
 from ldmkit.diffusion.denoiser import CFGDenoiser, Denoiser, TimestepMap
 from ldmkit.diffusion.registry import build_steps, get_sampler, initial_noise_scale, sampler_function
 from ldmkit.diffusion.scheduler_fields import effective_config, read_scheduler_fields
@@ -66,51 +67,54 @@ class GenerationResult:
     """What was decided for the user (e.g. an init image resized to the model's size)."""
 
 
-def latent_factor(vae) -> int:
-    """Pixels per latent cell: 2 ** (number of VAE downsampling blocks - 1)."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+def _inference(method):
+    """Run a Pipeline method under torch.no_grad with its modules in eval mode; every submodule's mode is
+    restored afterwards (a UNet that is training stays in train mode, with its requires_grad flags)."""
 
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        roots = (self.unet, self.vae, self.text_encoder.model)
+        modes = [(m, m.training) for root in roots for m in root.modules()]
+        for root in roots:
+            root.eval()
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            for m, mode in modes:
+                m.training = mode
 
-def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
-    """[-1, 1] NCHW tensor -> PIL images, rounding exactly as diffusers' image processor does."""
-    arr = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
-    return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]
-
-
-def to_pixels(image: Image.Image) -> torch.Tensor:
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1)[None]
+    return run
 
 
 class Pipeline:
     """Inference over one set of components (unet, vae, text encoder, schedule)."""
 
-    def __init__(self, components, device: str | torch.device = "cpu", unet_dtype: torch.dtype | None = None,
+    def __init__(self, components, device: str | torch.device | None = None, unet_dtype: torch.dtype | None = None,
                  compile: bool = False):
-        """Fast paths: `unet_dtype=torch.bfloat16` runs the UNet in bf16 (sampling math stays fp32);
-        `compile=True` compiles it with torch.compile + inductor weight freezing (tens of seconds once,
-        then several times faster per step: worth it for many images, see docs/benchmarks.md)."""
+        """Samples with `components` as they are: their modules' train/eval modes and requires_grad flags are
+        left alone (each call runs under no_grad with the modules in eval mode, and restores their modes).
+        Changed in place only when asked, as `nn.Module.to` does: `device` moves every module there (None:
+        stay where the UNet is), `unet_dtype=torch.bfloat16` casts the UNet (sampling math stays fp32).
+        `compile=True` compiles the UNet with torch.compile + inductor weight freezing for this module only
+        (tens of seconds once, then several times faster per step: see docs/benchmarks.md)."""
         self.components = components
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else next(components.unet.parameters()).device
         if unet_dtype is not None:
             components.unet.to(unet_dtype)
-        for m in (components.unet, components.vae, components.text_encoder.model):
-            m.to(self.device)
+        if device is not None:
+            for m in (components.unet, components.vae, components.text_encoder.model):
+                m.to(self.device)
         self._unet_forward = components.unet
         self._unet_dtype = components.unet.dtype
-        if compile:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.freezing = True  # constant-fold the (frozen) weights into the graph
-            self._unet_forward = torch.compile(components.unet)
+        if compile:  # constant-fold the weights into the graph: a patch of this compile's config, not a global
+            self._unet_forward = torch.compile(components.unet, options={"freezing": True})
         self.unet, self.vae, self.text_encoder = components.unet, components.vae, components.text_encoder
         self.schedule = NoiseSchedule.from_scheduler_config(components.scheduler_config)
         self.prediction_type = components.scheduler_config.get("prediction_type", "epsilon")
-        self.factor = latent_factor(self.vae)
+        self.factor = components.vae_scale_factor
         self._hash: str | None = None
         self.sampling_memory = limits.SAMPLING_MEMORY_BYTES  # estimated bytes one sampling run may use
-        for m in (self.unet, self.vae, self.text_encoder.model):
-            m.eval().requires_grad_(False)
 
     @classmethod
     def default(cls, **kwargs) -> "Pipeline":
@@ -127,8 +131,10 @@ class Pipeline:
         file does not tell)."""
         from ldmkit.models.folder import load_components
 
-        return cls(load_components(Path(path), allow_pickle=allow_pickle, preset=preset), device=device,
-                   unet_dtype=unet_dtype, compile=compile)
+        components = load_components(Path(path), allow_pickle=allow_pickle, preset=preset)
+        for m in (components.unet, components.vae, components.text_encoder.model):  # ours alone: frozen
+            m.eval().requires_grad_(False)
+        return cls(components, device=device, unet_dtype=unet_dtype, compile=compile)
 
     def save_pretrained(self, path: str | Path) -> None:
         from ldmkit.models.folder import save_components
@@ -151,10 +157,6 @@ class Pipeline:
 
         own = sampler_for_scheduler(self.components.scheduler_config)
         return {**DEFAULT_SAMPLING, **({"sampler": own} if own else {}), **self.components.meta.get("sampling", {})}
-
-    def default_size(self) -> int:
-        meta_size = self.components.meta.get("image_size")
-        return int(meta_size) if meta_size else int(self.unet.config.sample_size) * self.factor
 
     # -- the three stages ---------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class Pipeline:
         width, height = s.width, s.height
         if init_image is not None and width is None and height is None:
             width, height = self.fit_init_image(init_image.size, notes)
-        width, height = width or self.default_size(), height or self.default_size()
+        width, height = width or self.components.image_size, height or self.components.image_size
         for name, v in (("height", height), ("width", width)):
             if v % self.factor:
                 raise UsageError(f"{name} {v} is not a positive multiple of the VAE factor {self.factor}")
@@ -231,7 +233,7 @@ class Pipeline:
         """The sampling size for an init image given without a size: its own, scaled down (aspect kept) when
         larger than the model's size, rounded down to multiples of the VAE factor; a note when it changes."""
         w, h = size
-        side, f = self.default_size(), self.factor
+        side, f = self.components.image_size, self.factor
         scale = min(1.0, side / max(w, h))
         fw, fh = (max(f, int(v * scale) // f * f) for v in (w, h))
         if (fw, fh) != (w, h):
@@ -263,7 +265,7 @@ class Pipeline:
 
     # -- the call -----------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @_inference
     def __call__(self, prompt: str, settings: SamplingSettings | None = None, *,
                  init_image: Image.Image | None = None, trajectory: bool = False, trajectory_every: int = 1,
                  progress: bool = False, **fields) -> GenerationResult:
@@ -290,7 +292,7 @@ class Pipeline:
         traj = merge_trajectories(trajectories) if trajectory else None
         return GenerationResult(images, seeds, params, torch.cat(latents), traj, warnings, notes)
 
-    @torch.no_grad()
+    @_inference
     def generate_batch(self, prompts: list[str], seeds: list[int], settings: SamplingSettings | None = None, *,
                        progress: bool = False, on_step=None, **fields) -> list[GenerationResult]:
         """Image i from prompts[i] and seeds[i], sampled together (one UNet batch per step, as many images per
@@ -362,7 +364,7 @@ class Pipeline:
 
         bar = _progress_bar(len(sigma_steps), progress)
 
-        def on_step(step: Step):
+        def step_callback(step: Step):  # not `on_step`: that name is the caller's (i, n) hook
             if not torch.isfinite(step.denoised).all():
                 raise LdmkitError(f"non-finite latents at step {step.index + 1} (sigma {step.sigma:.4g}); "
                                   "the model weights or the sampler settings are broken")
@@ -374,7 +376,7 @@ class Pipeline:
                 on_step(step.index + 1, len(sigma_steps))
 
         run = sampler_function(spec, fields.sampler_options)
-        x = run(denoise, x, sigma_steps.sigmas.to(self.device), generator=generators, callback=on_step)
+        x = run(denoise, x, sigma_steps.sigmas.to(self.device), generator=generators, callback=step_callback)
         if bar is not None:
             bar.close()
         if not torch.isfinite(x).all():

@@ -5,9 +5,9 @@ when fine-tuning) and of the trained one on the same split, with bootstrap inter
     comparison = compare(before_hits, after_hits)          # estimates, 95% CIs, paired change, relative change
     print(format_table(report))                            # the table `train clip` prints at the end
 
-Retrieval is `ldmkit.evaluation.retrieval.cross_modal_retrieval` (image->text is a hit when ANY caption of the
+Retrieval is `ldmkit.metrics.retrieval.cross_modal_retrieval` (image->text is a hit when ANY caption of the
 image is among the top k, text->image when the caption's own image is) and the intervals are
-`ldmkit.evaluation.bootstrap.bootstrap_ci` over images (image->text) or captions (text->image). The change's
+`ldmkit.metrics.bootstrap.bootstrap_ci` over images (image->text) or captions (text->image). The change's
 interval resamples the same items for before and after (a paired bootstrap of the per-item difference).
 """
 
@@ -27,7 +27,7 @@ LABELS = {"i2t": "image->text", "t2i": "text->image"}
 
 def retrieval_hits(image_emb, text_emb, owner, ks: tuple[int, ...] = RECALL_AT) -> dict[str, np.ndarray]:
     """{"i2t_r@k": (n_images,) bool, "t2i_r@k": (n_texts,) bool} for each k; owner[j] = image of caption j."""
-    from ldmkit.evaluation.retrieval import cross_modal_retrieval
+    from ldmkit.metrics.retrieval import cross_modal_retrieval
 
     sim = np.asarray(image_emb, dtype=np.float64) @ np.asarray(text_emb, dtype=np.float64).T
     result = cross_modal_retrieval(sim, np.asarray(owner, dtype=np.int64))
@@ -45,7 +45,7 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray], *, n_bo
             seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per metric: before and after [estimate, low, high], the paired change [estimate, low, high] and the
     relative change of the estimates (None from 0)."""
-    from ldmkit.evaluation.bootstrap import bootstrap_ci
+    from ldmkit.metrics.bootstrap import bootstrap_ci
 
     out = {}
     for key in before:

@@ -1,6 +1,6 @@
 """`ldmkit train clip`: a contrastive dual encoder (ldmkit.models.dual_encoder) for scoring and reranking.
 
-    result = train_clip(load_recipe("configs/clip-shapes.yaml", ClipRecipe), "runs/clip")
+    result = train_task("clip", load_recipe("configs/clip-shapes.yaml", ClipRecipe), "runs/clip")  # .trainers
 
 Symmetric InfoNCE (Radford et al. 2021) over a batch of images, each with one of its captions drawn at
 random, with a learned temperature clamped at 1/100. Retrieval on the held-out split is measured before
@@ -264,15 +264,3 @@ def _write_hf_final(model, path: Path, recipe: ClipRecipe, meta: dict) -> None:
 def _pad(pixels: torch.Tensor, pad: int) -> torch.Tensor:
     """Replicate-pad each side by `pad` pixels, so random crops of the original size shift the image a little."""
     return F.pad(pixels, (pad, pad, pad, pad), mode="replicate") if pad > 0 else pixels
-
-
-def train_clip(recipe: ClipRecipe, run_dir: str | Path):
-    """Train (or resume) the dual encoder of `recipe` in `run_dir`; returns the loop's TrainResult."""
-    from ldmkit.training.loop import train
-    from ldmkit.training.processes import main_process_first
-    from ldmkit.training.trainers import mark_run
-
-    with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
-        mark_run(Path(run_dir), "clip")
-        task = ClipTask(recipe, run_dir)
-    return train(task, recipe.train, run_dir, recipe=recipe)

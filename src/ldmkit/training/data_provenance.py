@@ -21,9 +21,9 @@ SHOWN_CLASSES = 12
 
 def data_provenance(dataset, data) -> dict:
     """The data a run uses, as plain JSON types (see the module docstring)."""
-    from ldmkit.data.splits import SPLITS
-    from ldmkit.training.run_data import split
+    from ldmkit.data.splits import SPLITS, SplitSpec
 
+    spec = SplitSpec(val=data.val_fraction, test=data.test_fraction)
     root = Path(dataset.root)
     out = {
         "path": str(root.resolve()),
@@ -32,7 +32,7 @@ def data_provenance(dataset, data) -> dict:
         "images": len(dataset),
         "captions": sum(len(s.captions) for s in dataset.samples),
         "bad": dataset.report.counts(),
-        "splits": {name: len(split(dataset, data, name)) for name in SPLITS},
+        "splits": {name: len(dataset.split(name, spec, data.holdout)) for name in SPLITS},
         "fingerprint": fingerprint(dataset),
     }
     classes = dataset_classes(dataset)

@@ -3,9 +3,10 @@
     row = evaluate_alignment(components, dual_encoder, captions, steps=10)
     append_eval_row(run_dir, row)          # RUN_DIR/eval.jsonl + RUN_DIR/eval_curve.png
 
-For K held-out captions (one image each, seed i for caption i) it measures the CLIP score (100 x cosine,
-clipped at 0, as torchmetrics' CLIPScore) and prompt retrieval (is the image's own caption the closest,
-or among the 5 closest, of the K). The full `ldmkit eval` (fidelity, intervals, reports) runs on a
+For K held-out captions (one image each, seed i for caption i, sampled together by generate_batch) it
+measures the CLIP score (100 x cosine, clipped at 0, as torchmetrics' CLIPScore) and prompt retrieval (is
+the image's own caption the closest, or among the 5 closest, of the distinct captions), with the same
+function as `ldmkit eval` (ldmkit.metrics.retrieval: ties count against the image). The full `ldmkit eval` (fidelity, intervals, reports) runs on a
 finished model; this is the cheap curve to watch while training.
 """
 
@@ -25,22 +26,21 @@ EVAL_PLOT = "eval_curve.png"
 def evaluate_alignment(components, dual_encoder, captions: list[str], *, steps: int, guidance: float | None = None
                        ) -> dict[str, float]:
     """CLIP score and prompt-retrieval top-1/top-5 of one generated image per caption (seed i for caption i)."""
-    import numpy as np
-
+    from ldmkit.data.images import images_to_pixels
+    from ldmkit.metrics.retrieval import distinct_prompts, prompt_retrieval
     from ldmkit.pipeline import Pipeline
 
     device = next(components.unet.parameters()).device
     pipe = Pipeline(components, device=device)
-    images = [pipe(c, steps=steps, guidance=guidance, seed=i).images[0] for i, c in enumerate(captions)]
-    pixels = torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
-                          for im in images]) / 127.5 - 1.0
-    image_emb = dual_encoder.encode_images(pixels).float().cpu()
-    text_emb = dual_encoder.encode_texts(captions).float().cpu()
-    sim = image_emb @ text_emb.T  # [K images, K captions], unit vectors
-    own = sim.diagonal()
-    rank = (sim > own[:, None]).sum(dim=1)  # captions closer than the image's own
-    return {"clip_score": float((100 * own.clamp_min(0)).mean()), "retrieval_top1": float((rank < 1).float().mean()),
-            "retrieval_top5": float((rank < 5).float().mean()), "prompts": len(captions)}
+    results = pipe.generate_batch(list(captions), list(range(len(captions))), steps=steps, guidance=guidance)
+    image_emb = dual_encoder.encode_images(images_to_pixels([r.images[0] for r in results])).float().cpu()
+    candidates, own = distinct_prompts(captions)
+    text_emb = dual_encoder.encode_texts(candidates).float().cpu()
+    sim = image_emb @ text_emb.T  # [K images, D distinct captions], unit vectors
+    own_sim = sim[torch.arange(len(captions)), torch.from_numpy(own)]  # [K]
+    ranks = prompt_retrieval(sim.double().numpy(), own)  # ties count against the image, as in `ldmkit eval`
+    return {"clip_score": float((100 * own_sim.clamp_min(0)).mean()), "retrieval_top1": ranks.top1,
+            "retrieval_top5": ranks.top5, "prompts": len(captions)}
 
 
 def read_eval_rows(run_dir: Path) -> list[dict]:

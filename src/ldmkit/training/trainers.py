@@ -1,64 +1,57 @@
-"""Which trainer a run folder belongs to, and starting or resuming any of the three by name.
+"""The trainers by name: a table {name: Task class} and one runner that starts or resumes any of them.
 
-    result = run_trainer("unet", "configs/tiny.yaml", "runs/tiny", ["train.steps=50"])
+    result = train_task("clip", recipe, "runs/clip")                          # a typed recipe
+    result = run_trainer("unet", "configs/tiny.yaml", "runs/tiny", ["train.steps=50"])   # a recipe file
     result = resume_run("runs/tiny")     # reads RUN_DIR/trainer.json and RUN_DIR/config.yaml
+
+Every Task is built as `Task(recipe, run_dir)` and trained by the shared loop (ldmkit.training.loop); the
+table names classes as "module:Class" (as the sampler table names functions) so torch loads only when a
+trainer runs.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from ldmkit.config.recipe import load_recipe
 from ldmkit.errors import UsageError, shown
 from ldmkit.training.recipes import RECIPES, TRAINERS
+from ldmkit.training.run_marker import MARKER, mark_run, trainer_of
 
-MARKER = "trainer.json"
+__all__ = ["MARKER", "TASKS", "mark_run", "resume_run", "run_trainer", "task_class", "train_task", "trainer_of"]
+
 RECIPE_FILE = "config.yaml"  # written by the loop's record_run: the resolved recipe
+TASKS = {
+    "unet": "ldmkit.training.unet:UNetTask",
+    "vae": "ldmkit.training.vae:VAETask",
+    "clip": "ldmkit.training.clip_task:ClipTask",
+    "attributes": "ldmkit.training.attributes_task:AttributesTask",
+}
+"""Trainer name -> its TrainTask class, built as Task(recipe, run_dir)."""
 
 
-def trainer_of(run_dir: Path) -> str | None:
-    """The trainer recorded in `run_dir`, or None when it holds no run."""
-    marker = Path(run_dir) / MARKER
-    if not marker.is_file():
-        return None
-    try:
-        kind = json.loads(marker.read_text(encoding="utf-8"))["trainer"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"{marker} is not a trainer record ({err}); it should hold {{\"trainer\": \"unet\"}}") from None
-    if kind not in TRAINERS:
-        raise UsageError(f"{marker} names trainer {shown(kind)}; known trainers: {', '.join(TRAINERS)}")
-    return kind
+def task_class(kind: str):
+    """The TrainTask class of trainer `kind` (imported now)."""
+    if kind not in TASKS:
+        raise UsageError(f"unknown trainer {shown(kind)}; known trainers: {', '.join(TRAINERS)}")
+    module, name = TASKS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def mark_run(run_dir: Path, kind: str) -> None:
-    """Record `kind` in `run_dir`; refuse a folder that holds another trainer's run."""
-    existing = trainer_of(run_dir)
-    if existing is not None and existing != kind:
-        raise UsageError(f"{run_dir} holds a `{existing}` run; `train {kind}` needs a new --out folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MARKER).write_text(json.dumps({"trainer": kind}) + "\n", encoding="utf-8")
+def train_task(kind: str, recipe, run_dir: str | Path):
+    """Train (or resume) trainer `kind` with its typed `recipe` in `run_dir`; returns the loop's TrainResult."""
+    from ldmkit.training.loop import train
+    from ldmkit.training.processes import main_process_first
 
-
-def _train_function(kind: str):
-    if kind == "unet":
-        from ldmkit.training.unet import train_unet
-
-        return train_unet
-    if kind == "vae":
-        from ldmkit.training.vae import train_vae
-
-        return train_vae
-    if kind == "clip":
-        from ldmkit.training.clip_task import train_clip
-
-        return train_clip
-    if kind == "attributes":
-        from ldmkit.training.attributes_task import train_attributes
-
-        return train_attributes
-    raise UsageError(f"unknown trainer {shown(kind)}; known trainers: {', '.join(TRAINERS)}")
+    task = task_class(kind)
+    if not isinstance(recipe, RECIPES[kind]):
+        raise UsageError(f"trainer {kind} takes a {RECIPES[kind].__name__}, got {type(recipe).__name__}")
+    run_dir = Path(run_dir)
+    with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
+        mark_run(run_dir, kind)
+        built = task(recipe, run_dir)
+    return train(built, recipe.train, run_dir, recipe=recipe)
 
 
 def run_trainer(kind: str, config: str | Path | None, run_dir: str | Path, overrides: Sequence[str] = ()):
@@ -76,7 +69,7 @@ def run_trainer(kind: str, config: str | Path | None, run_dir: str | Path, overr
         base, source = read_yaml_mapping(Path(config)), str(config)
     base = data_source_overrides(base, overrides)  # --set data.path=DIR replaces the recipe's data.builtin
     recipe = from_dict(RECIPES[kind], apply_overrides(RECIPES[kind], base, overrides), source=source)
-    return _train_function(kind)(recipe, Path(run_dir))
+    return train_task(kind, recipe, Path(run_dir))
 
 
 def resume_run(run_dir: str | Path, overrides: Sequence[str] = (), *, restart: bool = False):

@@ -9,6 +9,7 @@ captions never mention something that is not in the picture.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 from ldmkit.data.builtin.card import BuildResult, Record, image_name, package_version
@@ -201,3 +202,34 @@ def build(out: Path, *, n: int | None, seed: int, size: int) -> BuildResult:
             "graphic t-shirts always carry the same skull print",
         ),
     )
+
+
+def avatar_values() -> dict[str, tuple[str, ...]]:
+    """Every value of every `avatars` label column, from the phrase tables above."""
+    tables = {"top": (*HAIR, *HATS), "hair_color": HAIR_COLORS, "hat_color": ("none", *CLOTHING_COLORS),
+              "skin": SKINS, "eyes": EYES, "eyebrows": EYEBROWS, "mouth": MOUTHS,
+              "facial_hair": FACIAL_HAIR, "accessory": ACCESSORIES, "clothing": CLOTHES,
+              "clothing_color": CLOTHING_COLORS, "background": BACKGROUNDS}
+    return {column: tuple(sorted(values)) for column, values in tables.items()}
+
+
+def is_avatars_row(labels: Mapping[str, str]) -> bool:
+    """Whether labels hold a valid value for every `avatars` column (an avatars row, also inside a mixture)."""
+    return all(labels.get(column) in values for column, values in avatar_values().items())
+
+
+def avatars_value_sets(labels: Mapping[str, str], template: int | None = None) -> dict[str, frozenset[str]]:
+    """Column -> the values v for which the captions of (labels with column = v) are the same as those of
+    labels: all three captions, or only caption number `template`. A value the captions cannot tell apart
+    is in the set; a column the captions never show (the eyes behind sunglasses) gets every value."""
+
+    def captions(values: Mapping[str, str]) -> tuple[str, ...] | str | None:
+        try:
+            texts = captions_for(dict(values))
+        except KeyError:  # an impossible combination (a hat without a hat colour) says something else
+            return None
+        return texts if template is None else texts[template]
+
+    own = captions(labels)
+    return {column: frozenset(v for v in values if v == labels[column] or captions({**labels, column: v}) == own)
+            for column, values in avatar_values().items()}

@@ -44,14 +44,14 @@ def part_sizes(parts: tuple[str, ...], n: int | dict | None) -> dict[str, int | 
 
 def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int) -> dict:
     """Build every part into OUT/<part>/ and write the mixture's metadata.jsonl, card and README."""
-    from ldmkit.data.builtin import build_dataset
+    from ldmkit.data.builtin.single import build_single
 
     name = "+".join(parts)
     sizes = part_sizes(parts, n)
     _prepare(out, name, parts)
     cards, rows = {}, []
     for part in parts:
-        cards[part] = build_dataset(part, out / part, n=sizes[part], seed=seed, size=size)
+        cards[part] = build_single(part, out / part, n=sizes[part], seed=seed, size=size)
         for line in (out / part / METADATA_NAME).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)

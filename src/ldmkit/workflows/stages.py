@@ -279,7 +279,14 @@ def _ship_stage(stage: Stage, out: Path, stages_file: Path, log) -> None:
     sampling = {k: opts[k] for k in ("sampler", "steps", "guidance") if k in opts}
     spec = ShipSpec(source=out, out=out / stage.name, recipe=stages_file, sampling=sampling, name=opts.get("name", ""),
                     replace=True, max_bytes=int(opts["max_mb"] * 1_000_000) if "max_mb" in opts else MAX_BYTES)
-    ship_model(spec, log=log)  # atomic: a stopped ship leaves no ldmkit.json, so it is redone
+    ship_model(spec, reference=_reference, log=log)  # atomic: a stopped ship leaves no ldmkit.json, so it is redone
+
+
+def _reference(folder: Path, info: dict) -> str:
+    """The reference image hash, as `ldmkit model ship` records it."""
+    from ldmkit.pipeline.reference import reference_png_sha256
+
+    return reference_png_sha256(folder, info["prompt"], info["seed"])
 
 
 def _eval_stage(stage: Stage, out: Path, finals: dict[str, Path], log) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from ldmkit.cli import main
 from ldmkit.errors import UsageError
-from ldmkit.training.stages import load_stages
+from ldmkit.workflows.stages import load_stages
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FAST = ["train.steps=2", "train.checkpoint_every=1", "train.validate_every=0", "train.batch_size=4",
@@ -102,7 +102,7 @@ def test_placeholder_must_name_an_earlier_stage(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(f"stages:\n  - {{name: unet, trainer: unet, config: {CONFIGS / 'tiny.yaml'}, "
                     f"set: ['model.vae_from={{vae}}']}}\n")
-    from ldmkit.training.stages import run_stages
+    from ldmkit.workflows.stages import run_stages
 
     with pytest.raises(UsageError, match="not an earlier stage"):
         run_stages(path, tmp_path / "r")
@@ -114,7 +114,7 @@ def test_placeholder_must_name_an_earlier_stage(tmp_path):
 def test_shipped_stages_files_load_with_their_recipes(name):
     from ldmkit.config import load_recipe
     from ldmkit.training.recipes import RECIPES
-    from ldmkit.training.stages import fill_placeholders
+    from ldmkit.workflows.stages import fill_placeholders
 
     stages = load_stages(CONFIGS / name)
     finals = {}
@@ -144,6 +144,12 @@ def test_ship_and_eval_stages_assemble_and_measure_then_skip(tmp_path, capsys):
 
     meta = json.loads((out / "model" / "ldmkit.json").read_text())
     assert meta["sampling"]["steps"] == 3 and "stages:" in meta["recipe"]["text"]
+    from ldmkit.models.shipping import platform_key
+    from ldmkit.pipeline.reference import reference_png_sha256
+
+    reference = meta["reference_image"]  # recorded as `ldmkit model ship` records it
+    assert reference["sha256"][platform_key()] == reference_png_sha256(out / "model", reference["prompt"],
+                                                                       reference["seed"])
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["data"]["root"] == str(out / "data") and metrics["settings"]["model"] == str(out / "model")
     assert metrics["settings"]["out"] == str(out / "eval") and not (out / "eval.partial").exists()
@@ -160,7 +166,7 @@ def test_ship_and_eval_stages_assemble_and_measure_then_skip(tmp_path, capsys):
 
 
 def test_eval_stage_never_overwrites_a_foreign_folder(tmp_path):
-    from ldmkit.training.stages import run_stages
+    from ldmkit.workflows.stages import run_stages
 
     path = tmp_path / "stages.yaml"
     path.write_text("stages:\n  - {name: eval, eval: {model: somewhere}}\n")
@@ -176,7 +182,7 @@ def test_eval_stage_options_are_the_eval_settings():
     import dataclasses
 
     from ldmkit.evaluation.run import EvalSettings
-    from ldmkit.training.stages import EVAL_OPTIONS
+    from ldmkit.workflows.stages import EVAL_OPTIONS
 
     assert set(EVAL_OPTIONS) == {f.name for f in dataclasses.fields(EvalSettings)} - {"out"}
 

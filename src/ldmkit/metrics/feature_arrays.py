@@ -1,7 +1,7 @@
 """Turn user features (torch tensors, numpy arrays, nested lists) into checked float64 numpy arrays.
 
-Every metric in `ldmkit.evaluation` works in float64 numpy: feature sets are small (thousands of
-rows), and the matrix square root of the Fréchet distance loses digits in float32.
+Every metric in `ldmkit.metrics` and `ldmkit.evaluation` works in float64 numpy: feature sets are small
+(thousands of rows), and the matrix square root of the Fréchet distance loses digits in float32.
 """
 
 from __future__ import annotations

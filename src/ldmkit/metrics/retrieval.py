@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.feature_arrays import as_matrix
+from ldmkit.metrics.feature_arrays import as_matrix
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,14 @@ def prompt_retrieval(similarity, own_prompt) -> PromptRetrieval:
     # Every candidate scoring >= the own prompt outranks it; the own prompt itself is one of them.
     ranks = (sim >= own_score[:, None]).sum(axis=1)
     return PromptRetrieval(ranks=ranks, candidates=sim.shape[1])
+
+
+def distinct_prompts(prompts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(the distinct prompts in first-seen order, the column of each of `prompts` among them): the candidates
+    of prompt_retrieval. Ranking against repeated captions would tie every repeat with the own prompt."""
+    candidates = list(dict.fromkeys(prompts))
+    column = {prompt: k for k, prompt in enumerate(candidates)}
+    return candidates, np.array([column[p] for p in prompts], dtype=np.int64)
 
 
 def cross_modal_retrieval(similarity, caption_image) -> CrossModalRetrieval:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.feature_arrays import as_vector, to_numpy
+from ldmkit.metrics.feature_arrays import as_vector, to_numpy
 
 METHODS = ("percentile", "basic")
 MAX_CHUNK_ENTRIES = 2**22  # resampling indices held at once (32 MiB of int64)

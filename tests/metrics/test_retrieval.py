@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.retrieval import caption_owners, cross_modal_retrieval, prompt_retrieval
+from ldmkit.metrics.retrieval import caption_owners, cross_modal_retrieval, prompt_retrieval
 
 
 def test_prompt_retrieval_ranks_by_hand_with_pessimistic_ties():

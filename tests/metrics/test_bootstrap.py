@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation import bootstrap
-from ldmkit.evaluation.bootstrap import bootstrap_ci, bootstrap_counts_ci, bootstrap_statistic_ci
+from ldmkit.metrics import bootstrap
+from ldmkit.metrics.bootstrap import bootstrap_ci, bootstrap_counts_ci, bootstrap_statistic_ci
 
 
 def test_interval_covers_the_true_mean_about_95_percent_of_the_time():

@@ -1,0 +1,241 @@
+"""The FastAPI app: the native API under /api/v1 (see README "ldmkit serve").
+
+Routes only translate HTTP to the store and the worker; requests are checked by `SamplingSettings`
+(serve.request), and the front door (host, token, origin, content type, body size) is serve.guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from ldmkit.errors import UsageError
+from ldmkit.pipeline import limits
+from ldmkit.serve.events import TERMINAL, EventHub
+from ldmkit.serve.guard import Guard
+from ldmkit.serve.request import RequestErrors, batch_key, field_of, parse_job, settings_json
+from ldmkit.serve.store import STATES, Conflict, JobStore, QueueFull
+
+IMAGE_ID = re.compile(r"[0-9a-f]{32}")
+JOB_ID = IMAGE_ID
+MAX_PAGE = 100
+"""Jobs per page of GET /jobs (the default is 20)."""
+
+
+@dataclass
+class ServerConfig:
+    """What `ldmkit serve` was started with."""
+
+    data_dir: Path
+    """Where the job database and the images live (created if missing)."""
+    models: dict[str, Path]
+    """Served model name -> folder or checkpoint file; the first one is the default."""
+    host: str = "127.0.0.1"
+    """Address bound; other than loopback only with a token."""
+    port: int = 7860
+    """TCP port, 1..65535."""
+    token: str | None = None
+    """Bearer token every request must carry (None: no token, loopback only)."""
+    max_queue: int = 256
+    """Images that may wait in the queue; a request that does not fit whole gets 429."""
+    batch_images: int = 16
+    """Images the worker samples together at most (compatible jobs are batched)."""
+    max_body: int = 64 * 1024
+    """Largest request body in bytes (413 beyond)."""
+    fast: bool = False
+    """bf16 UNet + torch.compile, warm-up paid when a model loads."""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise UsageError("serve needs at least one model")
+        for name, value in (("--max-queue", self.max_queue), ("--batch", self.batch_images)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+                raise UsageError(f"{name} must be an integer in 1..100000, got {value!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise UsageError(f"--port must be in 1..65535, got {self.port!r}")
+        if self.token is not None and (len(self.token) < 8 or not self.token.isprintable() or " " in self.token):
+            raise UsageError("--token must be at least 8 printable characters without spaces")
+        from ldmkit.serve.guard import is_loopback
+
+        if not is_loopback(self.host) and self.token is None:
+            raise UsageError(f"--host {self.host} exposes the server beyond this machine: pass --token TOKEN too "
+                             "(clients then send Authorization: Bearer TOKEN)")
+
+
+def _error(status: int, detail, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _json_body(request: Request):
+    try:
+        return json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise RequestErrors([{"field": "body", "error": "not valid JSON"}]) from None
+
+
+def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> FastAPI:
+    """The app; `worker` runs the jobs (started and stopped with the app)."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        if not worker.is_alive():
+            worker.start()
+        yield
+        worker.stop()
+
+    app = FastAPI(title="ldmkit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    names = list(config.models)
+
+    @app.exception_handler(RequestErrors)
+    async def _request_errors(_request, err: RequestErrors):
+        return _error(422, err.errors)
+
+    @app.post("/api/v1/jobs")
+    async def submit(request: Request):
+        body = await _json_body(request)
+        prompt, settings, model = parse_job(body, names, names[0], config.max_queue)
+        try:
+            worker.check(model, settings)
+        except UsageError as err:
+            raise RequestErrors([{"field": field_of(str(err)), "error": str(err)}]) from None
+        return _queue(prompt, settings_json(settings), model)
+
+    def _queue(prompt: str, settings: dict, model: str, retry_of: str | None = None):
+        try:
+            job, position = store.submit(prompt, settings, model, batch_key(model, settings), config.max_queue,
+                                         retry_of)
+        except QueueFull as full:
+            return _error(429, f"queue full: {full}; this request needs {settings['num_images']} places. "
+                               "Try again later", {"Retry-After": "5"})
+        hub.publish(job["id"], "queued", queue_position=position)
+        worker.wake()
+        return JSONResponse({"id": job["id"], "status": job["status"], "queue_position": position}, status_code=202)
+
+    @app.get("/api/v1/jobs")
+    async def list_jobs(status: str | None = None, cursor: str | None = None, limit: str = "20"):
+        errors = []
+        if status is not None and status not in STATES:
+            errors.append({"field": "status", "error": f"one of {', '.join(STATES)}"})
+        if cursor is not None and not (cursor.isdigit() and len(cursor) < 19):
+            errors.append({"field": "cursor", "error": "not a cursor from a previous page"})
+        if not (limit.isdigit() and 1 <= int(limit) <= MAX_PAGE):
+            errors.append({"field": "limit", "error": f"an integer in 1..{MAX_PAGE}"})
+        if errors:
+            return _error(422, errors)
+        jobs, nxt = store.list(status, int(cursor) if cursor else None, int(limit))
+        return {"jobs": jobs, "next_cursor": None if nxt is None else str(nxt)}
+
+    def _job_or_404(job_id: str):
+        job = store.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            return None, _error(404, "no such job")
+        job["queue_position"] = store.queue_position(job_id)
+        return job, None
+
+    @app.get("/api/v1/jobs/{job_id}")
+    async def get_job(job_id: str):
+        job, missing = _job_or_404(job_id)
+        return missing or job
+
+    @app.post("/api/v1/jobs/{job_id}/cancel")
+    async def cancel(job_id: str):
+        if not JOB_ID.fullmatch(job_id):
+            return _error(404, "no such job")
+        try:
+            status = store.cancel(job_id)
+        except KeyError:
+            return _error(404, "no such job")
+        except Conflict as err:
+            return _error(409, str(err))
+        if status == "cancelled":
+            hub.publish(job_id, "cancelled")
+        return JSONResponse({"id": job_id, "status": status, "cancel_requested": True},
+                            status_code=200 if status == "cancelled" else 202)
+
+    @app.post("/api/v1/jobs/{job_id}/retry")
+    async def retry(job_id: str):
+        """A new job with the same prompt, settings (seeds included) and model."""
+        job, missing = _job_or_404(job_id)
+        if missing:
+            return missing
+        if job["status"] not in ("failed", "cancelled", "interrupted", "succeeded"):
+            return _error(409, f"job {job_id} is {job['status']}; retry a finished job")
+        if job["model"] not in config.models:
+            return _error(409, f"model {job['model']!r} is not served now")
+        return _queue(job["prompt"], job["settings"], job["model"], retry_of=job_id)
+
+    @app.get("/api/v1/jobs/{job_id}/events")
+    async def events(job_id: str, request: Request):
+        job, missing = _job_or_404(job_id)
+        if missing:
+            return missing
+        return StreamingResponse(_stream(job, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    async def _stream(job: dict, request: Request):
+        yield _sse({"event": "state", "status": job["status"], "queue_position": job["queue_position"]})
+        if job["status"] in TERMINAL:
+            return
+        seen, idle = 0, 0.0
+        while not await request.is_disconnected():
+            new = hub.since(job["id"], seen)
+            for event in new:
+                seen = event["seq"]
+                yield _sse(event)
+                if event["event"] in TERMINAL:
+                    return
+            await asyncio.sleep(0.1)
+            idle = 0.0 if new else idle + 0.1
+            if idle >= 2.0:  # a final state the hub no longer holds (or a comment to keep proxies open)
+                idle, now = 0.0, store.get(job["id"])
+                if now["status"] in TERMINAL:
+                    yield _sse({"event": now["status"], "job_id": job["id"]})
+                    return
+                yield ": keep-alive\n\n"
+
+    @app.get("/api/v1/images/{name}")
+    async def image(name: str):
+        image_id = name[:-4] if name.endswith(".png") else ""
+        if not IMAGE_ID.fullmatch(image_id) or not store.image_exists(image_id):
+            return _error(404, "no such image")
+        return FileResponse(store.images_dir / f"{image_id}.png", media_type="image/png",
+                            headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+    @app.get("/api/v1/capabilities")
+    async def capabilities():
+        from ldmkit.diffusion.registry import SAMPLERS
+
+        return {
+            "models": [{"name": n, "default": n == names[0]} for n in names],
+            "samplers": list(SAMPLERS),
+            "limits": {"max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_pixels": limits.MAX_PIXELS,
+                       "max_steps": limits.MAX_STEPS, "max_images_per_request": config.max_queue,
+                       "max_queue_images": config.max_queue, "max_body_bytes": config.max_body,
+                       "batch_images": config.batch_images},
+            "fields": ["prompt", "model", *settings_json_fields()],
+        }
+
+    @app.get("/api/v1/health")
+    async def health():
+        return {"status": "ok" if worker.is_alive() else "worker stopped", "jobs": store.counts()}
+
+    return Guard(app, bind_host=config.host, token=config.token, max_body=config.max_body)
+
+
+def settings_json_fields() -> list[str]:
+    from ldmkit.serve.request import SETTINGS_FIELDS
+
+    return list(SETTINGS_FIELDS)
+
+
+def _sse(event: dict) -> str:
+    name = event.get("event", "message")
+    return f"event: {name}\ndata: {json.dumps(event)}\n\n"

@@ -1,0 +1,179 @@
+"""The worker: one thread that holds the loaded pipelines and runs queued jobs, oldest first.
+
+Compatible queued jobs (same model and settings but prompt and seed) run together through
+`Pipeline.generate_batch`, one UNet batch per step. Every sampling step the worker publishes progress
+and looks for cancel requests: a cancelled job stops within one step; the other jobs of its batch go
+back to the queue. Images are written whole (temp + rename) with the CLI's A1111 `parameters` chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from ldmkit.errors import LdmkitError
+from ldmkit.pipeline.settings import SamplingSettings
+from ldmkit.serve.events import EventHub
+from ldmkit.serve.store import JobStore, new_id, write_png_atomic
+
+log = logging.getLogger("ldmkit.serve")
+
+
+class _Cancelled(Exception):
+    def __init__(self, job_ids: set[str]):
+        super().__init__("cancelled")
+        self.job_ids = job_ids
+
+
+class Worker(threading.Thread):
+    """Runs jobs from `store` on the models named in `models` (name -> folder or checkpoint file)."""
+
+    def __init__(self, store: JobStore, hub: EventHub, models: dict[str, Path], *, batch_images: int = 16,
+                 max_loaded: int = 2, fast: bool = False):
+        super().__init__(name="ldmkit-worker", daemon=True)
+        self.store, self.hub, self.models = store, hub, models
+        self.batch_images, self.max_loaded, self.fast = batch_images, max_loaded, fast
+        self._loaded: OrderedDict[str, object] = OrderedDict()
+        self._load_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    # -- pipelines ------------------------------------------------------------------------------
+
+    def pipeline(self, name: str):
+        """The loaded pipeline of model `name` (least recently used ones are dropped past max_loaded)."""
+        with self._load_lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+            import torch
+
+            from ldmkit.pipeline import Pipeline
+
+            pipe = Pipeline.from_pretrained(self.models[name], unet_dtype=torch.bfloat16 if self.fast else None,
+                                            compile=self.fast)
+            self._loaded[name] = pipe
+            while len(self._loaded) > self.max_loaded:
+                self._loaded.popitem(last=False)
+            return pipe
+
+    def check(self, model: str, settings: SamplingSettings) -> None:
+        """The model-dependent checks (`Pipeline.resolve`: VAE factor, timesteps, sampler options) when the
+        model is loaded; UsageError if they fail. Allocates nothing."""
+        with self._load_lock:
+            pipe = self._loaded.get(model)
+        if pipe is not None:
+            pipe.resolve(settings)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            jobs = self.store.claim(self.batch_images)
+            if not jobs:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self.run_batch(jobs)
+            except Exception as err:  # never let one batch kill the worker
+                log.exception("worker: batch failed")
+                for job in jobs:
+                    self._end(job["id"], "failed", f"internal error: {type(err).__name__}: {err}")
+
+    def _end(self, job_id: str, status: str, error: str | None = None) -> None:
+        self.store.finish(job_id, status, error)
+        self.hub.publish(job_id, status, **({"error": error} if error else {}))
+
+    def run_batch(self, jobs: list[dict]) -> None:
+        ids = [j["id"] for j in jobs]
+        t0 = time.time()
+        try:
+            pipe = self.pipeline(jobs[0]["model"])
+            fields = {k: v for k, v in jobs[0]["settings"].items() if k not in ("seed", "num_images")}
+            settings = SamplingSettings(**fields)
+            prompts, seeds, owner = [], [], []
+            for job in jobs:
+                for seed in (int(s) for s in job["seeds"]):
+                    prompts.append(job["prompt"])
+                    seeds.append(seed)
+                    owner.append(job["id"])
+            resolved, _ = pipe.resolve(settings)
+            runs = math.ceil(len(prompts) / pipe.images_per_run(resolved))
+        except LdmkitError as err:
+            for job_id in ids:
+                self._end(job_id, "failed", str(err))
+            return
+        for job_id in ids:
+            self.hub.publish(job_id, "started", images=len(jobs[0]["seeds"]))
+        calls = {"n": 0}
+
+        def on_step(i: int, n: int) -> None:
+            calls["n"] += 1
+            done, total = calls["n"], runs * n
+            elapsed = time.time() - t0
+            eta = elapsed / done * (total - done)
+            for job_id in ids:
+                self.hub.publish(job_id, "step", step=i, steps=n, progress=done / total, eta_s=round(eta, 3))
+            wanted = self.store.cancel_requested(ids)
+            if wanted:
+                raise _Cancelled(wanted)
+
+        try:
+            results = pipe.generate_batch(prompts, seeds, settings, on_step=on_step)
+        except _Cancelled as stop:
+            for job_id in ids:
+                if job_id in stop.job_ids:
+                    self._end(job_id, "cancelled")
+                else:
+                    self.store.requeue(job_id)
+                    self.hub.publish(job_id, "queued", note="requeued after a job of its batch was cancelled")
+            self.wake()
+            return
+        except LdmkitError as err:
+            for job_id in ids:
+                self._end(job_id, "failed", str(err))
+            return
+        sample_s = time.time() - t0
+        for job in jobs:
+            mine = [r for r, o in zip(results, owner) if o == job["id"]]
+            self._save(job, mine, pipe.model_hash, {"sample_s": round(sample_s, 3), "batch_images": len(prompts)})
+
+    def _save(self, job: dict, results: list, model_hash: str, timings: dict) -> None:
+        """Write the job's images (whole files) and mark it succeeded, in that order."""
+        from PIL import PngImagePlugin
+
+        from ldmkit.pipeline.output import parameters_text
+
+        if self.store.cancel_requested([job["id"]]):
+            self._end(job["id"], "cancelled")
+            return
+        image_ids, seeds, warnings = [], [], []
+        for r in results:
+            info = PngImagePlugin.PngInfo()
+            info.add_text("parameters", parameters_text(r.params))
+            buf = io.BytesIO()
+            r.images[0].save(buf, format="PNG", pnginfo=info)
+            image_id = new_id()
+            write_png_atomic(self.store.images_dir, image_id, buf.getvalue())
+            image_ids.append(image_id)
+            seeds.append(r.seeds[0])
+            warnings += [w for w in r.warnings if w not in warnings]
+        self.store.succeed(job["id"], image_ids, seeds,
+                           {"model_hash": model_hash, "timings": timings, "warnings": warnings})
+        self.hub.publish(job["id"], "succeeded", images=image_ids)
+
+
+__all__ = ["Worker"]

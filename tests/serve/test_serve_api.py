@@ -1,0 +1,176 @@
+"""The native API against a real `ldmkit serve` process (uvicorn on 127.0.0.1, a tiny random model)."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from PIL import Image  # noqa: E402
+
+from ldmkit.cli import main  # noqa: E402
+from ldmkit.pipeline.output import parse_parameters  # noqa: E402
+
+from .serve_fixtures import Server  # noqa: E402
+
+pytestmark = pytest.mark.slow
+LONG = 900  # steps of a job that is still sampling when the test acts on it
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    assert main(["model", "init", "--preset", "tiny", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    srv = Server(tiny_model, tmp_path_factory.mktemp("srv") / "data", "--max-queue", "8").start()
+    yield srv
+    srv.kill()
+
+
+def events_until(srv: Server, job_id: str, wanted: str, timeout: float = 60) -> list[dict]:
+    """Read the job's SSE stream until an event named `wanted` (returned with all before it)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    conn.request("GET", f"/api/v1/jobs/{job_id}/events", headers={"Authorization": f"Bearer {srv.token}"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
+    seen = []
+    while True:
+        line = resp.fp.readline().decode()
+        assert line, f"stream ended before {wanted}: {seen}"
+        if line.startswith("data: "):
+            seen.append(json.loads(line[6:]))
+            if seen[-1]["event"] == wanted:
+                conn.close()
+                return seen
+
+
+def test_job_lifecycle_images_and_pagination(server):
+    status, value, _ = server.request("GET", "/api/v1/health")
+    assert status == 200 and value["status"] == "ok"
+    caps = server.request("GET", "/api/v1/capabilities")[1]
+    assert caps["models"] == [{"name": "tiny", "default": True}] and "dpmpp_2m" in caps["samplers"]
+    a = server.submit(prompt="a red circle", steps=3, num_images=2, seed=7)
+    b = server.submit(prompt="a blue square", steps=3, seed=11)  # compatible: may share a's batch
+    job = server.wait(a)
+    assert job["status"] == "succeeded", job
+    assert job["seeds"] == ["7", "8"] and len(job["images"]) == 2 and job["model_hash"]
+    assert server.wait(b)["status"] == "succeeded"
+    status, png, headers = server.request("GET", job["images"][1]["url"])
+    assert status == 200 and headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(png))
+    params = parse_parameters(image.text["parameters"])  # the CLI's A1111 chunk
+    assert params["prompt"] == "a red circle" and params["Seed"] == "8" and params["Steps"] == "3"
+    # pagination: newest first, every job exactly once across pages
+    more = [server.submit(prompt=f"p{i}", steps=1) for i in range(3)]
+    for j in more:
+        server.wait(j)
+    ids, cursor = [], None
+    while True:
+        q = "/api/v1/jobs?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = server.request("GET", q)[1]
+        assert len(page["jobs"]) <= 2
+        ids += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(ids) == len(set(ids)) and ids.index(more[-1]) < ids.index(b) < ids.index(a)
+    done = server.request("GET", "/api/v1/jobs?status=succeeded&limit=100")[1]["jobs"]
+    assert {a, b, *more} <= {j["id"] for j in done}
+    # retry: a new job with the same settings and seeds; cancel of a finished job: 409
+    status, value, _ = server.request("POST", f"/api/v1/jobs/{a}/retry")
+    assert status == 202
+    again = server.wait(value["id"])
+    assert again["retry_of"] == a and again["seeds"] == job["seeds"]
+    assert server.request("GET", again["images"][0]["url"])[1] == server.request("GET", job["images"][0]["url"])[1]
+    assert server.request("POST", f"/api/v1/jobs/{a}/cancel")[0] == 409
+    for path in ("/api/v1/jobs/" + "0" * 32, "/api/v1/jobs/nope", "/api/v1/images/" + "0" * 32 + ".png"):
+        assert server.request("GET", path)[0] == 404
+    assert server.request("POST", "/api/v1/jobs/" + "0" * 32 + "/cancel")[0] == 404
+
+
+def test_progress_cancel_running_and_queued_and_full_queue(server):
+    running = server.submit(prompt="long", steps=LONG)
+    queued = [server.submit(prompt=f"q{i}", steps=2, num_images=2) for i in range(4)]  # 8 images: queue full
+    status, value, headers = server.request("POST", "/api/v1/jobs", {"prompt": "one more", "steps": 2})
+    assert status == 429 and int(headers["retry-after"]) > 0
+    status, value, _ = server.request("POST", "/api/v1/jobs", {"prompt": "x", "num_images": 9})
+    assert status == 422 and value["detail"][0]["field"] == "num_images"
+    assert server.job(queued[2])["queue_position"] == 2
+    events = events_until(server, running, "step")
+    step = events[-1]
+    assert step["steps"] == LONG and step["step"] >= 1 and step["eta_s"] > 0
+    assert server.request("POST", f"/api/v1/jobs/{queued[1]}/cancel")[1]["status"] == "cancelled"
+    t0 = time.time()
+    status, value, _ = server.request("POST", f"/api/v1/jobs/{running}/cancel")
+    assert status == 202 and value["cancel_requested"]
+    job = server.wait(running, timeout=30)
+    assert job["status"] == "cancelled" and job["images"] == [], job
+    assert time.time() - t0 < 10
+    assert server.job(queued[1])["status"] == "cancelled"
+    for j in (queued[0], queued[2], queued[3]):
+        assert server.wait(j)["status"] == "succeeded"
+    assert events_until(server, queued[3], "state")[0]["status"] == "succeeded"  # a finished job's stream
+
+
+BAD_BODIES = [
+    ({"prompt": "a", "width": -64}, "width"), ({"prompt": "a", "height": 10**9}, "size"),
+    ({"prompt": "a", "width": 0}, "width"), ({"prompt": "a", "steps": "20"}, "steps"),
+    ({"prompt": "a", "steps": 10**6}, "steps"), ({"prompt": "a", "guidance": -1}, "guidance"),
+    ({"prompt": "a", "sampler": "nope"}, "sampler"), ({"prompt": "a", "sampler": ["x"]}, "sampler"),
+    ({"prompt": "a", "seed": -2}, "seed"), ({"prompt": "a", "seed": 1.5}, "seed"),
+    ({"prompt": "a", "num_images": 0}, "num_images"), ({"prompt": "a", "karras": 1}, "karras"),
+    ({"prompt": "a" * 5000}, "prompt"), ({"prompt": None}, "prompt"), ({}, "prompt"),
+    ({"prompt": "a", "width": 36, "height": 64}, "width"),  # not a multiple of the VAE factor (model check)
+    ({"prompt": "a", "model": "../tiny"}, "model"), ({"prompt": "a", "max_pixels": 10**12}, "max_pixels"),
+    ({"prompt": "a", "timestep_spacing": "sideways"}, "timestep_spacing"),
+    ([1, 2], "body"),
+]
+
+
+def test_bad_input_is_4xx_per_field_never_500(server):
+    for body, field in BAD_BODIES:
+        status, value, _ = server.request("POST", "/api/v1/jobs", body)
+        assert status == 422, (body, value)
+        assert field in {e["field"] for e in value["detail"]}, (body, value)
+    raw_cases = [
+        (b'{"prompt": "a", "guidance": NaN}', {}, 422), (b'{"prompt": "a",', {}, 422), (b"\xff\xfe", {}, 422),
+        (b'{"prompt": "a"}', {"Content-Type": "text/plain"}, 415),
+        (b'{"prompt": "a"}', {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+        (b'{"prompt": "' + b"a" * 70_000 + b'"}', {}, 413),
+        (b'{"prompt": "a"}', {"Origin": "http://evil.example"}, 403),
+        (b'{"prompt": "a"}', {"Origin": "null"}, 403),
+        (b'{"prompt": "a"}', {"Host": "evil.example"}, 421),
+    ]
+    for raw, headers, expected in raw_cases:
+        status, value, _ = server.request("POST", "/api/v1/jobs", raw=raw,
+                                          headers={"Content-Type": "application/json", **headers})
+        assert status == expected, (raw[:40], headers, value)
+    assert server.request("GET", "/api/v1/health", auth=False)[0] == 401
+    assert server.request("GET", "/api/v1/health", headers={"Authorization": "Bearer wrong-token"})[0] == 401
+    for q in ("status=bogus", "limit=0", "limit=1000", "limit=x", "cursor=-1", "cursor=abc"):
+        assert server.request("GET", f"/api/v1/jobs?{q}")[0] == 422, q
+    assert server.request("GET", "/api/v1/capabilities")[0] == 200  # still serving
+
+
+TRAVERSAL = ["../jobs.sqlite3", "..%2fjobs.sqlite3", "%2e%2e%2fjobs.sqlite3", "%2e%2e/%2e%2e/etc/passwd",
+             "..\\jobs.sqlite3", "..%5cjobs.sqlite3", "%2fetc%2fpasswd", "/etc/passwd", "..", "%00.png",
+             "a%00.png", "images.png", "0123456789abcdef0123456789abcdef.png%00", ".tmp-x", "%2e%2e.png",
+             "0123456789ABCDEF0123456789ABCDEF.png", "..%2f..%2fjobs.sqlite3-wal"]
+
+
+def test_image_route_takes_only_server_ids(server):
+    for name in TRAVERSAL:
+        status, value, _ = server.request("GET", f"/api/v1/images/{name}")
+        assert status in (400, 404), (name, status)
+        assert b"SQLite" not in (value if isinstance(value, bytes) else b""), name
+    assert server.request("GET", "/api/v1/health")[0] == 200
