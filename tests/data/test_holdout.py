@@ -69,3 +69,25 @@ def test_holdout_in_recipes_and_errors(tmp_path):
         check_holdout({"mouth": "sad"})
     with pytest.raises(UsageError, match="holdout"):
         load_recipe(recipe, UNetRecipe, ["data.holdout=[{mouth: 3}]"])
+
+
+def test_training_and_evaluation_split_with_the_one_dataset_method(tmp_path):
+    """CaptionDataset.split(name, spec, holdout) is the split: training's (run_data.split) and evaluation's
+    (SplitRule.split) give exactly its images, so eval's test split holds no training image."""
+    from ldmkit.data import CaptionDataset
+    from ldmkit.data.builtin import build_dataset
+    from ldmkit.evaluation.attributes import SplitRule
+    from ldmkit.training.run_data import split
+
+    build_dataset("shapes", tmp_path / "ds", n=120, seed=0, size=32)
+    dataset = CaptionDataset.open(tmp_path / "ds")
+    column, value = next((k, v) for k, v in dataset.samples[0].labels.items())
+    holdout = ({column: value},)
+    spec = SplitSpec(val=0.1, test=0.2)
+    data = DataSection(path=str(tmp_path / "ds"), val_fraction=0.1, test_fraction=0.2, holdout=holdout)
+    rule = SplitRule(val=0.1, test=0.2, holdout=holdout)
+    for name in ("train", "val", "test"):
+        ids = [s.image_id for s in dataset.split(name, spec, holdout).samples]
+        assert ids == [s.image_id for s in split(dataset, data, name).samples]
+        assert ids == [s.image_id for s in rule.split(dataset, name).samples]
+    assert len(dataset.split("test", spec, holdout)) > len(dataset.split("test", spec))  # the holdout moved some

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from ldmkit.models.lora_files import LoraLayer, lora_metadata, merge_loras, read_lora, save_lora, target_modules
 from ldmkit.models.presets import build_components
 from ldmkit.pipeline import Pipeline
-from ldmkit.pipeline.lora import LoraState, parse_lora_arg, pipeline_models
+from ldmkit.models.lora_files import parse_lora_arg
+from ldmkit.pipeline.lora import LoraState, pipeline_models
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv1", "conv2", "time_emb_proj")
 TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")  # all of them: diffusers needs out_proj

@@ -14,7 +14,7 @@ import sys
 from ldmkit import __version__
 
 # module name under ldmkit.cli -> registers its sub-commands
-COMMAND_MODULES = ("generate", "model", "data", "train", "eval", "serve")
+COMMAND_MODULES = ("generate", "model", "data", "train", "eval", "serve", "lora")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,11 +27,12 @@ from ldmkit.models.safety import PICKLE_SUFFIXES, check_safetensors_header
 
 PARTS = ("unet", "text_encoder")
 """The model parts a LoRA file can target, named as in the diffusers pipeline (and its PEFT key prefixes)."""
-KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te"}
+KOHYA_PREFIX = {"unet": "lora_unet", "text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
 MAX_FILE_BYTES = 4 * 2**30  # the largest SD/SDXL LoRA files in circulation are under 2 GiB
 MAX_RANK = 1024
 MAX_LAYERS = 10_000  # SD-XL with every Linear and conv targeted has ~2,500
 MAX_METADATA_CHARS = 1_000_000
+MAX_SCALE = 1000.0
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 UNSUPPORTED = {  # key pattern -> what it is (LyCORIS and friends: a different parametrisation, not plain LoRA)
     r"\.lora_mid\.": "LyCORIS LoCon/Tucker (lora_mid)", r"\.hada_": "LyCORIS LoHa (hada_*)",
@@ -117,6 +118,23 @@ class LoraFile:
                 raise ValueError(f"LoraFile: bad part {part!r}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
             raise ValueError("LoraFile.metadata must map strings to strings (the safetensors rule)")
+
+
+def parse_lora_arg(text: str) -> tuple[str, float]:
+    """`FILE[:SCALE]` -> (FILE, SCALE); a colon whose tail is not a number belongs to the file name."""
+    head, sep, tail = text.rpartition(":")
+    try:
+        scale = float(tail) if sep and head else None
+    except ValueError:
+        scale = None
+    return (text, 1.0) if scale is None else (head, check_scale(scale, text))
+
+
+def check_scale(scale: float, what: str = "LoRA") -> float:
+    """A LoRA scale: finite and within +-MAX_SCALE (negative scales are allowed: they subtract the update)."""
+    if not isinstance(scale, (int, float)) or not abs(scale) <= MAX_SCALE:  # also rejects nan
+        raise UsageError(f"{what}: scale {scale!r} outside -{MAX_SCALE:g}..{MAX_SCALE:g}")
+    return float(scale)
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
@@ -299,8 +317,8 @@ def resolve(lora: LoraFile, models: dict[str, Any]) -> dict[tuple[str, str], Lor
 
 def _file_key(fmt: str, part: str, name: str) -> str:
     if fmt == "kohya":
-        if part.startswith("text_encoder") and name.startswith("encoder.layers."):
-            name = "text_model." + name  # CLIP's names before transformers 5, which sd-scripts and A1111 use
+        if part.startswith("text_encoder") and flat_name(name).startswith("encoder_layers_"):
+            name = "text_model_" + name  # CLIP's names before transformers 5, which sd-scripts and A1111 use
         return f"{KOHYA_PREFIX.get(part, part)}_{flat_name(name)}"
     return f"{part}.{name}"
 
@@ -372,7 +390,8 @@ def merge_loras(files: list[tuple[LoraFile, float]]) -> dict[tuple[str, str], Lo
         if not math.isfinite(scale):
             raise UsageError(f"{lora.source}: scale {scale} is not finite")
         for (part, name), layer in lora.layers.items():
-            grouped.setdefault((part, flat_name(name)), []).append((layer, scale, name))
+            flat = flat_name(re.sub(r"^text_model[._]", "", name) if part.startswith("text_encoder") else name)
+            grouped.setdefault((part, flat), []).append((layer, scale, name))
     out: dict[tuple[str, str], LoraLayer] = {}
     for (part, flat), entries in grouped.items():
         names = {n for _, _, n in entries}

@@ -22,27 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ldmkit.errors import UsageError
-from ldmkit.models.lora_files import LoraFile, LoraLayer, read_lora, resolve, target_modules
+from ldmkit.models.lora_files import LoraFile, LoraLayer, check_scale, read_lora, resolve, target_modules
 
 MAX_LOADED = 64  # files applied at once
-MAX_SCALE = 1000.0
-
-
-def parse_lora_arg(text: str) -> tuple[str, float]:
-    """`FILE[:SCALE]` -> (FILE, SCALE); a colon whose tail is not a number belongs to the file name."""
-    head, sep, tail = text.rpartition(":")
-    if sep and head:
-        try:
-            return head, check_scale(float(tail), text)
-        except ValueError:
-            pass
-    return text, 1.0
-
-
-def check_scale(scale: float, what: str = "LoRA") -> float:
-    if not isinstance(scale, (int, float)) or not abs(scale) <= MAX_SCALE:  # also rejects nan
-        raise UsageError(f"{what}: scale {scale!r} outside -{MAX_SCALE:g}..{MAX_SCALE:g}")
-    return float(scale)
 
 
 @dataclass
