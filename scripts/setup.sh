@@ -23,7 +23,7 @@ STAMP="$VENV/.ldmkit-installed"
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
   "$VENV/bin/pip" install -q torch==2.13.0
-  "$VENV/bin/pip" install -q -e ".[test,data]"
+  "$VENV/bin/pip" install -q -e ".[test,data,serve]"
   # open_clip ships the real CLIP BPE vocabulary; --no-deps avoids its torchvision dependency.
   "$VENV/bin/pip" install -q --no-deps open_clip_torch==3.3.0
   touch "$STAMP"

@@ -169,3 +169,33 @@ def test_merge_concatenates_ranks_exactly():
     assert merged[("unet", "conv1")].rank == 5
     torch.testing.assert_close(merged[("unet", "conv1")].delta(), 0.7 * la.delta() - 0.4 * lb.delta())
     torch.testing.assert_close(merged[("unet", "attn1_to_q")].delta(), -0.4 * only_b.delta())
+
+
+def test_cli_inspect_and_merge(tmp_path, capsys):
+    from ldmkit.cli import main
+
+    g = torch.Generator().manual_seed(4)
+    a = {("unet", "attn1.to_q"): LoraLayer(torch.randn(2, 8, generator=g), torch.randn(6, 2, generator=g), 1.0)}
+    b = {("unet", "attn1.to_q"): LoraLayer(torch.randn(3, 8, generator=g), torch.randn(6, 3, generator=g), 3.0)}
+    save_lora(a, tmp_path / "a.safetensors", metadata=lora_metadata(rank=2, alpha=1, trigger_words=("sks",)))
+    save_lora(b, tmp_path / "b.safetensors", fmt="peft")
+    assert main(["lora", "inspect", str(tmp_path / "a.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "kohya LoRA, 1 layers (unet 1)" in out and "rank 2, alpha 1" in out and 'ldmkit_trigger_words: ["sks"]' in out
+    out_path = tmp_path / "m.safetensors"
+    assert main(["lora", "merge", f"{tmp_path / 'a.safetensors'}:0.5", f"{tmp_path / 'b.safetensors'}:2",
+                 "--out", str(out_path), "--dtype", "fp32"]) == 0
+    merged = read_lora(out_path).layers[("unet", "attn1_to_q")]
+    la, lb = read_lora(tmp_path / "a.safetensors").layers, read_lora(tmp_path / "b.safetensors").layers
+    expect = 0.5 * la[("unet", "attn1_to_q")].delta() + 2 * lb[("unet", "attn1.to_q")].delta()
+    assert merged.rank == 5
+    torch.testing.assert_close(merged.delta(), expect)
+    capsys.readouterr()
+    assert main(["lora", "merge", str(tmp_path / "a.safetensors"), "--out", str(out_path)]) == 2
+    assert main(["lora", "merge", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "p.safetensors"),
+                 "--format", "peft"]) == 2
+    (tmp_path / "x.bin").write_bytes(b"x")
+    assert main(["lora", "inspect", str(tmp_path / "x.bin")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[:2] for line in err] == [["ldmkit", " error"]] * 3
+    assert "exists" in err[0] and "--model DIR" in err[1] and "pickles" in err[2]

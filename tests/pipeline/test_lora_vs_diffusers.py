@@ -165,3 +165,20 @@ def test_parse_lora_arg():
     assert parse_lora_arg("a.safetensors:0.5") == ("a.safetensors", 0.5)
     assert parse_lora_arg("dir:x/a.safetensors") == ("dir:x/a.safetensors", 1.0)
     assert parse_lora_arg("a.safetensors") == ("a.safetensors", 1.0)
+
+
+def test_fuse_twice_then_unload_restores_the_base_bit_for_bit(components, inputs, tmp_path):
+    a = save_lora(random_layers(components, 6), tmp_path / "a.safetensors")
+    b = save_lora(random_layers(components, 7, rank=2), tmp_path / "b.safetensors")
+    state = LoraState(pipeline_models(Pipeline(components)))
+    base = unet_out(components.unet, inputs)
+    te_base = {k: v.clone() for k, v in components.text_encoder.model.state_dict().items()}
+    state.load(a, 1.0)
+    state.fuse()
+    state.load(b, 0.5)
+    both = unet_out(components.unet, inputs)
+    state.fuse()
+    torch.testing.assert_close(unet_out(components.unet, inputs), both, rtol=1e-4, atol=1e-4)
+    state.unload()
+    assert torch.equal(unet_out(components.unet, inputs), base)
+    assert all(torch.equal(v, te_base[k]) for k, v in components.text_encoder.model.state_dict().items())

@@ -17,12 +17,13 @@ from PIL import Image  # noqa: E402
 
 from ldmkit.cli import main  # noqa: E402
 from ldmkit.pipeline.output import parse_parameters  # noqa: E402
+from ldmkit.serve import a1111  # noqa: E402
 
 from .serve_fixtures import Server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 LONG = 900  # steps of a job that is still sampling when the test acts on it
-CRASH_STEPS = 300
+CRASH_STEPS = 150
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def test_job_lifecycle_images_and_pagination(server):
     job = server.wait(a)
     assert job["status"] == "succeeded", job
     assert job["seeds"] == ["7", "8"] and len(job["images"]) == 2 and job["model_hash"]
+    assert job["resolved"]["steps"] == 3 and job["resolved"]["sampler"] in caps["samplers"]
     assert server.wait(b)["status"] == "succeeded"
     status, png, headers = server.request("GET", job["images"][1]["url"])
     assert status == 200 and headers["content-type"] == "image/png"
@@ -179,27 +181,66 @@ def test_image_route_takes_only_server_ids(server):
     assert server.request("GET", "/api/v1/health")[0] == 200
 
 
-def test_kill_9_during_sampling_then_restart_finishes_each_job_once(tiny_model, tmp_path):
-    data = tmp_path / "data"
-    srv = Server(tiny_model, data).start()
-    try:
-        first = srv.submit(prompt="survives a crash", steps=CRASH_STEPS, num_images=2, seed=5)
-        second = srv.submit(prompt="waits", steps=2, seed=1)
-        step = events_until(srv, first, "step")[-1]
-        srv.kill()  # SIGKILL while sampling
-        assert step["step"] < CRASH_STEPS
-    finally:
-        srv.kill()
-    srv = Server(tiny_model, data).start()
+A1111_BODIES = [  # shapes real A1111 clients send (extra keys are ignored and listed in info)
+    {"prompt": "a shiba inu", "steps": 3, "cfg_scale": 7, "seed": -1, "batch_size": 2, "n_iter": 1,
+     "negative_prompt": "", "width": 32, "height": 32, "sampler_index": "Euler a", "restore_faces": False,
+     "tiling": False, "enable_hr": False},
+    {"prompt": "a dragon", "negative_prompt": "blurry", "steps": 2, "cfg_scale": 8.0, "sampler_name": "DPM++ 2M Karras",
+     "width": 32, "height": 32, "seed": 3, "batch_size": 1, "n_iter": 2,
+     "override_settings": {"sd_model_checkpoint": "tiny"}, "override_settings_restore_afterwards": True},
+]
+
+
+def test_a1111_subset(server):
+    import base64
+
+    for body in A1111_BODIES:
+        status, value, _ = server.request("POST", "/sdapi/v1/txt2img", body)
+        assert status == 200, value
+        info = json.loads(value["info"])
+        n = body["batch_size"] * body["n_iter"]
+        assert len(value["images"]) == n == len(info["all_seeds"]) and info["steps"] == body["steps"]
+        assert set(info["ignored_keys"]) == set(body) - set(a1111.KNOWN_KEYS) and info["ignored_keys"]
+        text = Image.open(io.BytesIO(base64.b64decode(value["images"][-1]))).text["parameters"]
+        assert parse_parameters(text)["Seed"] == str(info["all_seeds"][-1])
+    assert json.loads(value["info"])["all_seeds"] == [3, 4]
+    status, value, _ = server.request("POST", "/sdapi/v1/txt2img", {"prompt": "x", "sampler_name": "Nope"})
+    assert status == 422 and value["detail"][0]["field"] == "sampler"
+    assert server.request("POST", "/sdapi/v1/txt2img", {"prompt": "x", "batch_size": 0})[0] == 422
+    names = {s["name"] for s in server.request("GET", "/sdapi/v1/samplers")[1]}
+    assert {"Euler a", "DPM++ 2M", "dpmpp_2m"} <= names
+    assert [m["model_name"] for m in server.request("GET", "/sdapi/v1/sd-models")[1]] == ["tiny"]
+    idle = server.request("GET", "/sdapi/v1/progress")[1]
+    assert idle["progress"] == 0.0 and idle["state"]["sampling_steps"] == 0
+    long = server.submit(prompt="long", steps=LONG)
+    queued = server.submit(prompt="behind it", steps=2)
+    events_until(server, long, "step")
+    busy = server.request("GET", "/sdapi/v1/progress")[1]
+    assert busy["state"]["job"] == long and 0 < busy["progress"] < 1 and busy["state"]["sampling_steps"] == LONG
+    assert server.request("POST", "/sdapi/v1/interrupt")[1]["interrupted"] == [long]
+    assert server.wait(long)["status"] == "cancelled"
+    assert server.wait(queued)["status"] == "succeeded"  # interrupt never hits a queued job
+
+
+def test_kill_9_during_sampling_then_restart_finishes_each_job_once(server):
+    """Runs last: it kills the module's server and restarts it on the same data folder."""
+    first = server.submit(prompt="survives a crash", steps=CRASH_STEPS, num_images=2, seed=5)
+    second = server.submit(prompt="waits", steps=2, seed=1)
+    step = events_until(server, first, "step")[-1]
+    server.kill()  # SIGKILL while sampling
+    assert step["step"] < CRASH_STEPS
+    srv = Server(server.model, server.data_dir).start()
     try:
         job = srv.wait(first, timeout=120)
         assert job["status"] == "succeeded" and job["attempts"] == 2, job
         assert srv.wait(second)["status"] == "succeeded"
-        ids = [i["id"] for i in job["images"]] + [i["id"] for i in srv.job(second)["images"]]
-        files = sorted(p.name for p in (data / "images").iterdir())
+        jobs = srv.request("GET", "/api/v1/jobs?limit=100")[1]["jobs"]
+        ids = [i["id"] for j in jobs for i in j["images"]]
+        files = sorted(p.name for p in (server.data_dir / "images").iterdir())
         assert files == sorted(f"{i}.png" for i in ids)  # no partial, lost or duplicated image
-        for i in ids:
-            assert Image.open(data / "images" / f"{i}.png").text["parameters"]
-        assert srv.request("GET", "/api/v1/health")[1]["jobs"]["succeeded"] == 2
+        assert len(job["images"]) == 2
+        for i in job["images"]:
+            assert Image.open(server.data_dir / "images" / f"{i['id']}.png").text["parameters"]
+        assert srv.request("GET", "/api/v1/health")[1]["jobs"]["running"] == 0
     finally:
         srv.kill()

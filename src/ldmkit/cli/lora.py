@@ -81,6 +81,8 @@ def run_merge(args: argparse.Namespace) -> int:
     for lora, _ in files:
         for w in lora.warnings:
             print(f"ldmkit: warning: {w}")
+    if args.format == "peft" and args.model is None and any(lora.format == "kohya" for lora, _ in files):
+        raise UsageError("--format peft from kohya files needs --model DIR: kohya names lose the module path's dots")
     layers = merge_loras(files)
     if args.model is not None:
         from ldmkit.models.folder import load_components
@@ -97,3 +99,14 @@ def run_merge(args: argparse.Namespace) -> int:
               dtype=torch.float16 if args.dtype == "fp16" else torch.float32)
     print(f"wrote {args.out}: {len(layers)} layers, rank {_values(ranks)} (sum of the inputs' ranks per module)")
     return 0
+
+
+def lora_specs(texts: list[str]) -> list[tuple[Path, float]]:
+    """`--lora FILE[:SCALE]` values -> (path, scale), each file checked (exists, .safetensors, size) before any
+    model loads."""
+    from ldmkit.models.lora_files import check_lora_path, parse_lora_arg
+
+    if len(texts) > MAX_MERGE_INPUTS:
+        raise UsageError(f"at most {MAX_MERGE_INPUTS} --lora files")
+    specs = [parse_lora_arg(text) for text in texts]
+    return [(check_lora_path(path), scale) for path, scale in specs]

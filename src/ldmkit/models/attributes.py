@@ -99,11 +99,10 @@ class AttributeClassifier(nn.Module):
 
     def predict_images(self, images: Sequence) -> list[dict[str, str]]:
         """predict() for PIL images (converted to RGB and resized to the classifier's input size)."""
-        import numpy as np
+        from ldmkit.data.images import images_to_pixels
 
         size = self.config.image_size
-        arrays = [np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float32) for im in images]
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+        pixels = images_to_pixels([im.convert("RGB").resize((size, size)) for im in images])  # [N, 3, S, S]
         return self.predict(pixels.to(next(self.parameters()).device))
 
 

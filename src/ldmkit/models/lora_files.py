@@ -33,6 +33,7 @@ MAX_RANK = 1024
 MAX_LAYERS = 10_000  # SD-XL with every Linear and conv targeted has ~2,500
 MAX_METADATA_CHARS = 1_000_000
 MAX_SCALE = 1000.0
+ALPHA_FOLDED = "ldmkit_alpha_folded"  # metadata of PEFT files ldmkit writes: alpha / rank is inside lora_B
 FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 UNSUPPORTED = {  # key pattern -> what it is (LyCORIS and friends: a different parametrisation, not plain LoRA)
     r"\.lora_mid\.": "LyCORIS LoCon/Tucker (lora_mid)", r"\.hada_": "LyCORIS LoHa (hada_*)",
@@ -254,7 +255,7 @@ def read_lora(path: str | Path) -> LoraFile:
                 raise UsageError(f"{path}: alpha of {shown(name)} is not finite")
             layers[(part, name)] = LoraLayer(down, up, alpha)
     warnings = []
-    if no_alpha:
+    if no_alpha and metadata.get(ALPHA_FOLDED) != "1":
         warnings.append(f"{path.name}: {no_alpha} of {len(layers)} layers have no alpha; treated as alpha = rank "
                         "(diffusers' rule)")
     return LoraFile(layers, {str(k): str(v) for k, v in metadata.items()}, fmt, warnings, str(path))
@@ -340,8 +341,9 @@ def lora_metadata(*, rank: int, alpha: float, base_model_hash: str = "", trigger
 def save_lora(layers: dict[tuple[str, str], LoraLayer], path: str | Path, *, fmt: str = "kohya",
               metadata: dict[str, str] | None = None, dtype: Any = None, overwrite: bool = False) -> Path:
     """Write layers as a safetensors LoRA file: kohya (`.alpha` always written, alpha kept as fp32) or PEFT as
-    diffusers saves it (dotted names needed; alpha / rank folded into `lora_B`, since diffusers then assumes
-    alpha = rank). Weights in `dtype` (fp16 by default). Written to a temp file, then renamed."""
+    diffusers saves it (names must be dotted module paths, e.g. from `resolve`; alpha / rank folded into `lora_B`,
+    since diffusers then assumes alpha = rank, and marked so for ldmkit's reader). Weights in `dtype` (fp16 by
+    default). Empty metadata values are left out. Written to a temp file, then renamed."""
     import torch
     from safetensors.torch import save_file
 
@@ -363,14 +365,15 @@ def save_lora(layers: dict[tuple[str, str], LoraLayer], path: str | Path, *, fmt
             tensors[f"{key}.lora_up.weight"] = layer.up.detach().to(dtype).contiguous()
             tensors[f"{key}.alpha"] = torch.tensor(layer.alpha, dtype=torch.float32)
         else:
-            if "." not in name and "_" in name:
-                raise UsageError(f"{name}: PEFT files need dotted module names; resolve the LoRA against a model first")
             tensors[f"{part}.{name}.lora_A.weight"] = layer.down.detach().to(dtype).contiguous()
             tensors[f"{part}.{name}.lora_B.weight"] = (layer.up.detach().float() * layer.scale).to(dtype).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata=dict(metadata or {}))
+        meta = {k: v for k, v in (metadata or {}).items() if v != ""}
+        if fmt == "peft":
+            meta[ALPHA_FOLDED] = "1"
+        save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -122,3 +122,15 @@ def _hook(terms: list[_Term]):
 def pipeline_models(pipe: Any) -> dict[str, Any]:
     """The parts of an ldmkit Pipeline a LoRA file can target."""
     return {"unet": pipe.unet, "text_encoder": pipe.text_encoder.model}
+
+
+def lora_state(pipe: Any) -> LoraState:
+    """The LoraState of an ldmkit Pipeline (made on first use). A compiled UNet (compile=True freezes its weights
+    into the graph) cannot take LoRA files."""
+    state = getattr(pipe, "_lora_state", None)
+    if state is None:
+        if getattr(pipe, "_unet_forward", pipe.unet) is not pipe.unet:
+            raise UsageError("LoRA files cannot be applied to a compiled UNet (--compile); load them without it")
+        state = LoraState(pipeline_models(pipe))
+        pipe._lora_state = state
+    return state

@@ -340,8 +340,9 @@ class Pipeline:
         # encode each distinct prompt once and gather, as diffusers' encode_prompt does (num_images_per_prompt)
         row_of = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
         rows = torch.tensor([row_of[p] for p in prompts], device=self.device)
-        cond = self.encode_prompts(list(row_of), warnings)[rows]
+        cond = self.encode_prompts(list(row_of), warnings)[rows]  # [P distinct, L, D] -> [n, L, D]
         n = len(prompts)
+        # [1, L, D] -> [n, L, D]: CFGDenoiser batches [uncond; cond] as one [2n, L, D] UNet context
         uncond = self.encode_prompts([s.negative_prompt], warnings).repeat(n, 1, 1) if s.guidance != 1.0 else cond
         fields = self._scheduler_fields(s)  # clip_sample / thresholding limit x0 in the denoiser (DDIM: the sampler)
         denoiser = Denoiser(self.model_fn, fields.prediction_type, TimestepMap(fields.schedule(), sigma_steps),
@@ -349,7 +350,7 @@ class Pipeline:
         denoise = CFGDenoiser(denoiser, cond, uncond, s.guidance, s.guidance_rescale)
 
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        shape = (n, self.unet.config.in_channels, s.height // self.factor, s.width // self.factor)
+        shape = (n, self.unet.config.in_channels, s.height // self.factor, s.width // self.factor)  # [n, C, h, w]
         if init_image is None:
             noise = gaussian_like(torch.empty(shape, device=self.device), generators)
             x = noise * initial_noise_scale(spec, float(sigma_steps.sigmas[0]), s.timestep_spacing)

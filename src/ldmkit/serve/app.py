@@ -100,7 +100,9 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
 
     @app.post("/api/v1/jobs")
     async def submit(request: Request):
-        body = await _json_body(request)
+        return submit_body(await _json_body(request))
+
+    def submit_body(body: object) -> JSONResponse:
         prompt, settings, model = parse_job(body, names, names[0], config.max_queue)
         try:
             worker.check(model, settings)
@@ -227,6 +229,9 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
     async def health():
         return {"status": "ok" if worker.is_alive() else "worker stopped", "jobs": store.counts()}
 
+    from ldmkit.serve import a1111
+
+    a1111.register(app, submit_native=submit_body, store=store, hub=hub, config=config)
     return Guard(app, bind_host=config.host, token=config.token, max_body=config.max_body)
 
 

@@ -263,7 +263,7 @@ def _job(row: sqlite3.Row, images) -> dict:
         "attempts": row["attempts"], "cancel_requested": bool(row["cancel_requested"]),
         "created": row["created"], "started": row["started"], "finished": row["finished"],
         "error": row["error"], "retry_of": row["retry_of"],
-        "model_hash": result.get("model_hash"), "timings": result.get("timings"),
+        "model_hash": result.get("model_hash"), "resolved": result.get("resolved"), "timings": result.get("timings"),
         "warnings": result.get("warnings", []),
         "images": [{"id": i["id"], "seed": i["seed"], "url": f"/api/v1/images/{i['id']}.png"} for i in images],
     }

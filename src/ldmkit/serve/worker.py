@@ -19,6 +19,7 @@ from pathlib import Path
 from ldmkit.errors import LdmkitError
 from ldmkit.pipeline.settings import SamplingSettings
 from ldmkit.serve.events import EventHub
+from ldmkit.serve.request import settings_json
 from ldmkit.serve.store import JobStore, new_id, write_png_atomic
 
 log = logging.getLogger("ldmkit.serve")
@@ -149,9 +150,10 @@ class Worker(threading.Thread):
         sample_s = time.time() - t0
         for job in jobs:
             mine = [r for r, o in zip(results, owner) if o == job["id"]]
-            self._save(job, mine, pipe.model_hash, {"sample_s": round(sample_s, 3), "batch_images": len(prompts)})
+            self._save(job, mine, {"model_hash": pipe.model_hash, "resolved": settings_json(resolved),
+                                   "timings": {"sample_s": round(sample_s, 3), "batch_images": len(prompts)}})
 
-    def _save(self, job: dict, results: list, model_hash: str, timings: dict) -> None:
+    def _save(self, job: dict, results: list, result: dict) -> None:
         """Write the job's images (whole files) and mark it succeeded, in that order."""
         from PIL import PngImagePlugin
 
@@ -171,8 +173,7 @@ class Worker(threading.Thread):
             image_ids.append(image_id)
             seeds.append(r.seeds[0])
             warnings += [w for w in r.warnings if w not in warnings]
-        self.store.succeed(job["id"], image_ids, seeds,
-                           {"model_hash": model_hash, "timings": timings, "warnings": warnings})
+        self.store.succeed(job["id"], image_ids, seeds, {**result, "warnings": warnings})
         self.hub.publish(job["id"], "succeeded", images=image_ids)
 
 

@@ -10,7 +10,7 @@ import torch
 
 def _per_sample(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
     """values[t] shaped [B, 1, 1, ...] to broadcast over a [B, ...] tensor of `ndim` dims."""
-    return values.to(t.device)[t].float().view(-1, *[1] * (ndim - 1))
+    return values.to(t.device)[t].float().view(-1, *[1] * (ndim - 1))  # [T] -> [B] -> [B, 1, 1, 1]
 
 
 def q_sample(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -49,10 +49,10 @@ def offset_noise(noise: torch.Tensor, scale: float, generator: torch.Generator) 
     if scale <= 0:
         return noise
     shift = torch.randn(noise.shape[:2], generator=generator).to(noise.device, noise.dtype)
-    return noise + scale * shift.view(*noise.shape[:2], *[1] * (noise.ndim - 2))
+    return noise + scale * shift.view(*noise.shape[:2], *[1] * (noise.ndim - 2))  # [B, C] -> [B, C, 1, 1]
 
 
 def denoising_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean over samples of weight * per-sample MSE."""
-    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
+    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)  # [B, C, h, w] -> [B, C*h*w] -> [B]
     return (weights * per_sample).mean()
