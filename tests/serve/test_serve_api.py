@@ -48,7 +48,7 @@ def events_until(srv: Server, job_id: str, wanted: str, timeout: float = 60) -> 
     assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
     seen = []
     while True:
-        line = resp.fp.readline().decode()
+        line = resp.readline().decode()
         assert line, f"stream ended before {wanted}: {seen}"
         if line.startswith("data: "):
             seen.append(json.loads(line[6:]))
@@ -148,11 +148,13 @@ def test_bad_input_is_4xx_per_field_never_500(server):
         assert field in {e["field"] for e in value["detail"]}, (body, value)
     raw_cases = [
         (b'{"prompt": "a", "guidance": NaN}', {}, 422), (b'{"prompt": "a",', {}, 422), (b"\xff\xfe", {}, 422),
+        (b"[" * 60_000, {}, 422), (b'{"prompt": "a", "seed": 1' + b"0" * 5000 + b"}", {}, 422),
         (b'{"prompt": "a"}', {"Content-Type": "text/plain"}, 415),
         (b'{"prompt": "a"}', {"Content-Type": "application/x-www-form-urlencoded"}, 415),
         (b'{"prompt": "' + b"a" * 70_000 + b'"}', {}, 413),
         (b'{"prompt": "a"}', {"Origin": "http://evil.example"}, 403),
-        (b'{"prompt": "a"}', {"Origin": "null"}, 403),
+        (b'{"prompt": "a"}', {"Origin": "null"}, 403), (b"", {"Origin": "http://evil.example"}, 403),
+        (b"", {"Content-Type": "text/plain", "Origin": "null"}, 403),
         (b'{"prompt": "a"}', {"Host": "evil.example"}, 421),
     ]
     for raw, headers, expected in raw_cases:
@@ -181,6 +183,25 @@ def test_image_route_takes_only_server_ids(server):
     assert server.request("GET", "/api/v1/health")[0] == 200
 
 
+def test_queue_stream_sees_every_job(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {server.token}"})
+    resp = conn.getresponse()
+    first = resp.readline().decode(), resp.readline().decode()
+    assert first[0] == "event: state\n" and "jobs" in json.loads(first[1][6:])
+    jobs = [server.submit(prompt=f"stream {i}", steps=2) for i in range(2)]
+    seen: dict[str, list[str]] = {j: [] for j in jobs}
+    while not all("succeeded" in v for v in seen.values()):
+        line = resp.readline().decode()
+        assert line
+        if line.startswith("data: "):
+            event = json.loads(line[6:])
+            seen.get(event["job_id"], []).append(event["event"])
+    conn.close()
+    for events in seen.values():
+        assert events[0] == "queued" and "started" in events and "step" in events and events[-1] == "succeeded"
+
+
 A1111_BODIES = [  # shapes real A1111 clients send (extra keys are ignored and listed in info)
     {"prompt": "a shiba inu", "steps": 3, "cfg_scale": 7, "seed": -1, "batch_size": 2, "n_iter": 1,
      "negative_prompt": "", "width": 32, "height": 32, "sampler_index": "Euler a", "restore_faces": False,
@@ -207,6 +228,8 @@ def test_a1111_subset(server):
     status, value, _ = server.request("POST", "/sdapi/v1/txt2img", {"prompt": "x", "sampler_name": "Nope"})
     assert status == 422 and value["detail"][0]["field"] == "sampler"
     assert server.request("POST", "/sdapi/v1/txt2img", {"prompt": "x", "batch_size": 0})[0] == 422
+    for raw in (b"[" * 60_000, b"{", b"[]"):
+        assert server.request("POST", "/sdapi/v1/txt2img", raw=raw, headers={"Content-Type": "application/json"})[0] == 422
     names = {s["name"] for s in server.request("GET", "/sdapi/v1/samplers")[1]}
     assert {"Euler a", "DPM++ 2M", "dpmpp_2m"} <= names
     assert [m["model_name"] for m in server.request("GET", "/sdapi/v1/sd-models")[1]] == ["tiny"]
@@ -217,7 +240,8 @@ def test_a1111_subset(server):
     events_until(server, long, "step")
     busy = server.request("GET", "/sdapi/v1/progress")[1]
     assert busy["state"]["job"] == long and 0 < busy["progress"] < 1 and busy["state"]["sampling_steps"] == LONG
-    assert server.request("POST", "/sdapi/v1/interrupt")[1]["interrupted"] == [long]
+    status, value, _ = server.request("POST", "/sdapi/v1/interrupt", raw=b"")  # no body, no Content-Type
+    assert status == 200 and value["interrupted"] == [long]
     assert server.wait(long)["status"] == "cancelled"
     assert server.wait(queued)["status"] == "succeeded"  # interrupt never hits a queued job
 

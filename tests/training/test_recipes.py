@@ -9,14 +9,15 @@ import torch
 
 from ldmkit.config import load_recipe
 from ldmkit.errors import UsageError
-from ldmkit.training.recipes import AttributesRecipe, ClipRecipe, DataSection, UNetRecipe, VAERecipe
+from ldmkit.training.recipes import AttributesRecipe, ClipRecipe, DataSection, LoraRecipe, UNetRecipe, VAERecipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _recipe_class(path: Path):
     name = path.name.removeprefix("default-")
-    for prefix, cls in (("vae", VAERecipe), ("clip", ClipRecipe), ("attributes", AttributesRecipe)):
+    for prefix, cls in (("vae", VAERecipe), ("clip", ClipRecipe), ("attributes", AttributesRecipe),
+                        ("lora", LoraRecipe)):
         if name.startswith(prefix):
             return cls
     return UNetRecipe

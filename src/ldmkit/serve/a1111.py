@@ -54,16 +54,14 @@ def to_native(body: object) -> tuple[dict, list[str]]:
     return native, ignored
 
 
-def register(app, *, submit_native, store, hub, config) -> None:
-    """Add the /sdapi/v1 routes; `submit_native(body) -> JSONResponse` is POST /api/v1/jobs's logic."""
+def register(app, *, submit_native, read_json, store, hub, config) -> None:
+    """Add the /sdapi/v1 routes; `submit_native(body) -> JSONResponse` is POST /api/v1/jobs's logic,
+    `read_json(request)` its body parser."""
     names = list(config.models)
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Request):
-        try:
-            body = json.loads(await request.body() or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise RequestErrors([{"field": "body", "error": "not valid JSON"}]) from None
+        body = await read_json(request)
         native, ignored = to_native(body)
         reply = submit_native(native)
         if reply.status_code != 202:

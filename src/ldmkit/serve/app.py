@@ -76,7 +76,7 @@ def _error(status: int, detail, headers: dict | None = None) -> JSONResponse:
 async def _json_body(request: Request):
     try:
         return json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested past the stack
         raise RequestErrors([{"field": "body", "error": "not valid JSON"}]) from None
 
 
@@ -203,6 +203,26 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
                     return
                 yield ": keep-alive\n\n"
 
+    @app.get("/api/v1/events")
+    async def queue_events(request: Request):
+        """Every job's events from now on (queued, started, step, final states)."""
+        return StreamingResponse(_queue_stream(request, hub.since_all(0)[-1:]), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    async def _queue_stream(request: Request, start: list[dict]):
+        seen, idle = (start[0]["seq"] if start else 0), 0.0
+        yield _sse({"event": "state", "jobs": store.counts()})
+        while not await request.is_disconnected():
+            new = hub.since_all(seen)
+            for event in new:
+                seen = event["seq"]
+                yield _sse(event)
+            await asyncio.sleep(0.1)
+            idle = 0.0 if new else idle + 0.1
+            if idle >= 15.0:
+                idle = 0.0
+                yield ": keep-alive\n\n"
+
     @app.get("/api/v1/images/{name}")
     async def image(name: str):
         image_id = name[:-4] if name.endswith(".png") else ""
@@ -231,7 +251,7 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
 
     from ldmkit.serve import a1111
 
-    a1111.register(app, submit_native=submit_body, store=store, hub=hub, config=config)
+    a1111.register(app, submit_native=submit_body, read_json=_json_body, store=store, hub=hub, config=config)
     return Guard(app, bind_host=config.host, token=config.token, max_body=config.max_body)
 
 

@@ -2,9 +2,10 @@
 
 - Host: when bound to a loopback address only loopback host names are answered (DNS rebinding).
 - Token: with `--token`, every request needs `Authorization: Bearer TOKEN` (compared in constant time).
-- State-changing requests (POST, PUT, PATCH, DELETE): only JSON or multipart bodies (a cross-site HTML form
-  cannot send those without a CORS preflight, which this server never grants), and an `Origin` header,
-  when present, must be this server's own; `null` and foreign origins are refused (CSRF).
+- State-changing requests (POST, PUT, PATCH, DELETE): a body must be JSON or multipart (a cross-site HTML
+  form cannot send those without a CORS preflight, which this server never grants; an empty body, as
+  A1111 clients send to /sdapi/v1/interrupt, needs no type), and an `Origin` header, when present, must be
+  this server's own; `null` and foreign origins are refused (CSRF).
 - Body size: at most `max_body` bytes, read before the route sees it (413 otherwise).
 No CORS headers are ever sent.
 """
@@ -76,6 +77,9 @@ class Guard:
             if not message.get("more_body"):
                 break
         body, sent = b"".join(chunks), False
+        kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if body and kind not in ("application/json", "multipart/form-data"):
+            return await _reply(send, 415, "a request body must be JSON (Content-Type: application/json)")
 
         async def replay():
             nonlocal sent
@@ -92,7 +96,4 @@ class Guard:
             parts = urlsplit(origin)
             if origin == "null" or parts.netloc != host or parts.scheme not in ("http", "https"):
                 return 403, f"cross-origin request refused (Origin {origin[:100]!r})"
-        kind = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if kind not in ("application/json", "multipart/form-data"):
-            return 415, "state-changing requests take a JSON body (Content-Type: application/json)"
         return None

@@ -18,7 +18,7 @@ from ldmkit.errors import UsageError
 
 BUILTIN_DATASETS = ("shapes", "emoji", "avatars")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-TRAINERS = ("unet", "vae", "clip", "attributes")
+TRAINERS = ("unet", "vae", "clip", "attributes", "lora")
 
 
 @dataclass(frozen=True)
@@ -352,4 +352,41 @@ class AttributesRecipe:
     """Shared loop settings (on 6,000 avatars at 64 px: >= 95% on 11 of 12 columns, ~25 min on one CPU thread)."""
 
 
-RECIPES = {"unet": UNetRecipe, "vae": VAERecipe, "clip": ClipRecipe, "attributes": AttributesRecipe}
+@dataclass(frozen=True)
+class LoraSection:
+    """`ldmkit train lora` (issue 16): the adapters added to the frozen UNet (ldmkit.training.lora_task)."""
+
+    rank: int = 4
+    """Rank r of every adapter (1..1024)."""
+    alpha: float = 4.0
+    """The update is scaled by alpha / rank (kohya's and peft's convention; alpha = rank: no scaling)."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input while training, in [0, 1)."""
+    targets: str = "attention"
+    """attention (to_q/k/v/out.0), transformer (every Linear and 1x1 conv of the transformer blocks) or locon
+    (those plus the resnets' 3x3 convs, shortcuts, time projections and resamplers, as kohya's LoCon)."""
+    trigger_words: tuple[str, ...] = ()
+    """Words the captions use for the subject; written into the file's metadata (`ldmkit lora inspect`)."""
+
+    def __post_init__(self) -> None:
+        check_int("lora", "rank", self.rank, minimum=1)
+        if self.rank > 1024:
+            raise UsageError(f"lora.rank must be at most 1024, got {self.rank}")
+        check_float("lora", "alpha", self.alpha, minimum=0.0)
+        check_float("lora", "dropout", self.dropout, minimum=0.0)
+        if self.dropout >= 1:
+            raise UsageError(f"lora.dropout must be below 1, got {self.dropout}")
+        check_choice("lora", "targets", self.targets, ("attention", "transformer", "locon"))
+        object.__setattr__(self, "trigger_words", tuple(str(w) for w in self.trigger_words))
+
+
+@dataclass(frozen=True)
+class LoraRecipe(UNetRecipe):
+    """`ldmkit train lora`: the UNet recipe's data and loss, training only LoRA adapters on a frozen UNet."""
+
+    lora: LoraSection = field(default_factory=LoraSection)
+    """The adapters."""
+
+
+RECIPES = {"unet": UNetRecipe, "vae": VAERecipe, "clip": ClipRecipe, "attributes": AttributesRecipe,
+           "lora": LoraRecipe}

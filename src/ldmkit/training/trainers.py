@@ -27,6 +27,7 @@ TASKS = {
     "vae": "ldmkit.training.vae:VAETask",
     "clip": "ldmkit.training.clip_task:ClipTask",
     "attributes": "ldmkit.training.attributes_task:AttributesTask",
+    "lora": "ldmkit.training.lora_task:LoraTask",
 }
 """Trainer name -> its TrainTask class, built as Task(recipe, run_dir)."""
 
