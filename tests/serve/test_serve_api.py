@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -266,5 +267,16 @@ def test_kill_9_during_sampling_then_restart_finishes_each_job_once(server):
         for i in job["images"]:
             assert Image.open(server.data_dir / "images" / f"{i['id']}.png").text["parameters"]
         assert srv.request("GET", "/api/v1/health")[1]["jobs"]["running"] == 0
+        # a graceful stop (SIGTERM, Ctrl+C) puts the running job back without counting the try
+        third = srv.submit(prompt="stopped politely", steps=CRASH_STEPS)
+        events_until(srv, third, "step")
+        srv.kill(signal.SIGTERM)
+        assert srv.proc.returncode == 0
+    finally:
+        srv.kill()
+    srv = Server(server.model, server.data_dir).start()
+    try:
+        job = srv.wait(third, timeout=120)
+        assert job["status"] == "succeeded" and job["attempts"] == 1, job
     finally:
         srv.kill()

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=16, metavar="B",
                    help="images sampled together at most: compatible queued jobs are batched (default 16)")
     p.add_argument("--fast", action="store_true",
-                   help="bf16 UNet + torch.compile (the warm-up is paid when the model loads at start)")
+                   help="bf16 UNet + torch.compile; the default model is compiled at start for its own size and "
+                        "one image (other sizes and batch sizes compile when first used)")
     add_threads_option(p)
     p.set_defaults(func=run_serve)
 
@@ -82,10 +83,13 @@ def serve(config) -> int:
               f"interrupted, {found['removed_files']} partial or unlisted file(s) removed", file=sys.stderr)
     hub = EventHub()
     worker = Worker(store, hub, config.models, batch_images=config.batch_images, fast=config.fast)
-    worker.pipeline(next(iter(config.models)))  # load (and warm) the default model before accepting jobs
+    pipe = worker.pipeline(next(iter(config.models)))  # load the default model before accepting jobs
+    if config.fast:  # compile now, at the model's size and one image (other shapes compile on first use)
+        pipe.generate_batch(["warm-up"], [0], steps=2)
     app = create_app(config, store, hub, worker)
     print(f"ldmkit: serving {', '.join(config.models)} on http://{config.host}:{config.port}/api/v1 "
           f"(data in {config.data_dir})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)  # open event streams do not hold up a Ctrl+C for long
     store.close()
     return 0

@@ -6,7 +6,7 @@ file); the base weights are never touched, so `unload` restores the base model e
 to the weights (W += scale * alpha / rank * up @ down) after keeping a copy of each touched weight, which
 `unload` copies back bit for bit.
 
-Why not peft here: peft's injection replaces modules (so names and `state_dict` keys change under the pipeline),
+Why not peft here (training uses it, `ldmkit.training.lora_task`): peft's injection replaces modules (so names and `state_dict` keys change under the pipeline),
 handles one set of adapter weights per name, and only knows diffusers/transformers module names; hooks leave the
 module tree as it is, accept any number of kohya / PEFT / diffusers files at once and work on both text
 encoders ldmkit ships (CLIP and MiniLM). The interop tests prove the result equals diffusers' own peft path.

@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from ldmkit.serve.request import RequestErrors
+from ldmkit.serve.store import Conflict
 
 SAMPLER_NAMES = {  # A1111 name -> (ldmkit sampler, karras)
     "DPM++ 2M": ("dpmpp_2m", False), "DPM++ 2M Karras": ("dpmpp_2m", True), "Euler a": ("euler_ancestral", False),
@@ -107,10 +108,14 @@ def register(app, *, submit_native, read_json, store, hub, config) -> None:
     @app.post("/sdapi/v1/interrupt")
     async def interrupt():
         """Cancels the running job(s) only (never a queued one: A1111 #13413 hit the wrong job)."""
-        running, _ = store.list("running", None, 100)
+        running, stopped = store.list("running", None, 100)[0], []
         for job in running:
-            store.cancel(job["id"])
-        return {"interrupted": [j["id"] for j in running]}
+            try:
+                store.cancel(job["id"])
+                stopped.append(job["id"])
+            except (KeyError, Conflict):  # it finished meanwhile
+                pass
+        return {"interrupted": stopped}
 
     @app.get("/sdapi/v1/samplers")
     async def samplers():

@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from ldmkit.errors import UsageError
+from ldmkit.errors import LdmkitError, UsageError
 from ldmkit.pipeline import limits
 from ldmkit.serve.events import TERMINAL, EventHub
 from ldmkit.serve.guard import Guard
-from ldmkit.serve.request import RequestErrors, batch_key, field_of, parse_job, settings_json
+from ldmkit.serve.request import SETTINGS_FIELDS, RequestErrors, batch_key, field_of, parse_job, settings_json
 from ldmkit.serve.store import STATES, Conflict, JobStore, QueueFull
 
 IMAGE_ID = re.compile(r"[0-9a-f]{32}")
@@ -49,8 +49,7 @@ class ServerConfig:
     max_body: int = 64 * 1024
     """Largest request body in bytes (413 beyond)."""
     fast: bool = False
-    """bf16 UNet + torch.compile, warm-up paid when a model loads."""
-    extra: dict = field(default_factory=dict)
+    """bf16 UNet + torch.compile (`ldmkit serve` compiles the default model at start)."""
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -89,7 +88,8 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
         if not worker.is_alive():
             worker.start()
         yield
-        worker.stop()
+        worker.stop()  # a running batch stops within a step and goes back to the queue, not counted as a try
+        await asyncio.to_thread(worker.join, 60)
 
     app = FastAPI(title="ldmkit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     names = list(config.models)
@@ -106,7 +106,7 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
         prompt, settings, model = parse_job(body, names, names[0], config.max_queue)
         try:
             worker.check(model, settings)
-        except UsageError as err:
+        except LdmkitError as err:
             raise RequestErrors([{"field": field_of(str(err)), "error": str(err)}]) from None
         return _queue(prompt, settings_json(settings), model)
 
@@ -242,7 +242,7 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
                        "max_steps": limits.MAX_STEPS, "max_images_per_request": config.max_queue,
                        "max_queue_images": config.max_queue, "max_body_bytes": config.max_body,
                        "batch_images": config.batch_images},
-            "fields": ["prompt", "model", *settings_json_fields()],
+            "fields": ["prompt", "model", *SETTINGS_FIELDS],
         }
 
     @app.get("/api/v1/health")
@@ -253,12 +253,6 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
 
     a1111.register(app, submit_native=submit_body, read_json=_json_body, store=store, hub=hub, config=config)
     return Guard(app, bind_host=config.host, token=config.token, max_body=config.max_body)
-
-
-def settings_json_fields() -> list[str]:
-    from ldmkit.serve.request import SETTINGS_FIELDS
-
-    return list(SETTINGS_FIELDS)
 
 
 def _sse(event: dict) -> str:

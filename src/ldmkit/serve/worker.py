@@ -129,7 +129,7 @@ class Worker(threading.Thread):
             for job_id in ids:
                 self.hub.publish(job_id, "step", step=i, steps=n, progress=done / total, eta_s=round(eta, 3))
             wanted = self.store.cancel_requested(ids)
-            if wanted:
+            if wanted or self._stop.is_set():  # the server is stopping: the batch goes back to the queue
                 raise _Cancelled(wanted)
 
         try:
@@ -140,7 +140,8 @@ class Worker(threading.Thread):
                     self._end(job_id, "cancelled")
                 else:
                     self.store.requeue(job_id)
-                    self.hub.publish(job_id, "queued", note="requeued after a job of its batch was cancelled")
+                    self.hub.publish(job_id, "queued", note="requeued: a job of its batch was cancelled or the "
+                                                            "server is stopping")
             self.wake()
             return
         except LdmkitError as err:

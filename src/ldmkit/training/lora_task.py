@@ -28,10 +28,7 @@ LOCON = ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamplers.0.con
 def lora_targets(unet, targets: str) -> list[str]:
     """Module names of the UNet a `lora.targets` setting names (attention | transformer | locon)."""
     suffixes = {"attention": ATTENTION, "transformer": TRANSFORMER, "locon": (*TRANSFORMER, *LOCON)}[targets]
-    names = [n for n in target_modules(unet) if n.endswith(suffixes)]
-    if targets == "attention" or targets == "transformer":
-        names = [n for n in names if ".attentions." in n or n.startswith("attentions.")]
-    return names
+    return [n for n in target_modules(unet) if n.endswith(suffixes)]
 
 
 class LoraTask(UNetTask):
