@@ -271,7 +271,7 @@ def test_kill_9_during_sampling_then_restart_finishes_each_job_once(server):
         third = srv.submit(prompt="stopped politely", steps=CRASH_STEPS)
         events_until(srv, third, "step")
         srv.kill(signal.SIGTERM)
-        assert srv.proc.returncode == 0
+        assert srv.proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after shutting down
     finally:
         srv.kill()
     srv = Server(server.model, server.data_dir).start()

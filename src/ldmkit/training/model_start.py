@@ -38,9 +38,13 @@ def start_components(model: ModelSection, image_size: int):
 def write_model_folder(components, path: Path, recipe: Any, extra_meta: dict[str, Any] | None = None) -> None:
     """Save `components` as a complete model folder at `path` (replacing an earlier save there)."""
     from ldmkit.models.folder import save_components
+    from ldmkit.pipeline.settings import DEFAULT_SAMPLING
 
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)  # our own earlier (possibly half-written) save in the run folder
     meta = {**components.meta, "training": to_dict(recipe), **(extra_meta or {})}
+    # The scheduler class written is the one that can hold the trained schedule (e.g. DDPM for sigmoid betas),
+    # not a choice of sampler: a model trained here samples with ldmkit's default unless its meta says otherwise.
+    meta.setdefault("sampling", {"sampler": DEFAULT_SAMPLING["sampler"]})
     save_components(dataclasses.replace(components, meta=meta), path)  # the in-memory meta stays as it was
