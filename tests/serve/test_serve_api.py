@@ -230,7 +230,8 @@ def test_a1111_subset(server):
     assert status == 422 and value["detail"][0]["field"] == "sampler"
     assert server.request("POST", "/sdapi/v1/txt2img", {"prompt": "x", "batch_size": 0})[0] == 422
     for raw in (b"[" * 60_000, b"{", b"[]"):
-        assert server.request("POST", "/sdapi/v1/txt2img", raw=raw, headers={"Content-Type": "application/json"})[0] == 422
+        json_type = {"Content-Type": "application/json"}
+        assert server.request("POST", "/sdapi/v1/txt2img", raw=raw, headers=json_type)[0] == 422
     names = {s["name"] for s in server.request("GET", "/sdapi/v1/samplers")[1]}
     assert {"Euler a", "DPM++ 2M", "dpmpp_2m"} <= names
     assert [m["model_name"] for m in server.request("GET", "/sdapi/v1/sd-models")[1]] == ["tiny"]

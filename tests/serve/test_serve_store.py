@@ -71,7 +71,7 @@ def test_fifo_batching_cancel_and_queue_bound(tmp_path):
     store.finish(a["id"], "cancelled")
     store.succeed(c["id"], ["f" * 32], [9], {"model_hash": "h"})
     store.succeed(c["id"], ["e" * 32], [9], {"model_hash": "h"})  # a second finish changes nothing
-    assert store.get(c["id"])["status"] == "succeeded"
+    assert store.get(c["id"])["status"] == "succeeded" and [i["id"] for i in store.get(c["id"])["images"]] == ["f" * 32]
     jobs, cursor = store.list(None, None, 2)
     assert [j["id"] for j in jobs] == [c["id"], b["id"]] and cursor is not None
     rest, end = store.list(None, cursor, 2)
@@ -114,3 +114,12 @@ def test_config_refuses_exposed_host_without_token(tmp_path, capsys):
     assert main(["serve", "--host", "0.0.0.0", "--model", str(tmp_path), "--data-dir", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ldmkit: error:") and "--token" in err and "Traceback" not in err
+
+
+def test_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the `serve` extra were not installed
+    assert main(["serve", "--model", str(tmp_path), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ldmkit: error:") and ".[serve]" in err and not (tmp_path / "d").exists()

@@ -52,8 +52,13 @@ def model_names(paths: list[Path] | None) -> dict[str, Path]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from ldmkit.serve.app import ServerConfig
+    try:
+        import uvicorn  # noqa: F401  (checked here: a missing extra is one line, not a traceback)
 
+        from ldmkit.serve.app import ServerConfig
+    except ImportError as err:
+        raise UsageError(f"ldmkit serve needs the 'serve' extra ({err.name} is missing): "
+                         "pip install -e '.[serve]'") from None
     if args.data_dir.exists() and not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: exists and is not a folder")
     config = ServerConfig(data_dir=args.data_dir, models=model_names(args.model), host=args.host, port=args.port,
@@ -63,13 +68,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def serve(config) -> int:
     """Recover the store, load the default model, then run uvicorn until interrupted."""
-    try:
-        import uvicorn
+    import uvicorn
 
-        from ldmkit.serve.app import create_app
-    except ImportError as err:
-        raise UsageError(f"ldmkit serve needs the 'serve' extra ({err.name} is missing): "
-                         "pip install -e '.[serve]'") from None
+    from ldmkit.serve.app import create_app
     from ldmkit.serve.events import EventHub
     from ldmkit.serve.store import JobStore
     from ldmkit.serve.worker import Worker

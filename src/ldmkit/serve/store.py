@@ -235,10 +235,11 @@ class JobStore:
 
     def succeed(self, job_id: str, image_ids: list[str], seeds: list[int], result: dict) -> None:
         def do(db):
-            db.executemany("INSERT INTO images (id, job_id, seed, idx) VALUES (?, ?, ?, ?)",
-                           [(i, job_id, str(s), k) for k, (i, s) in enumerate(zip(image_ids, seeds))])
-            db.execute("UPDATE jobs SET status='succeeded', finished=?, result=? WHERE id = ? AND status='running'",
-                       (time.time(), json.dumps(result), job_id))
+            changed = db.execute("UPDATE jobs SET status='succeeded', finished=?, result=? WHERE id = ? AND "
+                                 "status='running'", (time.time(), json.dumps(result), job_id)).rowcount
+            if changed:  # a job succeeds once; images of a second finish stay unlisted (removed at start)
+                db.executemany("INSERT INTO images (id, job_id, seed, idx) VALUES (?, ?, ?, ?)",
+                               [(i, job_id, str(s), k) for k, (i, s) in enumerate(zip(image_ids, seeds))])
         self._tx(do)
 
     def finish(self, job_id: str, status: str, error: str | None = None) -> None:

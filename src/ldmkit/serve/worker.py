@@ -100,7 +100,6 @@ class Worker(threading.Thread):
 
     def run_batch(self, jobs: list[dict]) -> None:
         ids = [j["id"] for j in jobs]
-        t0 = time.time()
         try:
             pipe = self.pipeline(jobs[0]["model"])
             fields = {k: v for k, v in jobs[0]["settings"].items() if k not in ("seed", "num_images")}
@@ -117,9 +116,9 @@ class Worker(threading.Thread):
             for job_id in ids:
                 self._end(job_id, "failed", str(err))
             return
-        for job_id in ids:
-            self.hub.publish(job_id, "started", images=len(jobs[0]["seeds"]))
-        calls = {"n": 0}
+        for job in jobs:
+            self.hub.publish(job["id"], "started", images=len(job["seeds"]), batch_images=len(prompts))
+        calls, t0 = {"n": 0}, time.time()
 
         def on_step(i: int, n: int) -> None:
             calls["n"] += 1
