@@ -55,13 +55,13 @@ def workload_commands(name: str, work: Path) -> tuple[list[str], Path | None]:
     run = work / f"run-{time.monotonic_ns()}"
     if name == "train-tiny":
         return [*LDMKIT, "train", "unet", "--config", str(ROOT / "configs/tiny.yaml"), "--out", str(run),
-                "--set", "train.steps=80", "--set", "train.checkpoint_every=1000"], run
+                "--set", "train.steps=60", "--set", "train.checkpoint_every=1000"], run
     if name == "train-small64":
         return [*LDMKIT, "train", "unet", "--config", str(ROOT / "configs/tiny.yaml"), "--out", str(run),
-                "--set", "model.preset=small64", "--set", "data.image_size=64", "--set", "train.steps=30",
+                "--set", "model.preset=small64", "--set", "data.image_size=64", "--set", "train.steps=20",
                 "--set", "train.checkpoint_every=1000"], run
     if name == "generate":
-        return [*LDMKIT, "generate", "a smiling face with sunglasses", "--steps", "15", "--quiet",
+        return [*LDMKIT, "generate", "a smiling face with sunglasses", "--steps", "10", "--quiet",
                 "-o", str(run)], None
     if name == "eval":
         return [*LDMKIT, "eval", str(work / "eval-model" / "final"), "--data", str(work / "eval-model" / "dataset"),
@@ -126,7 +126,7 @@ def main() -> None:
                         speed = run_once(name, setting, contended, work)
                         results.setdefault((name, setting, contended), []).append(speed)
                         print(f"rep {rep} {name:14s} {setting:9s} {'busy' if contended else 'alone':5s} "
-                              f"{speed:8.3f}", file=sys.stderr, flush=True)
+                              f"{speed:8.3f}  (load average {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     print("| workload | setting | alone (median) | beside 1 busy core | vs fair share | alone vs legacy |")
     print("|---|---|---|---|---|---|")
     for name in workloads:

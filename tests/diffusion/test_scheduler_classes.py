@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ldmkit.config import load_recipe
-from ldmkit.diffusion.scheduler_classes import BETA_SCHEDULES, CAPABILITIES, cannot_represent, trained_scheduler_config
+from ldmkit.diffusion.beta_schedules import BETA_SCHEDULES
+from ldmkit.diffusion.scheduler_classes import CAPABILITIES, cannot_represent, trained_scheduler_config
 from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.errors import UsageError
 from ldmkit.models.presets import SD15_SCHEDULER
@@ -94,7 +95,7 @@ def test_start_dependent_schedule_fails_before_training_starts(tmp_path):
     the trainer starts, before the dataset, the latent cache or any step."""
     from ldmkit.models.folder import save_components
     from ldmkit.models.presets import build_components
-    from ldmkit.training.unet import train_unet
+    from ldmkit.training.trainers import train_task
 
     start = build_components("tiny", seed=0)
     start.scheduler_config = {**start.scheduler_config, "_class_name": "DDPMScheduler", "beta_schedule": "sigmoid"}
@@ -102,19 +103,20 @@ def test_start_dependent_schedule_fails_before_training_starts(tmp_path):
     recipe = load_recipe(TINY, UNetRecipe, [*FAST, f"model.init_from={tmp_path / 'start'}",
                                             "unet.scheduler=PNDMScheduler"])
     with pytest.raises(UsageError, match="PNDMScheduler cannot represent beta_schedule='sigmoid'"):
-        train_unet(recipe, tmp_path / "run")
+        train_task("unet", recipe, tmp_path / "run")
     assert not (tmp_path / "run" / "cache").exists() and not (tmp_path / "run" / "dataset").exists()
 
 
 @pytest.mark.slow  # a tiny model built and saved, then a 2-step run: ~20 s on a busy 2-core machine
 def test_sigmoid_training_run_ships_a_ddpm_scheduler_it_samples_with(tmp_path):
     from ldmkit.pipeline import Pipeline
-    from ldmkit.training.unet import UNetTask, train_unet
+    from ldmkit.training.trainers import train_task
+    from ldmkit.training.unet import UNetTask
 
     torch.set_num_threads(1)
     recipe = load_recipe(TINY, UNetRecipe, [*FAST, "unet.beta_schedule=sigmoid", "unet.beta_start=0.0001",
                                             "unet.beta_end=0.02"])
-    result = train_unet(recipe, tmp_path / "run")
+    result = train_task("unet", recipe, tmp_path / "run")
     saved = json.loads((result.final_dir / "scheduler" / "scheduler_config.json").read_text())
     assert (saved["_class_name"], saved["beta_schedule"], saved["beta_start"]) == ("DDPMScheduler", "sigmoid", 0.0001)
     ref = diffusers.DDPMScheduler.from_pretrained(result.final_dir, subfolder="scheduler").alphas_cumprod

@@ -182,3 +182,43 @@ def test_fuse_twice_then_unload_restores_the_base_bit_for_bit(components, inputs
     state.unload()
     assert torch.equal(unet_out(components.unet, inputs), base)
     assert all(torch.equal(v, te_base[k]) for k, v in components.text_encoder.model.state_dict().items())
+
+
+def test_pipeline_load_lora_gives_diffusers_image_and_unload_the_base(components, tmp_path):
+    path = save_lora(random_layers(components, 8), tmp_path / "l.safetensors")
+    pipe = Pipeline(components)
+    base = pipe("a blue square", sampler="ddim", steps=4, seed=1)
+    assert pipe.load_lora(path, 0.6) == []
+    ours = pipe("a blue square", sampler="ddim", steps=4, seed=1)
+    pipe.fuse_lora()
+    fused = pipe("a blue square", sampler="ddim", steps=4, seed=1)
+    pipe.unload_lora()
+    again = pipe("a blue square", sampler="ddim", steps=4, seed=1)
+    ref = diffusers_pipe(path, 0.6)("a blue square", num_inference_steps=4, output_type="pil",
+                                    height=ours.params.height, width=ours.params.width,
+                                    generator=torch.Generator().manual_seed(1)).images
+    assert np.abs(as_array(ours.images) - as_array(ref)).max() <= 2
+    assert np.abs(as_array(fused.images) - as_array(ours.images)).max() <= 1
+    assert np.array_equal(as_array(again.images), as_array(base.images))
+    assert np.abs(as_array(ours.images) - as_array(base.images)).max() > 2
+
+
+@pytest.mark.slow  # ~10 s: a model folder and four generate runs
+def test_generate_cli_lora(tmp_path, capsys):
+    from ldmkit.cli import main
+
+    model = tmp_path / "model"
+    assert main(["model", "init", "--preset", "tiny", str(model)]) == 0
+    lora = save_lora(random_layers(build_components("tiny", seed=0), 9), tmp_path / "l.safetensors")
+    common = ["generate", "a red circle", "--model", str(model), "--steps", "3", "--quiet"]
+    outs = {}
+    for name, extra in (("base", []), ("zero", ["--lora", f"{lora}:0"]), ("one", ["--lora", str(lora)])):
+        assert main([*common, *extra, "-o", str(tmp_path / name)]) == 0
+        (png,) = (tmp_path / name).glob("*.png")
+        outs[name] = np.asarray(__import__("PIL.Image").Image.open(png), dtype=np.int16)
+    assert np.array_equal(outs["zero"], outs["base"]) and np.abs(outs["one"] - outs["base"]).max() > 2
+    capsys.readouterr()
+    assert main([*common, "--lora", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x")]) == 2
+    assert main([*common, "--lora", str(lora), "--compile", "-o", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "no such LoRA file" in err and "--compile" in err and not (tmp_path / "x").exists()

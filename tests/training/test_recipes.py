@@ -56,12 +56,12 @@ def test_recipe_errors_name_the_key():
 def test_unet_run_uses_a_trained_vae_and_its_scaling_factor(tmp_path):
     from ldmkit.models.folder import load_components
     from ldmkit.training.unet import UNetTask
-    from ldmkit.training.vae import train_vae
+    from ldmkit.training.trainers import train_task
 
     torch.set_num_threads(1)
     common = ["data.builtin_n=12", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=0",
               "train.progress_bar=false"]
-    vae_run = train_vae(load_recipe(CONFIGS / "vae-shapes.yaml", VAERecipe, common), tmp_path / "vae")
+    vae_run = train_task("vae", load_recipe(CONFIGS / "vae-shapes.yaml", VAERecipe, common), tmp_path / "vae")
     trained = load_components(vae_run.final_dir).vae
     recipe = load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, [*common, f"model.vae_from={vae_run.final_dir}"])
     task = UNetTask(recipe, tmp_path / "unet")
@@ -80,19 +80,18 @@ def test_unet_run_uses_a_trained_vae_and_its_scaling_factor(tmp_path):
 def test_eight_latent_channels_from_vae_to_generated_image(tmp_path):
     """model.latent_channels=8: a VAE run, a UNet run on its latents (vae_from), a generated image."""
     from ldmkit.pipeline import Pipeline
-    from ldmkit.training.unet import train_unet
-    from ldmkit.training.vae import train_vae
+    from ldmkit.training.trainers import train_task
 
     torch.set_num_threads(1)
     common = ["data.builtin_n=12", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=0",
               "train.progress_bar=false", "model.latent_channels=8"]
-    vae_run = train_vae(load_recipe(CONFIGS / "vae-shapes.yaml", VAERecipe, common), tmp_path / "vae")
-    unet_run = train_unet(load_recipe(CONFIGS / "tiny.yaml", UNetRecipe,
+    vae_run = train_task("vae", load_recipe(CONFIGS / "vae-shapes.yaml", VAERecipe, common), tmp_path / "vae")
+    unet_run = train_task("unet", load_recipe(CONFIGS / "tiny.yaml", UNetRecipe,
                                       [*common, f"model.vae_from={vae_run.final_dir}"]), tmp_path / "unet")
     pipe = Pipeline.from_pretrained(unet_run.final_dir)
     result = pipe("a red square", steps=2, seed=0)
     assert result.latents.shape[1] == 8 and result.images[0].size == (32, 32)
     # a 4-channel UNet refuses the 8-channel VAE with the reason
     with pytest.raises(UsageError, match="its VAE has 8 latent channels, the UNet expects 4"):
-        train_unet(load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, [*common[:-1], f"model.vae_from={vae_run.final_dir}"]),
+        train_task("unet", load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, [*common[:-1], f"model.vae_from={vae_run.final_dir}"]),
                    tmp_path / "unet4")

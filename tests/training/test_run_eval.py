@@ -59,7 +59,7 @@ def test_rows_keep_one_per_step_after_a_resume(tmp_path):
 @pytest.mark.slow
 def test_unet_training_logs_the_evaluation_at_each_validation(tmp_path):
     from ldmkit.training.trainers import train_task
-    from ldmkit.training.unet import train_unet
+    from ldmkit.training.trainers import train_task
 
     torch.set_num_threads(1)
     clip = train_task("clip", load_recipe(CONFIGS / "clip-shapes.yaml", ClipRecipe, [
@@ -69,7 +69,7 @@ def test_unet_training_logs_the_evaluation_at_each_validation(tmp_path):
         "train.steps=4", "train.batch_size=4", "train.checkpoint_every=0", "train.progress_bar=false",
         "data.builtin_n=16", "data.val_fraction=0.4", "train.validate_every=2", "unet.validation_steps=2", "unet.eval_prompts=4",
         f"unet.eval_clip={clip.final_dir}"])
-    train_unet(recipe, tmp_path / "run")
+    train_task("unet", recipe, tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert all(0 <= r["retrieval_top1"] <= r["retrieval_top5"] <= 1 and r["prompts"] == 4 for r in rows)

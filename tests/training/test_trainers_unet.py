@@ -14,7 +14,8 @@ from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.errors import UsageError
 from ldmkit.training.objective import min_snr_weights, q_sample, snr, velocity
 from ldmkit.training.recipes import UNetRecipe, UNetSection
-from ldmkit.training.unet import UNetTask, train_unet
+from ldmkit.training.trainers import train_task
+from ldmkit.training.unet import UNetTask
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 FAST = ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=0", "train.progress_bar=false",
@@ -113,7 +114,7 @@ def test_unet_run_end_to_end_final_folder_generates(tmp_path, overrides):
 
     torch.set_num_threads(1)
     recipe = _recipe("train.validate_every=3", *overrides)
-    result = train_unet(recipe, tmp_path / "run")
+    result = train_task("unet", recipe, tmp_path / "run")
     assert result.step == 3 and result.final_dir == tmp_path / "run" / "final"
     pipe = Pipeline.from_pretrained(result.final_dir)
     image = pipe("a red square", steps=3, seed=0).images[0]
@@ -152,7 +153,7 @@ def test_fine_tuning_starts_from_a_model_folder(tmp_path):
     from ldmkit.models.folder import load_components
 
     torch.set_num_threads(1)
-    first = train_unet(_recipe("train.steps=1"), tmp_path / "first")
+    first = train_task("unet", _recipe("train.steps=1"), tmp_path / "first")
     start = load_components(first.final_dir).unet.state_dict()
     task = UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "second")
     assert all(torch.equal(start[k], v) for k, v in task.components.unet.state_dict().items())
@@ -167,7 +168,7 @@ def test_every_checkpoint_holds_a_model_folder_that_generates(tmp_path):
     torch.set_num_threads(1)
     recipe = _recipe("train.steps=4", "train.checkpoint_every=2", "train.keep_last=2")
     assert recipe.train.ema_enabled
-    result = train_unet(recipe, tmp_path / "run")
+    result = train_task("unet", recipe, tmp_path / "run")
     for step in (2, 4):
         folder = tmp_path / "run" / "checkpoints" / f"step-{step:08d}"
         pipe = Pipeline.from_pretrained(folder / "model")

@@ -14,7 +14,8 @@ from ldmkit.errors import UsageError
 from ldmkit.training.image_metrics import image_gradient_l1, psnr, ssim
 from ldmkit.training.recipes import VAERecipe
 from ldmkit.training.run_data import load_pixels
-from ldmkit.training.vae import PatchDiscriminator, adversarial_terms, train_vae
+from ldmkit.training.trainers import train_task
+from ldmkit.training.vae import PatchDiscriminator, adversarial_terms
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "vae-shapes.yaml"
 
@@ -58,7 +59,7 @@ def test_adversarial_terms_send_each_gradient_to_its_own_side():
 def test_crop_larger_than_the_image_is_refused(tmp_path):
     recipe = load_recipe(RECIPE, VAERecipe, ["data.builtin_n=8", "vae.crop=64"])
     with pytest.raises(UsageError, match="vae.crop"):
-        train_vae(recipe, tmp_path / "run")
+        train_task("vae", recipe, tmp_path / "run")
 
 
 def test_vae_run_learns_and_sets_the_scaling_factor_from_data(tmp_path):
@@ -72,7 +73,7 @@ def test_vae_run_learns_and_sets_the_scaling_factor_from_data(tmp_path):
         "data.builtin_n=32", "train.steps=30", "train.batch_size=8", "train.warmup_steps=0", "train.lr=0.002",
         "train.checkpoint_every=0", "train.validate_every=0", "train.progress_bar=false", "vae.crop=16",
     ])
-    result = train_vae(recipe, tmp_path / "run")
+    result = train_task("vae", recipe, tmp_path / "run")
     assert result.step == 30
     final = load_components(result.final_dir)
     initial = build_components("tiny", seed=0)

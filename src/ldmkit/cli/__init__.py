@@ -1,8 +1,8 @@
 """Command line: parsing and printing only. `main(argv)` is what tests call.
 
 Sub-commands live in one module each and register themselves with `register(subparsers)`.
-Nothing here imports torch: `ldmkit --help` must stay fast. Importing `ldmkit` (below) has already set
-the OpenMP wait policy before any command loads torch (ldmkit.cpu_threads).
+Nothing here imports torch: `ldmkit --help` must stay fast, and the OpenMP wait policy must be set before a
+command loads torch (ldmkit.cpu_threads).
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from ldmkit.cpu_threads import apply_threads, requested_threads
+    from ldmkit.cpu_threads import fix_threads, prepare_openmp, requested_threads
     from ldmkit.errors import LdmkitError
 
+    prepare_openmp(args.command)
     try:
         if args.command != "generate":  # generate sets (and restores) its own thread count
-            apply_threads(requested_threads(getattr(args, "threads", None)))
+            fix_threads(requested_threads(getattr(args, "threads", None)))
         return int(args.func(args) or 0)
     except LdmkitError as err:
         print(f"ldmkit: error: {err}{flag_hint(err, args)}", file=sys.stderr)

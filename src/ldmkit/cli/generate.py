@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from ldmkit.cli.lora import lora_specs
 from ldmkit.cpu_threads import requested_threads
 from ldmkit.errors import ModelFolderError, UsageError
 from ldmkit.pipeline import SamplingSettings, limits
@@ -59,13 +60,16 @@ def register(sub) -> None:
     p.add_argument("-o", "--out", type=Path, default=Path("outputs"), help="output folder (default: outputs)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow .ckpt/.bin weights (loaded with torch.load(weights_only=True) only)")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="apply a LoRA .safetensors file (kohya, PEFT or diffusers layout) at SCALE (default 1); "
+                        "repeatable: the files add up")
     p.add_argument("--fast", action="store_true",
                    help="run the UNet in bfloat16 (faster on CPUs with AMX/AVX512-BF16; images differ slightly)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet (costs ~30-60 s once; pays off for many images, best with --fast)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads (default: torch's, one per core); 1 avoids a 10x slowdown when other "
-                        "programs keep the cores busy")
+                   help="CPU threads (default: one per core, or LDMKIT_THREADS=N); idle threads sleep at once, "
+                        "so a busy machine is shared (docs/benchmarks.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_generate)
 
@@ -182,6 +186,9 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.trajectory_every is not None and (not args.trajectory or args.trajectory_every < 1):
         raise UsageError(f"--trajectory-every must be >= 1 and needs --trajectory, got {args.trajectory_every}")
     settings = sampling_settings(args)  # every range check, before anything is loaded
+    if args.lora and args.compile:
+        raise UsageError("--lora cannot be combined with --compile (compiling freezes the UNet's weights)")
+    lora_specs(args.lora)  # each file exists, is .safetensors and within bounds, before the model loads
     if args.best_of is not None:
         if args.best_of < 1 or args.trajectory or args.init_image is not None:
             raise UsageError(f"--best-of must be >= 1 and cannot be combined with --trajectory or --init-image; "
@@ -275,8 +282,12 @@ def _load_pipeline(args: argparse.Namespace, model: Path):
 
     if args.quiet:
         _quiet_loading()
-    return Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle, preset=args.preset,
+    pipe = Pipeline.from_pretrained(model, allow_pickle=args.allow_pickle, preset=args.preset,
                                     unet_dtype=torch.bfloat16 if args.fast else None, compile=args.compile)
+    for path, scale in lora_specs(args.lora):
+        for w in pipe.load_lora(path, scale):
+            print(f"ldmkit: warning: {w}", file=sys.stderr)
+    return pipe
 
 
 def _quiet_loading() -> None:

@@ -7,5 +7,5 @@ import argparse
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for torch (default: one per core, or LDMKIT_THREADS=N); idle threads "
-                             "spin only briefly, so a busy machine is shared fairly (docs/benchmarks.md)")
+                        help="CPU threads for torch, fixed (default: LDMKIT_THREADS=N, else one per free core: "
+                             "training follows the cores other programs leave free; docs/benchmarks.md)")

@@ -105,3 +105,18 @@ def augment_view(image, focus: tuple[float, float], generator, *, crop_scale: fl
     if crop_scale >= 1.0:
         torch.rand(2, generator=generator)
     return colour_jitter(out, jitter, generator) if jitter > 0 else out
+
+
+def random_crops(pixels, crop: int, generator, flip_p: float = 0.5):
+    """A crop x crop window at a random position of each image of `pixels` [N, C, H, W], mirrored with
+    probability flip_p; three uniforms drawn per image. Returns [N, C, crop, crop]."""
+    import torch
+
+    n, _, h, w = pixels.shape
+    u = torch.rand(n, 3, generator=generator)  # (N, 3): top, left, flip
+    out = []
+    for img, (ty, tx, flip) in zip(pixels, u.tolist()):
+        top, left = int(ty * (h - crop + 1)), int(tx * (w - crop + 1))
+        patch = img[:, top:top + crop, left:left + crop]  # (C, crop, crop)
+        out.append(torch.flip(patch, dims=(-1,)) if flip < flip_p else patch)
+    return torch.stack(out)  # (N, C, crop, crop)

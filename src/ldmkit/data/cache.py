@@ -91,18 +91,18 @@ def preprocess_for(trim) -> object:
 
 def standardized_pixels(dataset, size: int, preprocess=None):
     """([N, 3, size, size] pixels in [-1, 1], [N, 2] focal points as (x, y) fractions) of every image."""
-    import numpy as np
     import torch
 
+    from ldmkit.data.images import to_pixels
     from ldmkit.data.trim import TrimRecord, focus_fraction
 
     preprocess = preprocess or default_preprocess
     pixels, focus = [], []
     for i in range(len(dataset)):
         img, record = preprocess(dataset.image(i), size)
-        pixels.append(torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1))
+        pixels.append(to_pixels(img))  # (1, 3, size, size)
         focus.append(focus_fraction(record) if isinstance(record, TrimRecord) else (0.5, 0.5))
-    return torch.stack(pixels) / 127.5 - 1.0, torch.tensor(focus, dtype=torch.float32)
+    return torch.cat(pixels), torch.tensor(focus, dtype=torch.float32)  # (N, 3, size, size), (N, 2)
 
 
 def centre_crop_resize(img, size: int):
@@ -238,10 +238,7 @@ def image_tensor(sample, size: int, preprocess=None):
 
 def image_and_focus(sample, size: int, preprocess=None):
     """(image_tensor, the trimming focal point as (x, y) fractions of it; the centre without a TrimRecord)."""
-    import numpy as np
-    import torch
-
-    from ldmkit.data.images import BadImage, load_rgb
+    from ldmkit.data.images import BadImage, load_rgb, to_pixels
     from ldmkit.data.trim import TrimRecord, focus_fraction
 
     try:
@@ -252,9 +249,8 @@ def image_and_focus(sample, size: int, preprocess=None):
     if img.size != (size, size):
         raise DataError(f"preprocess returned a {img.size[0]}x{img.size[1]} image for {sample.path}, "
                         f"expected {size}x{size}")
-    array = np.asarray(img.convert("RGB"), dtype=np.float32)
     focus = focus_fraction(record) if isinstance(record, TrimRecord) else (0.5, 0.5)
-    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0, focus
+    return to_pixels(img)[0], focus  # (3, size, size)
 
 
 def _encode_batch(batch, views, encode_images, encode_text, spec: CacheSpec, tensors: dict) -> None:

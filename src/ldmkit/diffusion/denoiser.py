@@ -76,7 +76,7 @@ class Denoiser:
 def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, phi: float) -> torch.Tensor:
     """Match the guided prediction's std to the conditional one, blended by phi (Lin et al. 2023 §3.4, Alg. 2)."""
     dims = list(range(1, guided.ndim))
-    factor = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+    factor = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)  # (B, 1, 1, 1): per image
     return guided * (phi * factor + (1 - phi))
 
 
@@ -95,14 +95,14 @@ class CFGDenoiser:
             raise UsageError(f"guidance_rescale must be in [0, 1], got {rescale}")
         self.denoiser, self.cond, self.uncond = denoiser, cond, uncond
         self.scale, self.rescale = scale, rescale
-        self.both = torch.cat([uncond, cond])  # one batched model call per step for both branches
+        self.both = torch.cat([uncond, cond])  # (2B, L, D): one batched model call per step for both branches
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return self.denoiser(x, sigma, self.cond)
-        out = self.denoiser.model_output(torch.cat([x, x]), sigma, self.both)
-        out_uncond, out_cond = out.chunk(2)
-        guided = out_uncond + self.scale * (out_cond - out_uncond)
+        out = self.denoiser.model_output(torch.cat([x, x]), sigma, self.both)  # (2B, C, H, W)
+        out_uncond, out_cond = out.chunk(2)  # (B, C, H, W) each: the batch order of self.both
+        guided = out_uncond + self.scale * (out_cond - out_uncond)  # (B, C, H, W)
         if self.rescale > 0:
             guided = rescale_guidance(guided, out_cond, self.rescale)
         return self.denoiser.to_x0(x, sigma, guided)

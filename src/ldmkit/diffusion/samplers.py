@@ -39,8 +39,9 @@ class Step:
 def gaussian_like(x: torch.Tensor, generator: Generator) -> torch.Tensor:
     """Standard normal noise shaped like x, drawn as diffusers' randn_tensor draws it."""
     if isinstance(generator, (list, tuple)):
+        # one (1, C, h, w) draw per image, concatenated to (B, C, h, w): image k is independent of the batch
         return torch.cat([torch.randn((1, *x.shape[1:]), generator=g, dtype=x.dtype) for g in generator]).to(x.device)
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)  # (B, C, h, w)
 
 
 def _report(callback, i, sigmas, x, denoised):
@@ -56,10 +57,10 @@ def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.
 @torch.no_grad()
 def sample_euler(denoise: Denoise, x, sigmas, *, generator: Generator = None, callback=None):
     """Euler's method on the probability-flow ODE (Karras et al. 2022, Alg. 1 with no churn)."""
-    for i in range(len(sigmas) - 1):
-        denoised = denoise(x, sigmas[i])
+    for i in range(len(sigmas) - 1):  # sigmas: (steps + 1,), decreasing; sigmas[i] a 0-d tensor
+        denoised = denoise(x, sigmas[i])  # (B, C, h, w), like x: latents, not pixels
         _report(callback, i, sigmas, x, denoised)
-        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])  # (B, C, h, w)
     return x
 
 
@@ -113,12 +114,12 @@ def sample_ddim(denoise: Denoise, x, sigmas, *, generator: Generator = None, cal
     own noise estimate, as diffusers' DDIMScheduler.step does by default (use_clipped_model_output=False).
     """
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, sigmas[i])
-        eps = to_d(x, sigmas[i], denoised)
+        denoised = denoise(x, sigmas[i])  # (B, C, h, w)
+        eps = to_d(x, sigmas[i], denoised)  # (B, C, h, w)
         if x0_transform is not None:
             denoised = x0_transform(denoised)
         _report(callback, i, sigmas, x, denoised)
-        a, a_prev = _alpha_bar(sigmas[i]), _alpha_bar(sigmas[i + 1])
+        a, a_prev = _alpha_bar(sigmas[i]), _alpha_bar(sigmas[i + 1])  # 0-d tensors: broadcast over the batch
         std = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)) ** 0.5  # eq. 16, sigma_t(eta)
         # in VP terms x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - std^2) eps + std z; divide by sqrt(a_prev)
         x = denoised + ((1 - a_prev - std**2) / a_prev).clamp(min=0) ** 0.5 * eps

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ldmkit.diffusion.beta_schedules import BETA_SCHEDULES
 from ldmkit.diffusion.scheduler_fields import CLASS_DEFAULTS
 from ldmkit.errors import UsageError
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 _NAMED = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 # class -> (beta schedules it builds by name, has rescale_betas_zero_snr)

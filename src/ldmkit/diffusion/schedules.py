@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ldmkit.diffusion.scheduler_classes import BETA_SCHEDULES
+from ldmkit.diffusion.beta_schedules import BETA_SCHEDULES
 from ldmkit.errors import UsageError
 SPACINGS = ("leading", "trailing", "linspace")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldmkit.errors import ModelFolderError, UsageError
+from ldmkit.errors import UsageError
 from ldmkit.evaluation.attributes import attribute_accuracy, is_match, unreliable_attributes
 from ldmkit.metrics.bootstrap import bootstrap_ci
 
@@ -31,15 +31,11 @@ SILENT_EXCEPTIONS = {"accessory": "no glasses"}
 def find_attribute_classifier(model_dir: Path, attributes_path: Path | None):
     """The classifier of `attributes_path` if given (an error when it holds none), else MODEL/attributes/
     if present, else None."""
+    from ldmkit.evaluation.features import find_component
     from ldmkit.models.attributes import ATTRIBUTES_FOLDER, load_attribute_classifier
 
-    if attributes_path is not None:
-        if not Path(attributes_path).exists():
-            raise ModelFolderError(f"--attributes {attributes_path} does not exist")
-        return load_attribute_classifier(attributes_path)
-    if (Path(model_dir) / ATTRIBUTES_FOLDER).is_dir():
-        return load_attribute_classifier(model_dir)
-    return None
+    return find_component(model_dir, attributes_path, option="--attributes", folder=ATTRIBUTES_FOLDER,
+                          load=load_attribute_classifier)
 
 
 def mentioned_values(labels: Mapping[str, str], caption: str) -> dict[str, frozenset[str]]:

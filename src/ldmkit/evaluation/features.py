@@ -23,12 +23,18 @@ def find_dual_encoder(model_dir: Path, clip_path: Path | None):
     clip/ if present, else None (the caller skips embedding metrics and says so)."""
     from ldmkit.models.dual_encoder import CLIP_FOLDER, load_dual_encoder
 
-    if clip_path is not None:
-        if not Path(clip_path).exists():
-            raise ModelFolderError(f"--clip {clip_path} does not exist")
-        return load_dual_encoder(clip_path)
-    if (Path(model_dir) / CLIP_FOLDER).is_dir():
-        return load_dual_encoder(model_dir)
+    return find_component(model_dir, clip_path, option="--clip", folder=CLIP_FOLDER, load=load_dual_encoder)
+
+
+def find_component(model_dir: Path, given: Path | None, *, option: str, folder: str, load):
+    """load(given) when the user named a path with `option` (ModelFolderError when it does not exist), else
+    load(model_dir) when MODEL/`folder`/ exists, else None: how evaluation finds its optional scorers."""
+    if given is not None:
+        if not Path(given).exists():
+            raise ModelFolderError(f"{option} {given} does not exist")
+        return load(given)
+    if (Path(model_dir) / folder).is_dir():
+        return load(model_dir)
     return None
 
 

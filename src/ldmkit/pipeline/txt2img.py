@@ -141,6 +141,27 @@ class Pipeline:
 
         save_components(self.components, Path(path))
 
+    # -- LoRA files (issue 16; the work is in ldmkit.pipeline.lora) --------------------------------
+
+    def load_lora(self, path: str | Path, scale: float = 1.0) -> list[str]:
+        """Apply a LoRA file (kohya, PEFT or diffusers layout) at `scale`, unfused; several files add up.
+        Returns the reader's warnings (e.g. a missing alpha taken as the rank)."""
+        from ldmkit.pipeline.lora import lora_state
+
+        return lora_state(self).load(path, scale)
+
+    def fuse_lora(self) -> None:
+        """Fold the loaded LoRA files into the weights (faster sampling; `unload_lora` still restores them)."""
+        from ldmkit.pipeline.lora import lora_state
+
+        lora_state(self).fuse()
+
+    def unload_lora(self) -> None:
+        """Remove every LoRA file: the base weights exactly."""
+        from ldmkit.pipeline.lora import lora_state
+
+        lora_state(self).unload()
+
     @property
     def model_hash(self) -> str:
         if self._hash is None:

@@ -29,7 +29,7 @@ from ldmkit.data.builtin.avatars import avatars_value_sets, is_avatars_row
 from ldmkit.errors import DataError
 from ldmkit.models.attributes import AttributeClassifier, AttributeClassifierConfig, save_attribute_classifier
 from ldmkit.training.recipes import AttributesRecipe
-from ldmkit.training.run_data import load_pixels, open_dataset, split, subset
+from ldmkit.training.run_data import load_pixels, open_dataset, split
 
 REPORT_FILE = "attributes_report.json"
 
@@ -145,7 +145,7 @@ class AttributesTask:
         if len(train) < 2:
             raise DataError(f"{dataset.root}: {len(train)} training image(s) match attributes.where={dict(where)}; "
                             "need at least 2")
-        self.train, self.held_out = subset(dataset, train), subset(dataset, held)
+        self.train, self.held_out = dataset.subset(train), dataset.subset(held)
         columns = pick_columns(train, recipe.attributes.columns)
         train_sets = [value_sets(s.labels, columns) for s in train]
         self.config = build_config(columns, train_sets, recipe)

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ldmkit.data.augment import random_crops
 from ldmkit.models.dual_encoder import DualEncoder, DualEncoderConfig, save_dual_encoder
 from ldmkit.training.model_start import start_components, write_model_folder
 from ldmkit.training.recipes import ClipRecipe
 from ldmkit.errors import DataError, UsageError
 from ldmkit.training.data_provenance import print_summary
 from ldmkit.training.run_data import load_pixels, open_dataset, split
-from ldmkit.training.vae import random_crops
 
 from ldmkit.training.clip_report import RECALL_AT, REPORT_FILE
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ldmkit.config.training import TrainConfig
+from ldmkit.cpu_threads import training_governor
 from ldmkit.errors import UsageError
 from ldmkit.training.checkpoint import find_resume_point, restore_checkpoint, save_checkpoint
 from ldmkit.training.checkpoint_files import checkpoint_name
@@ -49,8 +50,11 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
         acc = run.accelerator
         log = ProgressLog(run_dir, total_steps=cfg.steps, start_step=run.step, samples_per_step=run.samples_per_step,
                           log_every=cfg.log_every, enabled=acc.is_main_process, show_bar=cfg.progress_bar)
+        governor = training_governor(cfg.deterministic, acc.device.type)  # threads = cores others leave free
         try:
             while run.step < cfg.steps and not _stop_requested(run, stop):
+                if governor is not None:
+                    governor.poll()
                 logs = _optimizer_step(run, task, log)
                 log.update(run.step, logs)
                 if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
@@ -65,6 +69,8 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
                 final_dir = run_dir / FINAL
         finally:
             log.close(run.step)
+            if governor is not None:
+                governor.restore()
     return TrainResult(
         run_dir=run_dir, step=run.step, resumed_from_step=resumed_from, interrupted=run.step < cfg.steps,
         nonfinite_skipped=run.nonfinite_total, samples_seen=run.step * run.samples_per_step,

@@ -10,6 +10,7 @@ and the run's end write `lora.safetensors` in kohya format (`ldmkit.models.lora_
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class LoraTask(UNetTask):
     def write_lora(self, path: Path) -> Path:
         lora = self.recipe.lora
         meta = lora_metadata(rank=lora.rank, alpha=lora.alpha, base_model_hash=self.base_hash(),
-                             trigger_words=tuple(lora.trigger_words), data_card=str(self.recipe.data))
+                             trigger_words=tuple(lora.trigger_words),
+                             data_card=json.dumps(self.dataset_meta, sort_keys=True, default=str))
         path.mkdir(parents=True, exist_ok=True)
         return save_lora(self.lora_layers(), path / LORA_FILE, metadata=meta, overwrite=True)  # the run owns it
 

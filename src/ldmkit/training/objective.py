@@ -15,8 +15,8 @@ def _per_sample(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tenso
 
 def q_sample(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """x_t drawn from q(x_t | x_0) with the given noise (Ho et al. 2020, eq. 4)."""
-    ab = _per_sample(alphas_cumprod, t, x0.ndim)
-    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    ab = _per_sample(alphas_cumprod, t, x0.ndim)  # (B, 1, 1, 1)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # (B, C, h, w)
 
 
 def velocity(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:

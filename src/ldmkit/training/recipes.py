@@ -173,7 +173,8 @@ class UNetSection:
     def _check_schedule(self) -> None:
         """The schedule keys, and whether unet.scheduler can represent them (again with the start model's
         config before training: ldmkit.diffusion.scheduler_classes.trained_scheduler_config)."""
-        from ldmkit.diffusion.scheduler_classes import BETA_SCHEDULES, check_scheduler_choice
+        from ldmkit.diffusion.beta_schedules import BETA_SCHEDULES
+        from ldmkit.diffusion.scheduler_classes import check_scheduler_choice
 
         if self.beta_schedule is not None:
             check_choice("unet", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)

@@ -106,31 +106,11 @@ def data_source_overrides(base: dict, overrides) -> dict:
 
 
 def split(dataset, data: DataSection, name: str):
-    """One split ('train', 'val', 'test') of `dataset` by image-id hash; images matching a combination
-    of `data.holdout` are always in 'test' (never trained on)."""
+    """One split ('train', 'val', 'test') of `dataset`: CaptionDataset.split with the recipe's fractions and
+    `data.holdout` (images matching a held-out combination are always in 'test', never trained on)."""
     from ldmkit.data import SplitSpec
 
-    spec = SplitSpec(val=data.val_fraction, test=data.test_fraction)
-    if not data.holdout:
-        return dataset.split(name, spec)
-    return subset(dataset, held_out_split(dataset.samples, spec, data.holdout, name))
-
-
-def held_out_split(samples, spec, holdout, name: str) -> list:
-    """The samples of split `name` when `holdout` combinations are moved to 'test' (see data.splits)."""
-    from ldmkit.data.splits import SPLITS, split_with_holdout
-
-    if name not in SPLITS:
-        raise UsageError(f"split must be one of {SPLITS}, got {name!r}")
-    return [s for s in samples if split_with_holdout(s.image_id, s.labels, spec, holdout) == name]
-
-
-def subset(dataset, samples):
-    """A CaptionDataset of some of `dataset`'s samples (same root, format and bad-input report)."""
-    from ldmkit.data import CaptionDataset
-
-    checks = {s.image_id: dataset.checks[s.image_id] for s in samples if s.image_id in dataset.checks}
-    return CaptionDataset(dataset.root, dataset.format, list(samples), dataset.report, checks, dataset.caption_files)
+    return dataset.split(name, SplitSpec(val=data.val_fraction, test=data.test_fraction), data.holdout)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`ldmkit train unet`: a text-conditional UNet trained on cached VAE latents and text states.
 
-    result = train_unet(load_recipe("configs/tiny.yaml", UNetRecipe), "runs/tiny")
+    result = train_task("unet", load_recipe("configs/tiny.yaml", UNetRecipe), "runs/tiny")  # ldmkit.training.trainers
 
 At start the train split is encoded once (VAE posterior mean/std + one text state per caption) into
 RUN_DIR/cache through `ldmkit.data.cache`; each step then draws one caption per image at random,
@@ -12,7 +12,6 @@ optional Min-SNR-gamma weights. RUN_DIR/final and every checkpoint's model/ subf
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -86,21 +85,22 @@ class UNetTask:
         """Scaled latent samples and text states (one random caption each, some dropped to the empty prompt)."""
         cached = self.cache.batch(ids, generator, sample=self.recipe.unet.latent_sample,
                                   flip_p=self.recipe.augment.flip_p)
-        drop = torch.rand(len(ids), generator=generator) < self.recipe.unet.caption_dropout
+        drop = torch.rand(len(ids), generator=generator) < self.recipe.unet.caption_dropout  # (B,)
+        # (B,) -> (B, 1, 1) against text states (B, L, D); the null prompt's (L, D) -> (B, L, D)
         text = torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)
         return {"latents": cached.latents * self.components.scaling_factor, "text": text, "dropped": drop}
 
     def loss(self, modules, batch, generator) -> tuple[torch.Tensor, dict[str, float]]:
         obj = self.recipe.unet
-        x0 = batch["latents"]
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        x0 = batch["latents"]  # (B, C, h, w), scaled latents
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # (B, C, h, w)
         noise = offset_noise(noise, obj.noise_offset, generator)
-        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
-        x_t = q_sample(x0, noise, t, self.alphas_cumprod)
-        prediction = modules["unet"](x_t, t, encoder_hidden_states=batch["text"]).sample
+        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)  # (B,)
+        x_t = q_sample(x0, noise, t, self.alphas_cumprod)  # (B, C, h, w)
+        prediction = modules["unet"](x_t, t, encoder_hidden_states=batch["text"]).sample  # (B, C, h, w)
         target = velocity(x0, noise, t, self.alphas_cumprod) if obj.prediction_type == "v_prediction" else noise
-        weights = min_snr_weights(t, self.alphas_cumprod, obj.min_snr_gamma, obj.prediction_type)
-        loss = denoising_loss(prediction, target, weights)
+        weights = min_snr_weights(t, self.alphas_cumprod, obj.min_snr_gamma, obj.prediction_type)  # (B,)
+        loss = denoising_loss(prediction, target, weights)  # scalar: per-image MSE (B,), weighted, averaged
         return loss, {"caption_dropped": float(batch["dropped"].float().mean())}
 
     def validate(self, step: int, path: Path) -> None:
@@ -112,9 +112,8 @@ class UNetTask:
         if self.dual_encoder is not None and len(captions) >= 2:  # held-out captions only; retrieval needs 2+
             from ldmkit.training.run_eval import append_eval_row, evaluate_alignment
 
-            with _trainable_flags_kept(self.components):
-                row = evaluate_alignment(self.components, self.dual_encoder, captions,
-                                         steps=self.recipe.unet.validation_steps)
+            row = evaluate_alignment(self.components, self.dual_encoder, captions,
+                                     steps=self.recipe.unet.validation_steps)
             append_eval_row(self.run_dir, step, row)
 
     def validation_prompts(self) -> list[str]:
@@ -195,29 +194,14 @@ def build_latent_cache(components, dataset, cache_dir: Path, image_size: int, re
                        augment_view=view_augmenter(aug, seed) if aug.views > 1 else None)
 
 
-@contextlib.contextmanager
-def _trainable_flags_kept(components):
-    """Pipeline freezes its modules; training must go on with the same trainable set afterwards."""
-    modules = (components.unet, components.vae, components.text_encoder.model)
-    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
-    try:
-        yield
-    finally:
-        for m, f in zip(modules, flags):
-            for p, flag in zip(m.parameters(), f):
-                p.requires_grad_(flag)
-
-
 def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) -> None:
     """One image per prompt (seed i for prompt i), side by side in one PNG."""
     from PIL import Image
 
     from ldmkit.pipeline import Pipeline
 
-    with _trainable_flags_kept(components):
-        # on the device the UNet trains on: Pipeline's default (cpu) would move a GPU run's UNet off the GPU
-        pipe = Pipeline(components, device=next(components.unet.parameters()).device)
-        images = [pipe(p, steps=steps, seed=i).images[0] for i, p in enumerate(prompts)]
+    pipe = Pipeline(components)  # samples where the UNet is, leaving its train mode and requires_grad alone
+    images = [pipe(p, steps=steps, seed=i).images[0] for i, p in enumerate(prompts)]
     if not images:
         return
     w, h = images[0].size
@@ -226,15 +210,3 @@ def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) 
         grid.paste(image, (i * w, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
-
-
-def train_unet(recipe: UNetRecipe, run_dir: str | Path):
-    """Train (or resume) the UNet of `recipe` in `run_dir`; returns the loop's TrainResult."""
-    from ldmkit.training.loop import train
-    from ldmkit.training.processes import main_process_first
-    from ldmkit.training.trainers import mark_run
-
-    with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
-        mark_run(Path(run_dir), "unet")
-        task = UNetTask(recipe, run_dir)
-    return train(task, recipe.train, run_dir, recipe=recipe)

@@ -1,6 +1,6 @@
 """`ldmkit train vae`: an AutoencoderKL trained with L1 + image-gradient L1 + a small KL (+ optional patch GAN).
 
-    result = train_vae(load_recipe("configs/vae-shapes.yaml", VAERecipe), "runs/vae")
+    result = train_task("vae", load_recipe("configs/vae-shapes.yaml", VAERecipe), "runs/vae")  # ldmkit.training.trainers
 
 No LPIPS (its VGG weights are not available offline): the structure term is the L1 distance between
 image gradients. After training, the latent scaling factor is measured as 1 / std of the training
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldmkit.data.augment import random_crops
 from ldmkit.training.image_metrics import image_gradient_l1, psnr, ssim
 from ldmkit.training.model_start import start_components, write_model_folder
 from ldmkit.training.recipes import VAERecipe
@@ -71,18 +72,6 @@ def adversarial_terms(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -
     frozen = {k: v.detach() for k, v in inner.state_dict(keep_vars=True).items()}
     g_loss = -functional_call(inner, frozen, (fake,)).mean()
     return d_loss, g_loss
-
-
-def random_crops(pixels: torch.Tensor, crop: int, generator: torch.Generator, flip_p: float = 0.5) -> torch.Tensor:
-    """A crop x crop window at a random position of each image, mirrored with probability flip_p."""
-    n, _, h, w = pixels.shape
-    u = torch.rand(n, 3, generator=generator)
-    out = []
-    for img, (ty, tx, flip) in zip(pixels, u.tolist()):
-        top, left = int(ty * (h - crop + 1)), int(tx * (w - crop + 1))
-        patch = img[:, top:top + crop, left:left + crop]
-        out.append(torch.flip(patch, dims=(-1,)) if flip < flip_p else patch)
-    return torch.stack(out)
 
 
 def augmented(pixels: torch.Tensor, focus: torch.Tensor, augment, generator: torch.Generator) -> torch.Tensor:
@@ -202,15 +191,3 @@ def raise_crop(crop: int, size: int, factor: int) -> None:
     from ldmkit.errors import UsageError
 
     raise UsageError(f"vae.crop {crop} must be at most data.image_size {size} and a multiple of the VAE factor {factor}")
-
-
-def train_vae(recipe: VAERecipe, run_dir: str | Path):
-    """Train (or resume) the autoencoder of `recipe` in `run_dir`; returns the loop's TrainResult."""
-    from ldmkit.training.loop import train
-    from ldmkit.training.processes import main_process_first
-    from ldmkit.training.trainers import mark_run
-
-    with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
-        mark_run(Path(run_dir), "vae")
-        task = VAETask(recipe, run_dir)
-    return train(task, recipe.train, run_dir, recipe=recipe)
