@@ -200,7 +200,8 @@ def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) 
 
     from ldmkit.pipeline import Pipeline
 
-    pipe = Pipeline(components)  # samples where the UNet is, leaving its train mode and requires_grad alone
+    # on the UNet's device (the VAE and text encoder follow it); train modes and requires_grad are left alone
+    pipe = Pipeline(components, device=next(components.unet.parameters()).device)
     images = [pipe(p, steps=steps, seed=i).images[0] for i, p in enumerate(prompts)]
     if not images:
         return
