@@ -126,7 +126,8 @@ def main() -> None:
         prepare(work, workloads)
         for rep in range(args.repeats):
             for name in workloads:
-                for setting in settings:
+                # every other repeat runs the settings in reverse, so no setting always follows a busy run
+                for setting in (settings if rep % 2 == 0 else settings[::-1]):
                     for contended in (False, True):
                         speed = run_once(name, setting, contended, work)
                         results.setdefault((name, setting, contended), []).append(speed)

@@ -53,9 +53,9 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
         governor = training_governor(cfg.deterministic, acc.device.type)  # threads = cores others leave free
         try:
             while run.step < cfg.steps and not _stop_requested(run, stop):
-                if governor is not None:
-                    governor.poll()
                 logs = _optimizer_step(run, task, log)
+                if governor is not None:
+                    logs["threads"] = governor.poll()  # metrics.jsonl shows how many the step after this gets
                 log.update(run.step, logs)
                 if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
                     save_checkpoint(run, _exporter(run, task))
