@@ -11,12 +11,10 @@ from ldmkit.models.lora_files import (
     LoraFile,
     LoraLayer,
     describe,
-    lora_metadata,
-    merge_loras,
     read_lora,
     resolve,
-    save_lora,
 )
+from ldmkit.models.lora_write import lora_metadata, merge_loras, save_lora
 
 
 class Tiny(torch.nn.Module):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ldmkit.models.lora_files import LoraLayer, lora_metadata, merge_loras, read_lora, save_lora, target_modules
+from ldmkit.models.lora_files import LoraLayer, read_lora, target_modules
+from ldmkit.models.lora_write import lora_metadata, merge_loras, save_lora
 from ldmkit.models.presets import build_components
 from ldmkit.pipeline import Pipeline
 from ldmkit.models.lora_files import parse_lora_arg

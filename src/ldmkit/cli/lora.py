@@ -68,7 +68,8 @@ def _values(values: list) -> str:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from ldmkit.models.lora_files import lora_metadata, merge_loras, parse_lora_arg, read_lora, resolve, save_lora
+    from ldmkit.models.lora_files import parse_lora_arg, read_lora, resolve
+    from ldmkit.models.lora_write import lora_metadata, merge_loras, save_lora
 
     if len(args.inputs) > MAX_MERGE_INPUTS:
         raise UsageError(f"at most {MAX_MERGE_INPUTS} files can be merged at once")

@@ -1,4 +1,5 @@
-"""LoRA files in the formats the ecosystem exchanges: read, resolve against a model, write, merge.
+"""LoRA files in the formats the ecosystem exchanges: read, check, resolve against a model (writing and merging:
+ldmkit.models.lora_write).
 
 Formats (issue 16):
 - kohya / A1111 / ComfyUI: `lora_unet_<module_path_with_underscores>.lora_down.weight` / `.lora_up.weight` /
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,7 +279,7 @@ def resolve(lora: LoraFile, models: dict[str, Any]) -> dict[tuple[str, str], Lor
     out: dict[tuple[str, str], LoraLayer] = {}
     tables: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
     for (part, name), layer in lora.layers.items():
-        where = f"{lora.source or 'LoRA'}: {_file_key(lora.format, part, name)}"
+        where = f"{lora.source or 'LoRA'}: {file_key(lora.format, part, name)}"
         if part not in models or models[part] is None:
             raise UsageError(f"{where} targets {part}, which this model does not have")
         if part not in tables:
@@ -316,104 +316,13 @@ def resolve(lora: LoraFile, models: dict[str, Any]) -> dict[tuple[str, str], Lor
     return out
 
 
-def _file_key(fmt: str, part: str, name: str) -> str:
+def file_key(fmt: str, part: str, name: str) -> str:
+    """The name a layer has in a file of format `fmt` (kohya: flat with its part's prefix; else dotted)."""
     if fmt == "kohya":
         if part.startswith("text_encoder") and flat_name(name).startswith("encoder_layers_"):
             name = "text_model_" + name  # CLIP's names before transformers 5, which sd-scripts and A1111 use
         return f"{KOHYA_PREFIX.get(part, part)}_{flat_name(name)}"
     return f"{part}.{name}"
-
-
-# -- writing -------------------------------------------------------------------------------------------------------
-
-
-def lora_metadata(*, rank: int, alpha: float, base_model_hash: str = "", trigger_words: tuple[str, ...] = (),
-                  data_card: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:
-    """String metadata for a kohya-format file: sd-scripts' ss_* keys A1111/ComfyUI show, plus ldmkit's own."""
-    meta = {
-        "ss_network_module": "networks.lora", "ss_network_dim": str(int(rank)), "ss_network_alpha": f"{alpha:g}",
-        "ldmkit_format": "lora", "ldmkit_base_model_hash": base_model_hash,
-        "ldmkit_trigger_words": json.dumps(list(trigger_words)), "ldmkit_data_card": data_card,
-    }  # fmt: skip
-    return {**meta, **(extra or {})}
-
-
-def save_lora(layers: dict[tuple[str, str], LoraLayer], path: str | Path, *, fmt: str = "kohya",
-              metadata: dict[str, str] | None = None, dtype: Any = None, overwrite: bool = False) -> Path:
-    """Write layers as a safetensors LoRA file: kohya (`.alpha` always written, alpha kept as fp32) or PEFT as
-    diffusers saves it (names must be dotted module paths, e.g. from `resolve`; alpha / rank folded into `lora_B`,
-    since diffusers then assumes alpha = rank, and marked so for ldmkit's reader). Weights in `dtype` (fp16 by
-    default). Empty metadata values are left out. Written to a temp file, then renamed."""
-    import torch
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    dtype = dtype or torch.float16
-    if fmt not in ("kohya", "peft"):
-        raise UsageError(f"LoRA output format must be kohya or peft, got {shown(fmt)}")
-    if path.suffix != ".safetensors":
-        raise UsageError(f"{path}: a LoRA file is written as .safetensors")
-    if path.exists() and not overwrite:
-        raise UsageError(f"{path} exists; not overwriting it")
-    if not layers:
-        raise UsageError("no LoRA layers to write")
-    tensors: dict[str, Any] = {}
-    for (part, name), layer in sorted(layers.items()):
-        if fmt == "kohya":
-            key = _file_key("kohya", part, name)
-            tensors[f"{key}.lora_down.weight"] = layer.down.detach().to(dtype).contiguous()
-            tensors[f"{key}.lora_up.weight"] = layer.up.detach().to(dtype).contiguous()
-            tensors[f"{key}.alpha"] = torch.tensor(layer.alpha, dtype=torch.float32)
-        else:
-            tensors[f"{part}.{name}.lora_A.weight"] = layer.down.detach().to(dtype).contiguous()
-            tensors[f"{part}.{name}.lora_B.weight"] = (layer.up.detach().float() * layer.scale).to(dtype).contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        meta = {k: v for k, v in (metadata or {}).items() if v != ""}
-        if fmt == "peft":
-            meta[ALPHA_FOLDED] = "1"
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-# -- merging ---------------------------------------------------------------------------------------------------------
-
-
-def merge_loras(files: list[tuple[LoraFile, float]]) -> dict[tuple[str, str], LoraLayer]:
-    """One set of layers equal to applying every file with its scale: per module the ranks are concatenated
-    (down stacked, up stacked with scale * alpha / rank folded in, alpha = total rank), so it is exact."""
-    import torch
-
-    grouped: dict[tuple[str, str], list[tuple[LoraLayer, float, str]]] = {}
-    for lora, scale in files:
-        if not math.isfinite(scale):
-            raise UsageError(f"{lora.source}: scale {scale} is not finite")
-        for (part, name), layer in lora.layers.items():
-            flat = flat_name(re.sub(r"^text_model[._]", "", name) if part.startswith("text_encoder") else name)
-            grouped.setdefault((part, flat), []).append((layer, scale, name))
-    out: dict[tuple[str, str], LoraLayer] = {}
-    for (part, flat), entries in grouped.items():
-        names = {n for _, _, n in entries}
-        name = names.pop() if len(names) == 1 else flat
-        four_d = any(layer.down.dim() == 4 for layer, _, _ in entries)
-        downs, ups = [], []
-        for layer, scale, _ in entries:
-            down, up = layer.down.float(), layer.up.float() * (scale * layer.scale)
-            if four_d and down.dim() == 2:
-                down, up = down[:, :, None, None], up[:, :, None, None]
-            downs.append(down)
-            ups.append(up)
-        if len({tuple(d.shape[1:]) for d in downs}) > 1 or len({u.shape[0] for u in ups}) > 1:
-            raise UsageError(f"{part} {name}: the files' layers for it have different shapes; not the same base model")
-        rank = sum(d.shape[0] for d in downs)
-        if rank > MAX_RANK:
-            raise UsageError(f"{part} {name}: merged rank {rank} exceeds {MAX_RANK}")
-        out[(part, name)] = LoraLayer(torch.cat(downs, 0), torch.cat(ups, 1), float(rank))
-    return out
 
 
 def describe(lora: LoraFile) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ldmkit.models.lora_files import LoraLayer, lora_metadata, save_lora, target_modules
+from ldmkit.models.lora_files import LoraLayer, target_modules
+from ldmkit.models.lora_write import lora_metadata, save_lora
 from ldmkit.training.recipes import LoraRecipe
 from ldmkit.training.unet import UNetTask, save_prompt_grid
 
