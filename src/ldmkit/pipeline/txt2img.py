@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,43 +28,10 @@ from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.errors import LdmkitError, UsageError
 from ldmkit.pipeline import limits
 from ldmkit.pipeline.settings import DEFAULT_SAMPLING, DEFAULT_STRENGTH, SamplingSettings, check_text
-from ldmkit.pipeline.trajectory import Trajectory, TrajectoryRecorder, merge_trajectories
+from ldmkit.pipeline.result import GenerationParams, GenerationResult  # noqa: F401 (re-exported)
+from ldmkit.pipeline.trajectory import TrajectoryRecorder, merge_trajectories
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Everything needed to reproduce an image; written into each PNG."""
-
-    prompt: str
-    negative_prompt: str
-    steps: int
-    sampler: str
-    guidance: float
-    guidance_rescale: float
-    seed: int
-    width: int
-    height: int
-    strength: float | None = None
-    model_hash: str = ""
-    model_name: str = ""
-    karras: bool = False
-    timestep_spacing: str | None = None
-    """Only when it differs from the model's scheduler config (so default PNGs stay byte-identical)."""
-
-
-@dataclass
-class GenerationResult:
-    """One type for every call: images, the seeds that made them, and optionally the trajectory."""
-
-    images: list[Image.Image]
-    seeds: list[int]
-    params: GenerationParams
-    latents: torch.Tensor
-    trajectory: Trajectory | None = None
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    """What was decided for the user (e.g. an init image resized to the model's size)."""
 
 
 def _inference(method):
