@@ -46,8 +46,12 @@ def test_requested_threads():
     assert requested_threads(3, {"LDMKIT_THREADS": "1"}) == 3  # the flag beats the environment
     assert requested_threads(None, {"LDMKIT_THREADS": "2"}) == 2
     assert requested_threads(None, {"LDMKIT_THREADS": "off"}) is None
-    with pytest.raises(UsageError, match="--threads must be >= 1"):
+    with pytest.raises(UsageError, match="--threads must be in 1..256"):
         requested_threads(0, {})
+    with pytest.raises(UsageError, match="--threads must be in 1..256"):
+        requested_threads(100_000, {})
+    with pytest.raises(UsageError, match="LDMKIT_THREADS must be"):
+        requested_threads(None, {"LDMKIT_THREADS": "99999999999"})
     with pytest.raises(UsageError, match="LDMKIT_THREADS must be"):
         requested_threads(None, {"LDMKIT_THREADS": "lots"})
 

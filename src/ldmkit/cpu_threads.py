@@ -28,6 +28,8 @@ SWITCH = "LDMKIT_THREADS"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 """A user who sets either of these has chosen a wait policy: ldmkit sets neither."""
 
+MAX_THREADS = 256
+"""The most intra-op threads a user may ask for (each one is an OS thread with its own stack)."""
 PASSIVE_COMMANDS = ("generate", "eval", "serve")
 """CLI commands whose idle OpenMP threads sleep at once (their thread count stays fixed, see above)."""
 
@@ -54,15 +56,15 @@ def requested_threads(cli_value: int | None, environ: MutableMapping[str, str] |
     from ldmkit.errors import UsageError
 
     if cli_value is not None:
-        if cli_value < 1:
-            raise UsageError(f"--threads must be >= 1, got {cli_value}")
+        if not 1 <= cli_value <= MAX_THREADS:
+            raise UsageError(f"--threads must be in 1..{MAX_THREADS}, got {cli_value}")
         return cli_value
     env = os.environ if environ is None else environ
     value = env.get(SWITCH, "").strip()
     if not value or value.lower() == "off":
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise UsageError(f"{SWITCH} must be 'off' or a whole number >= 1, got {value[:40]!r}")
+    if not value.isdigit() or not 1 <= int(value) <= MAX_THREADS:
+        raise UsageError(f"{SWITCH} must be 'off' or a whole number in 1..{MAX_THREADS}, got {value[:40]!r}")
     return int(value)
 
 
