@@ -9,7 +9,8 @@ import torch
 
 from ldmkit.config import load_recipe
 from ldmkit.errors import UsageError
-from ldmkit.training.recipes import AttributesRecipe, ClipRecipe, DataSection, LoraRecipe, UNetRecipe, VAERecipe
+from ldmkit.training.recipes import (AttributesRecipe, ClipRecipe, DataSection, EmbeddingRecipe, LoraRecipe,
+                                     UNetRecipe, VAERecipe)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -17,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def _recipe_class(path: Path):
     name = path.name.removeprefix("default-")
     for prefix, cls in (("vae", VAERecipe), ("clip", ClipRecipe), ("attributes", AttributesRecipe),
-                        ("lora", LoraRecipe)):
+                        ("lora", LoraRecipe), ("dreambooth", LoraRecipe), ("embedding", EmbeddingRecipe)):
         if name.startswith(prefix):
             return cls
     return UNetRecipe
@@ -32,7 +33,7 @@ def _is_stages_file(path: Path) -> bool:
 @pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if not _is_stages_file(p)), ids=lambda p: p.name)
 def test_every_config_loads(path):  # the multi-stage (stages:) files are tested in test_stages.py
     recipe = load_recipe(path, _recipe_class(path))
-    assert recipe.train.steps >= 1 and recipe.data.image_size >= 16
+    assert recipe.train.steps >= 1 and (recipe.data.image_size >= 16 if recipe.data is not None else recipe.dreambooth)
 
 
 def test_required_recipes_exist():

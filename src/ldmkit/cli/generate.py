@@ -13,6 +13,7 @@ from ldmkit.cli.lora import lora_specs
 from ldmkit.cpu_threads import requested_threads
 from ldmkit.errors import ModelFolderError, UsageError
 from ldmkit.pipeline import SamplingSettings, limits
+from ldmkit.pipeline.embedding import embedding_specs
 from ldmkit.pipeline.settings import check_text
 
 
@@ -63,6 +64,9 @@ def register(sub) -> None:
     p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
                    help="apply a LoRA .safetensors file (kohya, PEFT or diffusers layout) at SCALE (default 1); "
                         "repeatable: the files add up")
+    p.add_argument("--embedding", action="append", default=[], metavar="FILE[:TOKEN]",
+                   help="add a textual-inversion embedding (.safetensors: A1111/kohya emb_params or diffusers) under "
+                        "TOKEN (default: the file's own token, else its stem); prompts use the token; repeatable")
     p.add_argument("--fast", action="store_true",
                    help="run the UNet in bfloat16 (faster on CPUs with AMX/AVX512-BF16; images differ slightly)")
     p.add_argument("--compile", action="store_true",
@@ -189,6 +193,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.lora and args.compile:
         raise UsageError("--lora cannot be combined with --compile (compiling freezes the UNet's weights)")
     lora_specs(args.lora)  # each file exists, is .safetensors and within bounds, before the model loads
+    embedding_specs(args.embedding, allow_pickle=args.allow_pickle)  # the same for --embedding files
     if args.best_of is not None:
         if args.best_of < 1 or args.trajectory or args.init_image is not None:
             raise UsageError(f"--best-of must be >= 1 and cannot be combined with --trajectory or --init-image; "
@@ -287,6 +292,9 @@ def _load_pipeline(args: argparse.Namespace, model: Path):
     for path, scale in lora_specs(args.lora):
         for w in pipe.load_lora(path, scale):
             print(f"ldmkit: warning: {w}", file=sys.stderr)
+    for path, token in embedding_specs(args.embedding, allow_pickle=args.allow_pickle):
+        token = pipe.load_embedding(path, token, allow_pickle=args.allow_pickle)
+        print(f"ldmkit: note: embedding {path.name} loaded as {token}", file=sys.stderr)
     return pipe
 
 

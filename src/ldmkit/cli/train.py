@@ -14,6 +14,7 @@ TRAINERS = {
     "clip": "contrastive dual encoder (ConvNet image tower + projected text encoder) for scoring/reranking",
     "attributes": "attribute classifier (one head per label column) that scores generated images in `ldmkit eval`",
     "lora": "LoRA adapters on a frozen UNet (kohya-format lora.safetensors in RUN/final)",
+    "embedding": "textual inversion: new token vectors for a frozen model (RUN/final/<token>.safetensors)",
 }
 SHORTCUTS = (("data", "data.path"), ("image_size", "data.image_size"), ("steps", "train.steps"),
              ("batch_size", "train.batch_size"), ("seed", "train.seed"))

@@ -199,6 +199,9 @@ def _convert(tp: Any, value: Any, source: str, where: str) -> Any:
     if _is_union(tp):
         if value is None and type(None) in args:
             return None
+        inner = _dataclass_in(tp)
+        if inner is not None and isinstance(value, Mapping):  # Optional[Section]: the section's own message
+            return from_dict(inner, value, source=source, prefix=where)
         for arg in args:
             if arg is type(None):
                 continue

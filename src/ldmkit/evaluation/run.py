@@ -101,6 +101,9 @@ class EvalSettings:
     """Attribute classifier folder (holding attributes/, or attributes/ itself); default MODEL/attributes/."""
     batch: int = 16
     """Images sampled together (one UNet batch per step); a batch changes images only by float rounding."""
+    prompt_set: str = "captions"
+    """"captions": each image's first caption; "free-avatars" / "free-avatars-templates": free phrasings of the
+    split's avatars rows / their training-style controls (ldmkit.evaluation.free_prompts)."""
 
     def __post_init__(self) -> None:
         for name in ("model", "data", "out"):
@@ -124,6 +127,10 @@ class EvalSettings:
             object.__setattr__(self, "attributes", Path(self.attributes))
         if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.where.items()):
             raise UsageError(f"--where must be COLUMN=VALUE pairs, got {self.where!r}")
+        from ldmkit.evaluation.free_prompts import PROMPT_SETS
+
+        if self.prompt_set not in PROMPT_SETS:
+            raise UsageError(f"--prompt-set must be one of {', '.join(PROMPT_SETS)}, got {self.prompt_set!r}")
 
     def sampling(self) -> SamplingSettings:
         """The sampling request these settings make (before any sweep value is applied)."""
@@ -149,6 +156,11 @@ def evaluate(settings: EvalSettings) -> dict:
 
     rule = split_rule(settings.model)
     held_out, prompts, labels = _held_out(settings, rule)
+    asked = None
+    if settings.prompt_set != "captions":  # free phrasings of the same held-out avatars (issue 17)
+        from ldmkit.evaluation.free_prompts import prompt_set
+
+        prompts, asked = prompt_set(settings.prompt_set, labels)
     out = _prepare_out(settings.out)
     from ldmkit.pipeline import Pipeline
 
@@ -167,7 +179,7 @@ def evaluate(settings: EvalSettings) -> dict:
                "data": {"root": str(settings.data), "split": settings.split, "images_in_split": len(held_out),
                         "evaluated_images": len(prompts), "distinct_prompts": len(set(prompts)),
                         "image_size": size, "where": settings.where, "split_rule": rule.describe(),
-                        "prompts": prompts},
+                        "prompt_set": settings.prompt_set, "prompts": prompts},
                "notes": notes}
     if pipe.components.meta.get("training_eval"):  # the curve `unet.eval_clip` logged while training
         metrics["training_eval"] = pipe.components.meta["training_eval"]
@@ -182,7 +194,7 @@ def evaluate(settings: EvalSettings) -> dict:
     if shapes:
         reference.setdefault("real_images", {})["shapes"] = shapes_attribute_scores(
             real[:len(prompts)], labels, n_boot=settings.n_boot, seed=settings.boot_seed)
-    avatars = _avatars_scorer(settings, rule, prompts, labels, notes)
+    avatars = _avatars_scorer(settings, rule, prompts, labels, notes, asked)
     if avatars is not None:
         reference.setdefault("real_images", {})["avatars"] = avatars(real[:len(prompts)], range(len(prompts)))
     reference["vae_round_trip"] = _round_trip_reference(pipe, dual, real[:len(prompts)], prompts, labels, shapes,
@@ -258,6 +270,10 @@ def _held_out(settings: EvalSettings, rule: SplitRule):
     if settings.where:
         held_out = held_out.subset(s for s in held_out.samples
                                    if all(s.labels.get(k) == v for k, v in settings.where.items()))
+    if settings.prompt_set != "captions":  # free avatars prompts: only avatars rows (also in a mixture)
+        from ldmkit.data.builtin.avatars import is_avatars_row
+
+        held_out = held_out.subset(s for s in held_out.samples if is_avatars_row(s.labels))
     if len(held_out) < 2:
         where = f" with labels {settings.where}" if settings.where else ""
         raise DataError(f"the {settings.split!r} split of {settings.data} has {len(held_out)} image(s){where}; the "
@@ -266,12 +282,15 @@ def _held_out(settings: EvalSettings, rule: SplitRule):
     return held_out, [s.captions[0] for s in chosen], [dict(s.labels) for s in chosen]
 
 
-def _avatars_scorer(settings: EvalSettings, rule: SplitRule, prompts: list[str], labels: list[dict], notes: list[str]):
-    """score(images, prompt_indices) -> the avatars attribute table, or None when there is nothing to score."""
+def _avatars_scorer(settings: EvalSettings, rule: SplitRule, prompts: list[str], labels: list[dict], notes: list[str],
+                    asked: list[dict] | None = None):
+    """score(images, prompt_indices) -> the avatars attribute table, or None when there is nothing to score;
+    `asked` (what each prompt asks for) defaults to what the builder's caption pins down."""
     from ldmkit.data.splits import matches_holdout
     from ldmkit.evaluation.avatars_score import avatars_attribute_scores, find_attribute_classifier, mentioned_values
 
-    asked = [mentioned_values(row, prompt) for row, prompt in zip(labels, prompts)]
+    if asked is None:
+        asked = [mentioned_values(row, prompt) for row, prompt in zip(labels, prompts)]
     if not any(asked):
         if settings.attributes is not None:
             notes.append(f"--attributes {settings.attributes}: no evaluated prompt is an avatars caption, "

@@ -15,6 +15,9 @@ from typing import Any
 from ldmkit.errors import UsageError, shown
 from ldmkit.models.lora_files import ALPHA_FOLDED, MAX_RANK, LoraFile, LoraLayer, file_key, flat_name
 
+DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
+"""The file name diffusers' save_lora_weights writes and load_lora_weights(folder) looks for (fmt="peft")."""
+
 
 # -- writing -------------------------------------------------------------------------------------------------------
 

@@ -40,6 +40,15 @@ class TextEncoder:
         """The matching transformers tokenizer; `model_max_length` is the padded prompt length."""
         self.kind = kind
         """"clip" or "minilm": how the model was made, recorded for `ldmkit model info`."""
+        self.multi_vector: dict[str, tuple[str, ...]] = {}
+        """Token of a multi-vector textual-inversion embedding -> the added tokens it stands for ("<t>" -> ("<t>",
+        "<t>_1", ...)): prompts are spelled out before tokenizing, as diffusers' maybe_convert_prompt does."""
+
+    def expand(self, prompt: str) -> str:
+        """`prompt` with each multi-vector embedding token replaced by its tokens (ldmkit.models.embeddings)."""
+        for token, parts in self.multi_vector.items():
+            prompt = prompt.replace(token, " ".join(parts))
+        return prompt
 
     @property
     def max_length(self) -> int:
@@ -62,7 +71,7 @@ class TextEncoder:
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise TypeError(f"TextEncoder.encode takes a list of strings, got {prompts!r}")
         tokens = self.tokenizer(
-            list(prompts),
+            [self.expand(p) for p in prompts],
             padding="max_length",
             max_length=self.max_length,
             truncation=True,
@@ -76,7 +85,7 @@ class TextEncoder:
 
     def dropped_tokens(self, prompt: str) -> int:
         """How many tokens of `prompt` truncation to max_length cuts off (0 when it fits)."""
-        full = self.tokenizer(prompt, truncation=False).input_ids
+        full = self.tokenizer(self.expand(prompt), truncation=False).input_ids
         return max(0, len(full) - self.max_length)
 
 

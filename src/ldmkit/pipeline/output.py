@@ -9,6 +9,7 @@ The PNG text chunk "parameters" follows the AUTOMATIC1111 convention, so other t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import replace
@@ -41,11 +42,27 @@ def parameters_text(p: GenerationParams) -> str:
         fields.append(f"Model hash: {p.model_hash}")
     if p.model_name:
         fields.append(f"Model: {p.model_name}")
-    lines = [p.prompt]
+    lora_hashes = ", ".join(f"{name}: {h}" for name, _, h in p.loras if h)
+    if lora_hashes:  # A1111's infotext: <lora:NAME:SCALE> in the prompt, hashes in a quoted field (issue 16)
+        fields.append("Lora hashes: " + _quoted(lora_hashes))
+    # as A1111: the embeddings the prompts use (the tokenizer splits an added token out of any text holding it)
+    used = [(token, h) for token, h in p.embeddings if token in f"{p.prompt}\n{p.negative_prompt}"]
+    if used:
+        fields.append("TI hashes: " + _quoted(", ".join(f"{token}: {h}" for token, h in used)))
+    lines = [p.prompt + "".join(f" <lora:{name}:{scale:g}>" for name, scale, _ in p.loras)]
     if p.negative_prompt:
         lines.append(f"Negative prompt: {p.negative_prompt}")
     lines.append(", ".join(fields))
     return _bounded("\n".join(lines))
+
+
+def _quoted(value: str) -> str:
+    """A field value as A1111 writes it: JSON-quoted when it holds a comma, colon or newline."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n") else value
+
+
+_FIELD = re.compile(r'\s*([\w][\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+_LORA_TAG = re.compile(r"\s*<lora:([^:>]+):([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)>")
 
 
 def _bounded(text: str, limit: int = MAX_PNG_TEXT_CHARS) -> str:
@@ -71,15 +88,28 @@ def check_output_dir(out_dir: Path) -> None:
 def parse_parameters(text: str) -> dict[str, str]:
     """Read back what `parameters_text` wrote: prompt, negative prompt and the key: value fields."""
     lines = text.split("\n")
-    out = {"prompt": lines[0]}
+    out = {"prompt": _LORA_TAG.sub("", lines[0])}  # what the text encoder saw; the tags: parse_adapters
     for line in lines[1:]:
         if line.startswith("Negative prompt: "):
             out["negative_prompt"] = line[len("Negative prompt: "):]
         else:
-            for field in line.split(", "):
-                key, _, value = field.partition(": ")
-                out[key] = value
+            for key, value in _FIELD.findall(line):
+                out[key] = json.loads(value) if value.startswith('"') else value.strip()
     return out
+
+
+def parse_adapters(text: str) -> dict[str, list]:
+    """The LoRA files and embeddings a parameters text names: {"loras": [(name, scale, hash or "")],
+    "embeddings": [(token, hash)]}, from its <lora:NAME:SCALE> tags and Lora hashes / TI hashes fields."""
+    fields = parse_parameters(text)
+
+    def pairs(key: str) -> dict[str, str]:
+        items = (item.rpartition(":") for item in fields.get(key, "").split(",") if ":" in item)
+        return {name.strip(): h.strip() for name, _, h in items}
+
+    hashes = pairs("Lora hashes")
+    loras = [(name, float(scale), hashes.get(name, "")) for name, scale in _LORA_TAG.findall(text.split("\n")[0])]
+    return {"loras": loras, "embeddings": list(pairs("TI hashes").items())}
 
 
 def unused_path(out_dir: Path, stem: str, suffix: str = ".png") -> Path:

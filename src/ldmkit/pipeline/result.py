@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -29,6 +32,10 @@ class GenerationParams:
     karras: bool = False
     timestep_spacing: str | None = None
     """Only when it differs from the model's scheduler config (so default PNGs stay byte-identical)."""
+    loras: tuple[tuple[str, float, str], ...] = ()
+    """LoRA files applied: (name = the file's stem, scale, A1111 short hash); PNGs show <lora:NAME:SCALE> tags."""
+    embeddings: tuple[tuple[str, str], ...] = ()
+    """Textual-inversion embeddings loaded: (token, A1111 short hash); PNGs name those the prompts use (TI hashes)."""
 
 
 @dataclass
@@ -43,3 +50,34 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """What was decided for the user (e.g. an init image resized to the model's size)."""
+
+
+def with_adapters(params: GenerationParams, pipe) -> GenerationParams:
+    """`params` naming the LoRA files `pipe` has applied and the embeddings it has loaded (issue 16); unchanged
+    when there are none."""
+    lora_state = getattr(pipe, "_lora_state", None)
+    loras = tuple((lora_name(source), float(scale), _lora_hash(source)) for source, scale in
+                  (lora_state.loaded if lora_state is not None else ()))
+    embeddings = tuple((e.token, e.short_hash) for e in getattr(pipe, "_embeddings", None) or ())
+    return replace(params, loras=loras, embeddings=embeddings) if loras or embeddings else params
+
+
+def lora_name(source: str) -> str:
+    """The name a LoRA file has in a prompt tag: its stem without the characters A1111's syntax reserves."""
+    return re.sub(r"[:,<>\s]", "", Path(source).stem) or "lora"
+
+
+def _lora_hash(source: str) -> str:
+    path = Path(source)
+    try:
+        stat = path.stat()
+    except OSError:  # built in memory, or moved since it was loaded: named without a hash
+        return ""
+    return _addnet_hash(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _addnet_hash(path: str, mtime_ns: int, size: int) -> str:
+    from ldmkit.models.embeddings import addnet_hash
+
+    return addnet_hash(path)

@@ -27,8 +27,9 @@ from ldmkit.diffusion.samplers import Step, gaussian_like
 from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.errors import LdmkitError, UsageError
 from ldmkit.pipeline import limits
+from ldmkit.pipeline.img2img import fit_image, fit_size, noised_start
 from ldmkit.pipeline.settings import DEFAULT_SAMPLING, DEFAULT_STRENGTH, SamplingSettings, check_text
-from ldmkit.pipeline.result import GenerationParams, GenerationResult  # noqa: F401 (re-exported)
+from ldmkit.pipeline.result import GenerationParams, GenerationResult, with_adapters  # noqa: F401 (re-exported)
 from ldmkit.pipeline.trajectory import TrajectoryRecorder, merge_trajectories
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class Pipeline:
 
         save_components(self.components, Path(path))
 
+    from ldmkit.pipeline.embedding import load_embedding  # Pipeline.load_embedding(path, token=None) (issue 16)
     # -- LoRA files (issue 16; the work is in ldmkit.pipeline.lora) --------------------------------
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> list[str]:
@@ -177,9 +179,7 @@ class Pipeline:
 
     def encode_image(self, image: Image.Image, width: int, height: int) -> torch.Tensor:
         """Image -> VAE posterior mean latents (deterministic, so strength 0 is a pure round trip)."""
-        if image.size != (width, height):
-            image = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-        return self.encode_pixels(to_pixels(image))
+        return self.encode_pixels(to_pixels(fit_image(image, width, height)))
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """[-1, 1] NCHW pixels -> scaled VAE posterior mean latents (the inverse of `decode`, up to the VAE)."""
@@ -197,7 +197,7 @@ class Pipeline:
             raise UsageError("strength has no effect without an init image (--init-image)")
         width, height = s.width, s.height
         if init_image is not None and width is None and height is None:
-            width, height = self.fit_init_image(init_image.size, notes)
+            width, height = fit_size(init_image.size, self.components.image_size, self.factor, notes)
         width, height = width or self.components.image_size, height or self.components.image_size
         for name, v in (("height", height), ("width", width)):
             if v % self.factor:
@@ -216,18 +216,6 @@ class Pipeline:
                                                                                 else s.sampler))
         self._sigma_steps(s)  # unsupported sampler options (e.g. karras) fail here, before any allocation
         return s, notes
-
-    def fit_init_image(self, size: tuple[int, int], notes: list[str]) -> tuple[int, int]:
-        """The sampling size for an init image given without a size: its own, scaled down (aspect kept) when
-        larger than the model's size, rounded down to multiples of the VAE factor; a note when it changes."""
-        w, h = size
-        side, f = self.components.image_size, self.factor
-        scale = min(1.0, side / max(w, h))
-        fw, fh = (max(f, int(v * scale) // f * f) for v in (w, h))
-        if (fw, fh) != (w, h):
-            why = f"larger than the model's {side}x{side}" if scale < 1 else f"not a multiple of the VAE factor {f}"
-            notes.append(f"init image {w}x{h} is {why}: sampling at {fw}x{fh} (pass --size WxH to choose)")
-        return fw, fh
 
     def images_per_run(self, s: SamplingSettings) -> int:
         """How many images of resolved settings `s` one sampling run takes (limits.bytes_per_image estimate)."""
@@ -282,14 +270,17 @@ class Pipeline:
 
     @_inference
     def generate_batch(self, prompts: list[str], seeds: list[int], settings: SamplingSettings | None = None, *,
-                       progress: bool = False, on_step=None, **fields) -> list[GenerationResult]:
+                       init_image: Image.Image | None = None, progress: bool = False, on_step=None,
+                       on_denoised=None, **fields) -> list[GenerationResult]:
         """Image i from prompts[i] and seeds[i], sampled together (one UNet batch per step, as many images per
         run as the memory estimate allows); settings (or keyword fields) as for `__call__`.
 
-        Result i is `pipe(prompts[i], seed=seeds[i], ...)` up to the float rounding of a batched UNet
-        (each image keeps its own noise generator), warnings included: those of its own prompt and of the
-        negative prompt. Much faster than one call per image on a CPU. `on_step(i, n)`, if given, is called
-        after sampling step i of n of each run (the server's progress and cancel: it may raise to stop).
+        Result i is `pipe(prompts[i], seed=seeds[i], init_image=init_image, ...)` up to the float rounding of
+        a batched UNet (each image keeps its own noise generator), warnings included: those of its own prompt
+        and of the negative prompt. Much faster than one call per image on a CPU. `on_step(i, n)`, if given,
+        is called after sampling step i of n of each run (the server's progress and cancel: it may raise to
+        stop); before it, `on_denoised(i, n, rows, x0)` gets the run's current clean-latent estimate
+        (x0 [len(rows), C, h, w], decodable with `decode`; `rows` are the indices into `prompts`) for previews.
         """
         settings = _settings(settings, fields)
         if isinstance(prompts, str):
@@ -304,13 +295,15 @@ class Pipeline:
         seeds = [replace(settings, seed=seed).seed for seed in seeds]  # each checked as --seed is (0..2^64-1)
         if -1 in seeds:
             raise UsageError("generate_batch needs explicit seeds (-1, random, is for one request)")
-        s, _ = self.resolve(settings)
+        s, _ = self.resolve(settings, init_image)
         per_run = self.images_per_run(s)
         results = []
         for at in range(0, len(prompts), per_run):
             chunk_prompts, chunk_seeds = list(prompts[at:at + per_run]), seeds[at:at + per_run]
-            latents, images, params, warnings = self._sample(chunk_prompts, chunk_seeds, s, None, None, progress,
-                                                             on_step)
+            rows = range(at, at + len(chunk_seeds))
+            hook = None if on_denoised is None else functools.partial(on_denoised, rows=rows)
+            latents, images, params, warnings = self._sample(chunk_prompts, chunk_seeds, s, init_image, None, progress,
+                                                             on_step, hook)
             own = {prompt: [w for w in warnings if w in (self._truncation_warning(prompt),
                                                          self._truncation_warning(s.negative_prompt))]
                    for prompt in dict.fromkeys(chunk_prompts)}
@@ -319,7 +312,8 @@ class Pipeline:
                         for i, (prompt, seed, image) in enumerate(zip(chunk_prompts, chunk_seeds, images))]
         return results
 
-    def _sample(self, prompts, seeds, s: SamplingSettings, init_image, recorder, progress, on_step=None):
+    def _sample(self, prompts, seeds, s: SamplingSettings, init_image, recorder, progress, on_step=None,
+                on_denoised=None):
         """One sampling run: len(prompts) images, image i from prompts[i] with its own generator seeded seeds[i];
         `s` is resolved (`resolve`)."""
         spec = get_sampler(s.sampler)
@@ -342,14 +336,9 @@ class Pipeline:
         if init_image is None:
             noise = gaussian_like(torch.empty(shape, device=self.device), generators)
             x = noise * initial_noise_scale(spec, float(sigma_steps.sigmas[0]), s.timestep_spacing)
-        else:  # img2img (SDEdit, Meng et al. 2022): noise the image's latents to the strength's level
-            start = s.steps - min(int(s.steps * s.strength), s.steps)
-            sigma_steps = sigma_steps.tail(start)
+        else:  # img2img (SDEdit): the image's latents noised to the strength's level
             x0 = self.encode_image(init_image, s.width, s.height).expand(shape)
-            x = x0 + gaussian_like(x0, generators) * sigma_steps.sigmas[0]
-            if start >= s.steps:  # no step left to run (strength ~0): no noise either, the VAE round trip
-                x = x0.clone()
-                sigma_steps = type(sigma_steps)(torch.zeros_like(sigma_steps.sigmas[-1:]), sigma_steps.timesteps[:0])
+            x, sigma_steps = noised_start(x0, generators, sigma_steps, s.steps, s.strength)
 
         bar = _progress_bar(len(sigma_steps), progress)
 
@@ -361,6 +350,8 @@ class Pipeline:
                 recorder(step)
             if bar is not None:
                 bar.update(1)
+            if on_denoised is not None:
+                on_denoised(step.index + 1, len(sigma_steps), x0=step.denoised)
             if on_step is not None:
                 on_step(step.index + 1, len(sigma_steps))
 
@@ -377,7 +368,7 @@ class Pipeline:
                                   seeds[0], s.width, s.height, s.strength if init_image is not None else None,
                                   self.model_hash, self.components.meta.get("name", ""), karras=s.karras,
                                   timestep_spacing=None if s.timestep_spacing == own_spacing else s.timestep_spacing)
-        return latents, images, params, warnings
+        return latents, images, with_adapters(params, self), warnings  # LoRA/embedding record (issue 16)
 
 
 def _settings(settings: SamplingSettings | None, fields: dict) -> SamplingSettings:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,11 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
 from ldmkit.errors import LdmkitError, UsageError
 from ldmkit.pipeline import limits
+from ldmkit.pipeline.img2img import fit_image
+from ldmkit.serve import uploads
 from ldmkit.serve.events import TERMINAL, EventHub
 from ldmkit.serve.guard import Guard
-from ldmkit.serve.request import SETTINGS_FIELDS, RequestErrors, batch_key, field_of, parse_job, settings_json
+from ldmkit.serve.request import JOB_FIELDS, RequestErrors, batch_key, field_of, job_settings, read_job
 from ldmkit.serve.store import STATES, Conflict, JobStore, QueueFull
 
 IMAGE_ID = re.compile(r"[0-9a-f]{32}")
@@ -47,9 +50,17 @@ class ServerConfig:
     batch_images: int = 16
     """Images the worker samples together at most (compatible jobs are batched)."""
     max_body: int = 64 * 1024
-    """Largest request body in bytes (413 beyond)."""
+    """Largest request body in bytes without an image (413 beyond); one with an image field (init_image,
+    init_images, image) may be larger by an upload's base64 (`body_limit`)."""
     fast: bool = False
     """bf16 UNet + torch.compile (`ldmkit serve` compiles the default model at start)."""
+    max_loaded: int = 2
+    """Models kept loaded at once (the least recently used one is dropped)."""
+
+    @property
+    def body_limit(self) -> int:
+        """Largest body of any request: max_body plus one image of uploads.MAX_UPLOAD_BYTES in base64."""
+        return self.max_body + uploads.MAX_ENCODED_CHARS
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -57,6 +68,11 @@ class ServerConfig:
         for name, value in (("--max-queue", self.max_queue), ("--batch", self.batch_images)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
                 raise UsageError(f"{name} must be an integer in 1..100000, got {value!r}")
+        from ldmkit.serve.models import MAX_LOADED
+
+        if isinstance(self.max_loaded, bool) or not isinstance(self.max_loaded, int) or \
+                not 1 <= self.max_loaded <= MAX_LOADED:
+            raise UsageError(f"--max-loaded must be an integer in 1..{MAX_LOADED}, got {self.max_loaded!r}")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
             raise UsageError(f"--port must be in 1..65535, got {self.port!r}")
         if self.token is not None and (len(self.token) < 8 or not self.token.isprintable() or " " in self.token):
@@ -72,11 +88,20 @@ def _error(status: int, detail, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-async def _json_body(request: Request):
-    try:
-        return json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested past the stack
-        raise RequestErrors([{"field": "body", "error": "not valid JSON"}]) from None
+def _json_reader(max_plain: int):
+    """The body parser of JSON routes: a body over `max_plain` bytes is accepted only when it is an object
+    with an image field (the guard already bounds every body by ServerConfig.body_limit)."""
+    async def read_json(request: Request):
+        raw = await request.body()
+        try:
+            body = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested past the stack
+            raise RequestErrors([{"field": "body", "error": "not valid JSON"}]) from None
+        if len(raw) > max_plain and not (isinstance(body, dict) and any(k in body for k in uploads.IMAGE_FIELDS)):
+            raise RequestErrors([{"field": "body", "error": f"request body over {max_plain} bytes (only a body "
+                                                            "with an image may be larger)"}], 413)
+        return body
+    return read_json
 
 
 def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> FastAPI:
@@ -93,22 +118,32 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
 
     app = FastAPI(title="ldmkit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     names = list(config.models)
+    read_json = _json_reader(config.max_body)
 
     @app.exception_handler(RequestErrors)
     async def _request_errors(_request, err: RequestErrors):
-        return _error(422, err.errors)
+        return _error(err.status, err.errors)
 
     @app.post("/api/v1/jobs")
     async def submit(request: Request):
-        return submit_body(await _json_body(request))
+        body = await read_json(request)
+        return await asyncio.to_thread(submit_body, body)  # decoding an upload must not stall the event loop
 
     def submit_body(body: object) -> JSONResponse:
-        prompt, settings, model = parse_job(body, names, names[0], config.max_queue)
+        """POST /api/v1/jobs on a parsed body (the A1111 routes call it too); RequestErrors if it is bad."""
+        job = read_job(body, names, names[0], config.max_queue, uploads.decode_image)
         try:
-            worker.check(model, settings)
+            resolved = worker.check(job.model, job.settings, job.init_image)
         except LdmkitError as err:
             raise RequestErrors([{"field": field_of(str(err)), "error": str(err)}]) from None
-        return _queue(prompt, settings_json(settings), model)
+        if resolved is not None and job.preview_every > resolved.steps:
+            raise RequestErrors([{"field": "preview_every", "error": f"at most steps ({resolved.steps}, the model's "
+                                                                     f"default), got {job.preview_every}"}])
+        upload = None
+        if job.init_image is not None:  # kept at the sampling size when it is known: the same pixels sampled
+            image = job.init_image if resolved is None else fit_image(job.init_image, resolved.width, resolved.height)
+            upload = uploads.save_upload(config.data_dir, image)
+        return _queue(job.prompt, job_settings(job, upload), job.model)
 
     def _queue(prompt: str, settings: dict, model: str, retry_of: str | None = None):
         try:
@@ -172,6 +207,9 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
             return _error(409, f"job {job_id} is {job['status']}; retry a finished job")
         if job["model"] not in config.models:
             return _error(409, f"model {job['model']!r} is not served now")
+        upload = job["settings"].get("init_image")
+        if upload and not (uploads.uploads_dir(config.data_dir) / f"{upload}.png").is_file():
+            return _error(409, f"the init image of job {job_id} is gone from the server")
         return _queue(job["prompt"], job["settings"], job["model"], retry_of=job_id)
 
     @app.get("/api/v1/jobs/{job_id}/events")
@@ -233,26 +271,50 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
 
     @app.get("/api/v1/capabilities")
     async def capabilities():
-        from ldmkit.diffusion.registry import SAMPLERS
-
-        return {
-            "models": [{"name": n, "default": n == names[0]} for n in names],
-            "samplers": list(SAMPLERS),
-            "limits": {"max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_pixels": limits.MAX_PIXELS,
-                       "max_steps": limits.MAX_STEPS, "max_images_per_request": config.max_queue,
-                       "max_queue_images": config.max_queue, "max_body_bytes": config.max_body,
-                       "batch_images": config.batch_images},
-            "fields": ["prompt", "model", *SETTINGS_FIELDS],
-        }
+        return capabilities_of(config, worker.pool)
 
     @app.get("/api/v1/health")
     async def health():
         return {"status": "ok" if worker.is_alive() else "worker stopped", "jobs": store.counts()}
 
-    from ldmkit.serve import a1111
+    from ldmkit.serve import a1111, page
 
-    a1111.register(app, submit_native=submit_body, read_json=_json_body, store=store, hub=hub, config=config)
-    return Guard(app, bind_host=config.host, token=config.token, max_body=config.max_body)
+    page.register(app)  # the web page: GET / and a fixed list of /static/ files
+    a1111.register(app, submit_native=submit_body, read_json=read_json, store=store, hub=hub, config=config)
+    return Guard(app, bind_host=config.host, token=config.token, max_body=config.body_limit)
+
+
+def capabilities_of(config: ServerConfig, pool) -> dict:
+    """GET /api/v1/capabilities: what a client (the web page's form) may ask of this server.
+
+    `defaults` are the default model's resolved sampling defaults (None until it is loaded; `ldmkit serve`
+    loads it before serving); `model_defaults` has each model's own once it has been loaded (else None)."""
+    from ldmkit.diffusion.registry import SAMPLERS
+    from ldmkit.pipeline.settings import DEFAULT_STRENGTH
+    from ldmkit.serve import previews
+
+    names = list(config.models)
+    loaded = set(pool.loaded_names())
+    side = math.isqrt(limits.MAX_PIXELS)
+    defaults = pool.defaults(names[0])
+    return {
+        "models": [{"name": n, "default": n == names[0]} for n in names],
+        "loaded_models": [n for n in names if n in loaded],
+        "model_defaults": {n: pool.defaults(n) for n in names},
+        "samplers": list(SAMPLERS),
+        "img2img": True,
+        "preview": True,
+        "defaults": None if defaults is None else {**defaults, "strength": DEFAULT_STRENGTH, "seed": -1,
+                                                   "num_images": 1, "preview_every": 0},
+        "limits": {"max_prompt_chars": limits.MAX_PROMPT_CHARS, "max_pixels": limits.MAX_PIXELS,
+                   "max_width": side, "max_height": side, "max_steps": limits.MAX_STEPS,
+                   "max_images_per_request": config.max_queue, "max_queue_images": config.max_queue,
+                   "batch_images": config.batch_images, "max_body_bytes": config.max_body,
+                   "max_body_bytes_with_image": config.body_limit, "max_upload_bytes": uploads.MAX_UPLOAD_BYTES,
+                   "max_upload_pixels": uploads.MAX_UPLOAD_PIXELS, "upload_formats": ["png", "jpeg", "webp"],
+                   "max_preview_side": previews.MAX_SIDE},
+        "fields": list(JOB_FIELDS),
+    }
 
 
 def _sse(event: dict) -> str:

@@ -16,6 +16,8 @@ import hmac
 import json
 from urllib.parse import urlsplit
 
+from ldmkit.serve.page import is_page
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -50,7 +52,7 @@ class Guard:
         host = headers.get("host", "")
         if is_loopback(self.bind_host) and not is_loopback(_host_name(host)):
             return await _reply(send, 421, f"this server answers only to loopback host names, not {host[:100]!r}")
-        if self.token is not None:
+        if self.token is not None and not is_page(scope["method"], scope["path"]):  # the page asks for it
             given = headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return await _reply(send, 401, "missing or wrong token (Authorization: Bearer TOKEN)",

@@ -199,6 +199,12 @@ class JobStore:
             rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
         return {s: 0 for s in STATES} | {r[0]: r[1] for r in rows}
 
+    def upload_ids(self) -> set[str]:
+        """The init-image uploads (serve.uploads) that jobs refer to."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT json_extract(settings, '$.init_image') FROM jobs").fetchall()
+        return {r[0] for r in rows if r[0]}
+
     def image_exists(self, image_id: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is not None

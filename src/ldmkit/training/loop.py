@@ -85,6 +85,8 @@ def _start(task: TrainTask, cfg: TrainConfig, run_dir: Path, recipe: Any) -> tup
     if hasattr(task, "setup"):
         task.setup(acc.device)
     params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    if hasattr(task, "param_groups"):  # per-part peak learning rates: groups with an "lr_scale" (x cfg.lr)
+        params = task.param_groups()
     *wrapped, optimizer = acc.prepare(*modules.values(), build_optimizer(params, cfg))
     for module in modules.values():
         module.train()
@@ -101,6 +103,8 @@ def _start(task: TrainTask, cfg: TrainConfig, run_dir: Path, recipe: Any) -> tup
         check_resumable(run_dir, cfg, acc.num_processes)
         restore_checkpoint(run, found[1])
         resumed_from = found[0]
+        for group, fresh in zip(optimizer.param_groups, params if hasattr(task, "param_groups") else ()):
+            group["lr_scale"] = fresh["lr_scale"]  # the recipe's per-part rates, as train.lr is the recipe's
     acc.wait_for_everyone()
     if acc.is_main_process:
         record_run(run_dir, cfg, recipe, num_processes=acc.num_processes, resumed_from=resumed_from)
@@ -114,7 +118,7 @@ def _optimizer_step(run: RunState, task: TrainTask, log: ProgressLog) -> dict[st
     acc, cfg = run.accelerator, run.cfg
     lr = lr_at(run.step, cfg)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     losses: list[float] = []
     extra: dict[str, list[float]] = {}
     for _ in range(cfg.grad_accum):

@@ -1,30 +1,42 @@
-"""`ldmkit train lora`: a LoRA on a model's UNet, trained by the shared loop on the UNet trainer's data and loss.
+"""`ldmkit train lora`: LoRA adapters on a model's UNet (and optionally its text encoder), trained by the shared
+loop on the UNet trainer's data and loss, or in DreamBooth mode (ldmkit.training.dreambooth).
 
     ldmkit train lora --config configs/lora-tiny.yaml --out runs/lora-tiny
+    ldmkit train lora --config configs/dreambooth-demo.yaml --out runs/demo-dreambooth
 
-The base UNet is frozen; peft (the library diffusers' own LoRA loading uses) adds rank-r adapters to the targeted
+The base model is frozen; peft (the library diffusers' own LoRA loading uses) adds rank-r adapters to the targeted
 modules, and only those are trained, checkpointed, EMA-averaged and resumed. The adapters' down weights start
-from a generator seeded by `train.seed` (up weights at zero: the run starts at the base model). Every checkpoint
-and the run's end write `lora.safetensors` in kohya format (`ldmkit.models.lora_files`), fp16 with `.alpha`.
+from a generator seeded by `train.seed` (up weights at zero: the run starts at the base model). With
+`lora.text_encoder` the prompts are encoded every step through the adapted text encoder (the latent cache's text
+states are then unused). Each part may have its own peak learning rate (the loop's `param_groups` hook). Every
+checkpoint and the run's end write `lora.safetensors` in kohya format (`ldmkit.models.lora_write`), fp16 with
+`.alpha`, and with `lora.diffusers_format` also diffusers' `pytorch_lora_weights.safetensors`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import torch
 
+from ldmkit.errors import UsageError
 from ldmkit.models.lora_files import LoraLayer, target_modules
-from ldmkit.models.lora_write import lora_metadata, save_lora
-from ldmkit.training.recipes import LoraRecipe
-from ldmkit.training.unet import UNetTask, save_prompt_grid
+from ldmkit.models.lora_write import DIFFUSERS_LORA_FILE, lora_metadata, save_lora
+from ldmkit.training.objective import min_snr_weights, offset_noise, q_sample, velocity
+from ldmkit.training.recipes import DataSection, LoraRecipe
+from ldmkit.training.unet import CACHE_FOLDER, UNetTask, build_latent_cache, save_prompt_grid, training_scheduler_config
 
 LORA_FILE = "lora.safetensors"
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 TRANSFORMER = (*ATTENTION, "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
 LOCON = ("conv1", "conv2", "conv_shortcut", "time_emb_proj", "downsamplers.0.conv", "upsamplers.0.conv")
+# text encoders: CLIP (SD layout) and BERT (the packaged MiniLM); kohya's default targets CLIP's attention and MLP
+TE_ATTENTION = (".self_attn.q_proj", ".self_attn.k_proj", ".self_attn.v_proj", ".self_attn.out_proj",
+                ".attention.self.query", ".attention.self.key", ".attention.self.value", ".attention.output.dense")
+TE_MLP = (".mlp.fc1", ".mlp.fc2", ".intermediate.dense", ".output.dense")
 
 
 def lora_targets(unet, targets: str) -> list[str]:
@@ -33,44 +45,171 @@ def lora_targets(unet, targets: str) -> list[str]:
     return [n for n in target_modules(unet) if n.endswith(suffixes)]
 
 
+def text_encoder_targets(model, targets: str) -> list[str]:
+    """Linear modules of a CLIP or BERT text model: attention projections, plus the MLP unless targets=attention."""
+    suffixes = TE_ATTENTION if targets == "attention" else (*TE_ATTENTION, *TE_MLP)
+    names = [n for n, m in target_modules(model).items() if f".{n}".endswith(suffixes)]
+    if not names:
+        raise UsageError(f"lora.text_encoder: the text encoder ({type(model).__name__}) has none of the attention "
+                         "projections LoRA targets (CLIP q/k/v/out_proj, BERT query/key/value)")
+    return names
+
+
 class LoraTask(UNetTask):
-    """TrainTask: modules {"unet"}, of which only the LoRA adapters require gradients."""
+    """TrainTask: modules {"unet"} (+ "text_encoder"), of which only the LoRA adapters require gradients."""
 
     def __init__(self, recipe: LoraRecipe, run_dir: str | Path) -> None:
-        super().__init__(recipe, run_dir)
-        from peft import LoraConfig
-
-        lora = recipe.lora
-        unet = self.components.unet
-        unet.requires_grad_(False)
-        self.targets = lora_targets(unet, lora.targets)
-        unet.add_adapter(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                    target_modules=self.targets, init_lora_weights=True))
+        if recipe.dreambooth is None:
+            super().__init__(recipe, run_dir)
+            self.prior_rows = None
+        else:
+            self._start_dreambooth(recipe, Path(run_dir))
+        lora, c = recipe.lora, self.components
+        c.unet.requires_grad_(False)
+        c.text_encoder.model.requires_grad_(False)
+        self.targets = lora_targets(c.unet, lora.targets)
+        self._add_adapters(c.unet, self.targets)
+        self.te_targets = []
+        if lora.text_encoder:
+            self.te_targets = text_encoder_targets(c.text_encoder.model, lora.targets)
+            self._add_adapters(c.text_encoder.model, self.te_targets)
         g = torch.Generator().manual_seed(recipe.train.seed)
-        with torch.no_grad():
-            for _, module in self._adapters():
+        with torch.no_grad():  # kaiming-uniform-like down weights from the run's seed, up weights at zero
+            for _, _, module in self._adapters():
                 a = module.lora_A["default"].weight
-                fan_in = math.prod(a.shape[1:])
-                a.copy_(torch.empty_like(a).uniform_(-1, 1, generator=g) / math.sqrt(fan_in))
+                a.copy_(torch.empty_like(a).uniform_(-1, 1, generator=g) / math.sqrt(math.prod(a.shape[1:])))
                 module.lora_B["default"].weight.zero_()
+        self.samples = {s.image_id: s for s in self.train.samples}
+
+    def _start_dreambooth(self, recipe: LoraRecipe, run_dir: Path) -> None:
+        """What UNetTask.__init__ sets up, on the subject + class images of ldmkit.training.dreambooth."""
+        from ldmkit.diffusion.schedules import NoiseSchedule
+        from ldmkit.training.dreambooth import PriorRows, dreambooth_dataset
+        from ldmkit.training.model_start import start_components
+
+        if recipe.unet.eval_clip is not None:
+            raise UsageError("unet.eval_clip has no effect with dreambooth: there are no held-out captions to score")
+        if recipe.unet.class_conditional:
+            raise UsageError("unet.class_conditional has no effect with dreambooth: its captions are the instance and "
+                             "class prompts")
+        self.recipe, self.run_dir = recipe, run_dir
+        c = self.components = start_components(recipe.model, None)  # trained at the base model's own size
+        size = c.image_size
+        dataset, self.dataset_meta = dreambooth_dataset(c, recipe.dreambooth, run_dir, size)  # before adapters
+        c.scheduler_config = training_scheduler_config(c.scheduler_config, recipe.unet)
+        self.alphas_cumprod = NoiseSchedule.from_scheduler_config(c.scheduler_config).alphas_cumprod()
+        self.num_timesteps = len(self.alphas_cumprod)
+        self.train, self.val = dataset, dataset.subset([])
+        # the cache reads data.trim / augment / train.seed: the instance folder stands in for `data`
+        as_data = dataclasses.replace(recipe, dreambooth=None,
+                                      data=DataSection(path=str(dataset.root), image_size=size))
+        self.cache = build_latent_cache(c, dataset, run_dir / CACHE_FOLDER, size, recipe=as_data)
+        self.prior_rows = PriorRows(self.cache.image_ids)
+        self.null_text = c.text_encoder.encode([""])[0].float()
+        self.dual_encoder = None
+
+    def _add_adapters(self, model, targets: list[str]) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = self.recipe.lora
+        inject_adapter_in_model(LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                           target_modules=targets, init_lora_weights=True), model)
 
     def _adapters(self):
-        return [(n, m) for n, m in self.components.unet.named_modules()
+        """(part, module name, peft layer) of every adapter, UNet first."""
+        parts = [("unet", self.components.unet)]
+        if self.recipe.lora.text_encoder:
+            parts.append(("text_encoder", self.components.text_encoder.model))
+        return [(part, n, m) for part, model in parts for n, m in model.named_modules()
                 if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})]
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        out = {"unet": self.components.unet}
+        if self.recipe.lora.text_encoder:
+            out["text_encoder"] = self.components.text_encoder.model
+        return out
+
+    def param_groups(self) -> list[dict]:
+        """One optimizer group per part, each with its peak lr as a multiple of train.lr (the loop's schedule)."""
+        lora, lr = self.recipe.lora, self.recipe.train.lr
+        peaks = {"unet": lora.unet_lr or lr, "text_encoder": lora.text_encoder_lr or lr}
+        return [{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": peaks[part] / lr}
+                for part, module in self.modules().items()]
+
+    def num_samples(self) -> int:
+        return len(self.prior_rows.instance) if self.prior_rows is not None else len(self.cache)
+
+    def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """UNetTask.batch's rows (same draws, same order); in DreamBooth mode the subject images `ids` plus as many
+        class images (is_class marks them); with lora.text_encoder token ids of the drawn captions instead of
+        cached text states."""
+        is_class = torch.zeros(len(ids), dtype=torch.bool)
+        if self.prior_rows is not None:
+            ids, is_class = self.prior_rows.rows(ids, generator)
+        obj = self.recipe.unet
+        cached = self.cache.batch(ids, generator, sample=obj.latent_sample, flip_p=self.recipe.augment.flip_p)
+        drop = torch.rand(len(ids), generator=generator) < obj.caption_dropout  # (B,)
+        out = {"latents": cached.latents * self.components.scaling_factor, "dropped": drop, "is_class": is_class}
+        if self.recipe.lora.text_encoder:
+            return {**out, **self._tokens(cached, drop)}
+        # (B,) -> (B, 1, 1) against text states (B, L, D); the null prompt's (L, D) -> (B, L, D)
+        return {**out, "text": torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)}
+
+    def _tokens(self, cached, drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Token ids [B, L] and attention mask of the captions the cache drew (mirrored with their image; the
+        empty prompt where dropped), for the text encoder's forward inside the loss."""
+        from ldmkit.data.augment import mirror_caption
+
+        mirrored = cached.mirrored or (False,) * len(cached.image_ids)
+        captions = []
+        for image_id, k, flip, dropped in zip(cached.image_ids, cached.caption_index, mirrored, drop.tolist()):
+            caption = self.samples[image_id].captions[k]
+            captions.append("" if dropped else mirror_caption(caption) if flip else caption)
+        text = self.components.text_encoder
+        tokens = text.tokenizer(captions, padding="max_length", max_length=text.max_length, truncation=True,
+                                return_tensors="pt")
+        return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
+
+    def loss(self, modules, batch, generator) -> tuple[torch.Tensor, dict[str, float]]:
+        from ldmkit.training.dreambooth import prior_preservation_loss
+
+        obj = self.recipe.unet
+        x0 = batch["latents"]  # (B, C, h, w), scaled latents
+        noise = offset_noise(torch.randn(x0.shape, generator=generator).to(x0.device), obj.noise_offset, generator)
+        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)  # (B,)
+        x_t = q_sample(x0, noise, t, self.alphas_cumprod)
+        text = batch["text"] if "text" in batch else self._encode(modules["text_encoder"], batch)  # (B, L, D)
+        prediction = modules["unet"](x_t, t, encoder_hidden_states=text).sample
+        target = velocity(x0, noise, t, self.alphas_cumprod) if obj.prediction_type == "v_prediction" else noise
+        weights = min_snr_weights(t, self.alphas_cumprod, obj.min_snr_gamma, obj.prediction_type)  # (B,)
+        per_sample = weights * (prediction.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
+        weight = self.recipe.dreambooth.prior_loss_weight if self.recipe.dreambooth is not None else 0.0
+        loss, metrics = prior_preservation_loss(per_sample, batch["is_class"], weight)
+        return loss, {"caption_dropped": float(batch["dropped"].float().mean()), **metrics}
+
+    def _encode(self, text_model, batch) -> torch.Tensor:
+        """Text states through the (adapted, trainable) text model, as TextEncoder.encode computes them."""
+        mask = batch["attention_mask"] if self.components.text_encoder._uses_attention_mask() else None
+        return text_model(batch["input_ids"], attention_mask=mask).last_hidden_state.float()
 
     def lora_layers(self) -> dict[tuple[str, str], LoraLayer]:
         alpha = float(self.recipe.lora.alpha)
-        return {("unet", name): LoraLayer(m.lora_A["default"].weight.detach().float().cpu(),
-                                          m.lora_B["default"].weight.detach().float().cpu(), alpha)
-                for name, m in self._adapters()}
+        return {(part, name): LoraLayer(m.lora_A["default"].weight.detach().float().cpu(),
+                                        m.lora_B["default"].weight.detach().float().cpu(), alpha)
+                for part, name, m in self._adapters()}
 
     def write_lora(self, path: Path) -> Path:
-        lora = self.recipe.lora
+        lora, lr = self.recipe.lora, self.recipe.train.lr
+        rates = {"ss_unet_lr": f"{lora.unet_lr or lr:g}", "ss_network_train_unet_only": str(not lora.text_encoder),
+                 "ss_text_encoder_lr": f"{lora.text_encoder_lr or lr:g}" if lora.text_encoder else ""}  # sd-scripts'
         meta = lora_metadata(rank=lora.rank, alpha=lora.alpha, base_model_hash=self.base_hash(),
                              trigger_words=tuple(lora.trigger_words),
-                             data_card=json.dumps(self.dataset_meta, sort_keys=True, default=str))
+                             data_card=json.dumps(self.dataset_meta, sort_keys=True, default=str), extra=rates)
         path.mkdir(parents=True, exist_ok=True)
-        return save_lora(self.lora_layers(), path / LORA_FILE, metadata=meta, overwrite=True)  # the run owns it
+        layers = self.lora_layers()
+        if lora.diffusers_format:  # PEFT keys with dotted module names, alpha / rank folded into lora_B
+            save_lora(layers, path / DIFFUSERS_LORA_FILE, fmt="peft", metadata=meta, overwrite=True)
+        return save_lora(layers, path / LORA_FILE, metadata=meta, overwrite=True)  # the run owns these files
 
     def base_hash(self) -> str:
         source = self.components.source
@@ -79,6 +218,12 @@ class LoraTask(UNetTask):
         from ldmkit.models.folder import model_hash
 
         return model_hash(source)
+
+    def validation_prompts(self) -> list[str]:
+        db = self.recipe.dreambooth
+        if db is None or self.recipe.unet.validation_prompts:
+            return super().validation_prompts()
+        return [db.instance_prompt, *([db.class_prompt] if db.class_prompt.strip() else [])]
 
     def validate(self, step: int, path: Path) -> None:
         self.write_lora(Path(path))

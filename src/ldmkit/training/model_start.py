@@ -12,12 +12,17 @@ from ldmkit.errors import UsageError
 from ldmkit.training.recipes import ModelSection
 
 
-def start_components(model: ModelSection, image_size: int):
-    """`model.init_from`'s components, or a fresh `model.preset` seeded with `model.seed`."""
+def start_components(model: ModelSection, image_size: int | None):
+    """`model.init_from`'s components, or a fresh `model.preset` seeded with `model.seed`, set to train at
+    `image_size` (None: the model's own image size)."""
     from ldmkit.models.folder import load_components
     from ldmkit.models.presets import build_components
 
-    if model.init_from is not None:
+    if model.init_from == "default":  # the shipped default model
+        from ldmkit.models.packaged import default_model_dir
+
+        components = load_components(default_model_dir())
+    elif model.init_from is not None:
         components = load_components(Path(model.init_from))
     else:
         components = build_components(model.preset, seed=model.seed, text_encoder=model.text_encoder,
@@ -29,6 +34,7 @@ def start_components(model: ModelSection, image_size: int):
                              f"channels, the UNet expects {components.latent_channels}")
         components.vae = vae
     factor = components.vae_scale_factor
+    image_size = components.image_size if image_size is None else image_size
     if image_size % factor:
         raise UsageError(f"data.image_size {image_size} must be a multiple of the VAE's factor {factor}")
     components.meta["image_size"] = image_size

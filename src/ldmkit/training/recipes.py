@@ -15,10 +15,12 @@ from typing import Literal
 from ldmkit.config.checks import check_bool, check_choice, check_float, check_int
 from ldmkit.config.training import AugmentSection, TrainConfig, TrimSection, UNetAugmentSection
 from ldmkit.errors import UsageError
+from ldmkit.training.embedding_recipe import EmbeddingSection, check_embedding_unet
+from ldmkit.training.recipes_personal import DreamBoothSection, LoraSection, check_lora_data
 
 BUILTIN_DATASETS = ("shapes", "emoji", "avatars")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-TRAINERS = ("unet", "vae", "clip", "attributes", "lora")
+TRAINERS = ("unet", "vae", "clip", "attributes", "lora", "embedding")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ModelSection:
     preset: str = "tiny"
     """Architecture preset (tiny, small64, sd15, sd21) used when `init_from` is None."""
     init_from: str | None = None
-    """A model folder to fine-tune instead of building `preset` from scratch."""
+    """A model folder to fine-tune instead of building `preset` from scratch ("default": the shipped model)."""
     text_encoder: str | None = None
     """Text encoder for a fresh preset: 'clip', 'minilm', a model folder, or None (the preset's)."""
     seed: int = 0
@@ -354,40 +356,33 @@ class AttributesRecipe:
 
 
 @dataclass(frozen=True)
-class LoraSection:
-    """`ldmkit train lora` (issue 16): the adapters added to the frozen UNet (ldmkit.training.lora_task)."""
+class LoraRecipe(UNetRecipe):
+    """`ldmkit train lora`: the UNet recipe's loss, training only LoRA adapters on a frozen UNet, on `data` or on
+    DreamBooth's subject images (exactly one of the two)."""
 
-    rank: int = 4
-    """Rank r of every adapter (1..1024)."""
-    alpha: float = 4.0
-    """The update is scaled by alpha / rank (kohya's and peft's convention; alpha = rank: no scaling)."""
-    dropout: float = 0.0
-    """Dropout on the adapters' input while training, in [0, 1)."""
-    targets: str = "attention"
-    """attention (to_q/k/v/out.0), transformer (every Linear and 1x1 conv of the transformer blocks) or locon
-    (those plus the resnets' 3x3 convs, shortcuts, time projections and resamplers, as kohya's LoCon)."""
-    trigger_words: tuple[str, ...] = ()
-    """Words the captions use for the subject; written into the file's metadata (`ldmkit lora inspect`)."""
+    data: DataSection | None = None
+    """Dataset section, as for `train unet`; None with `dreambooth`."""
+    lora: LoraSection = field(default_factory=LoraSection)
+    """The adapters."""
+    dreambooth: DreamBoothSection | None = None
+    """Subject images + prior preservation instead of `data` (ldmkit.training.dreambooth)."""
 
     def __post_init__(self) -> None:
-        check_int("lora", "rank", self.rank, minimum=1)
-        if self.rank > 1024:
-            raise UsageError(f"lora.rank must be at most 1024, got {self.rank}")
-        check_float("lora", "alpha", self.alpha, minimum=0.0)
-        check_float("lora", "dropout", self.dropout, minimum=0.0)
-        if self.dropout >= 1:
-            raise UsageError(f"lora.dropout must be below 1, got {self.dropout}")
-        check_choice("lora", "targets", self.targets, ("attention", "transformer", "locon"))
-        object.__setattr__(self, "trigger_words", tuple(str(w) for w in self.trigger_words))
+        check_lora_data(self.data, self.dreambooth)
 
 
 @dataclass(frozen=True)
-class LoraRecipe(UNetRecipe):
-    """`ldmkit train lora`: the UNet recipe's data and loss, training only LoRA adapters on a frozen UNet."""
+class EmbeddingRecipe(UNetRecipe):
+    """`ldmkit train embedding`: the UNet recipe's data and loss, training only new token vectors (textual inversion)."""
 
-    lora: LoraSection = field(default_factory=LoraSection)
-    """The adapters."""
+    unet: UNetSection = field(default_factory=lambda: UNetSection(caption_dropout=0.0))
+    """Diffusion objective of the frozen UNet (its prediction type must be the model's; no caption dropout)."""
+    embedding: EmbeddingSection = field(default_factory=EmbeddingSection)
+    """The token and its vectors (ldmkit.training.embedding_recipe)."""
+
+    def __post_init__(self) -> None:
+        check_embedding_unet(self.unet)
 
 
 RECIPES = {"unet": UNetRecipe, "vae": VAERecipe, "clip": ClipRecipe, "attributes": AttributesRecipe,
-           "lora": LoraRecipe}
+           "lora": LoraRecipe, "embedding": EmbeddingRecipe}

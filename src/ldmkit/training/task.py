@@ -22,6 +22,8 @@ class TrainTask(Protocol):
     `export(step, path)` on the main process each time a checkpoint is written: it writes a usable
     result (e.g. a model folder) into a new folder `path` inside the checkpoint being assembled, before the
     checkpoint is sealed, with EMA weights in place when EMA is on. Resume never reads it.
+    `param_groups()` replaces the one optimizer group of every trainable parameter by the task's own groups
+    (each a dict with "params" and "lr_scale": that group's learning rate is lr_scale x the schedule's).
     """
 
     def modules(self) -> dict[str, nn.Module]:

@@ -28,6 +28,7 @@ TASKS = {
     "clip": "ldmkit.training.clip_task:ClipTask",
     "attributes": "ldmkit.training.attributes_task:AttributesTask",
     "lora": "ldmkit.training.lora_task:LoraTask",
+    "embedding": "ldmkit.training.embedding_task:EmbeddingTask",
 }
 """Trainer name -> its TrainTask class, built as Task(recipe, run_dir)."""
 

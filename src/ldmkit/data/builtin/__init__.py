@@ -15,7 +15,8 @@ from ldmkit.data.builtin.single import DATASETS
 __all__ = ["DATASETS", "build_dataset"]
 
 
-def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: int = 0, size: int = 64) -> dict:
+def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: int = 0, size: int = 64,
+                  phrasings: int = 0) -> dict:
     """Write the built-in dataset `name` into `out` and return its dataset card.
 
     name: one of DATASETS, or a mixture such as "emoji+avatars" (see `ldmkit.data.builtin.mix`; n may
@@ -23,6 +24,8 @@ def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: in
     n: number of images (None: the dataset's full / default size); seed: drives every random choice;
     size: side of the square images in pixels. `out` must be empty, missing, or an earlier build of
     the same dataset (whose files are then replaced).
+    phrasings: free phrasings added to each `avatars` image's captions (0: none; an error for a dataset
+    without avatars; see `ldmkit.data.builtin.avatar_phrasings`).
     """
     from ldmkit.data.builtin.single import build_single, check_size
 
@@ -30,5 +33,5 @@ def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: in
         from ldmkit.data.builtin.mix import build_mix, parse_parts
 
         check_size(size)
-        return build_mix(parse_parts(name, DATASETS), Path(out), n=n, seed=seed, size=size)
-    return build_single(name, Path(out), n=n, seed=seed, size=size)
+        return build_mix(parse_parts(name, DATASETS), Path(out), n=n, seed=seed, size=size, phrasings=phrasings)
+    return build_single(name, Path(out), n=n, seed=seed, size=size, phrasings=phrasings)

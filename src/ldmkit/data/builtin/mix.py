@@ -42,16 +42,20 @@ def part_sizes(parts: tuple[str, ...], n: int | dict | None) -> dict[str, int | 
     return {p: n.get(p) for p in parts}
 
 
-def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int) -> dict:
-    """Build every part into OUT/<part>/ and write the mixture's metadata.jsonl, card and README."""
+def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int, phrasings: int = 0) -> dict:
+    """Build every part into OUT/<part>/ and write the mixture's metadata.jsonl, card and README
+    (`phrasings` goes to the avatars part; an error without one)."""
     from ldmkit.data.builtin.single import build_single
 
     name = "+".join(parts)
+    if phrasings != 0 and "avatars" not in parts:
+        raise UsageError(f"phrasings={phrasings!r} applies to the avatars dataset, which {name!r} does not hold")
     sizes = part_sizes(parts, n)
     _prepare(out, name, parts)
     cards, rows = {}, []
     for part in parts:
-        cards[part] = build_single(part, out / part, n=sizes[part], seed=seed, size=size)
+        cards[part] = build_single(part, out / part, n=sizes[part], seed=seed, size=size,
+                                   phrasings=phrasings if part == "avatars" else 0)
         for line in (out / part / METADATA_NAME).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)

@@ -9,8 +9,9 @@ from ldmkit.errors import UsageError
 DATASETS = ("shapes", "emoji", "avatars")
 
 
-def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int) -> dict:
-    """Write the built-in dataset `name` (one of DATASETS) into `out`; returns its card (see build_dataset)."""
+def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, phrasings: int = 0) -> dict:
+    """Write the built-in dataset `name` (one of DATASETS) into `out`; returns its card (see build_dataset).
+    phrasings > 0 (avatars only) adds that many free phrasings per image to its captions."""
     from ldmkit.data.builtin.card import make_card, prepare_output, write_build
 
     if name not in DATASETS:
@@ -18,6 +19,12 @@ def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int) -
     if n is not None and (not isinstance(n, int) or n < 1):
         raise UsageError(f"n must be a positive integer or None, got {n!r}")
     check_size(size)
+    if phrasings != 0:
+        from ldmkit.data.builtin.avatar_phrasings import check_phrasings
+
+        check_phrasings(phrasings)
+        if name != "avatars":
+            raise UsageError(f"phrasings={phrasings!r} applies to the avatars dataset only, not {name!r}")
     out = Path(out)
     builder = _builder(name)
     builder_check = getattr(builder, "check_sources", None)
@@ -25,7 +32,11 @@ def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int) -
         builder_check()  # fail (e.g. missing font) before touching the output folder
     prepare_output(out, name)
     result = builder.build(out, n=n, seed=seed, size=size)
-    card = make_card(result, n=n, seed=seed, size=size)
+    if phrasings:  # 0: the records and card of a plain build, unchanged
+        from ldmkit.data.builtin.avatar_phrasings import with_phrasings
+
+        result = with_phrasings(result, seed, phrasings)
+    card = make_card(result, n=n, seed=seed, size=size) | ({"phrasings": phrasings} if phrasings else {})
     write_build(out, result, card)
     return card
 

@@ -1,0 +1,46 @@
+"""What free phrasing costs the model, image by image (issue 17; docs/quality.md "Free phrasing").
+
+    ldmkit eval MODEL --data DATA --where source=avatars --n 200 --prompt-set free-avatars -o eval-free
+    ldmkit eval MODEL --data DATA --where source=avatars --n 200 --prompt-set free-avatars-templates -o eval-tpl
+    python scripts/free_phrasing_gap.py eval-free eval-tpl [--json gap.json]
+
+Prints the attribute accuracy of both runs, their paired difference (bootstrap 95% interval over images),
+and the accuracy per attribute and per word of the free prompts (weakest words first) beside the control's.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from ldmkit.evaluation.phrasing_gap import phrasing_gap
+
+
+def fmt(ci: dict) -> str:
+    if "low" not in ci:
+        return f"{ci['estimate']:.2f}"
+    return f"{ci['estimate']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def main(free: Path, control: Path, out: Path | None) -> None:
+    gap = phrasing_gap(free, control)
+    print(f"{gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
+    for name in ("free", "templates", "difference"):
+        print(f"{name:>11}: {fmt(gap[name])}")
+    print("\nper attribute (n, free, templates):")
+    for name, row in gap["per_attribute"].items():
+        print(f"  {name:<15} {row['n']:>4}  {fmt(row['free']):<24} {fmt(row['templates'])}")
+    print("\nper word of the free prompts, weakest first (n, free, templates):")
+    for name, row in sorted(gap["per_word"].items(), key=lambda kv: (kv[1]["free"]["estimate"], -kv[1]["n"])):
+        print(f"  {name:<48} {row['n']:>3}  {fmt(row['free']):<24} {fmt(row['templates'])}")
+    if out is not None:
+        with open(out, "x", encoding="utf-8") as handle:
+            json.dump(gap, handle, indent=2)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("free", type=Path, help="eval folder of the free-avatars run")
+    parser.add_argument("control", type=Path, help="eval folder of the free-avatars-templates run")
+    parser.add_argument("--json", type=Path, help="also write the numbers here (a new file)")
+    args = parser.parse_args()
+    main(args.free, args.control, args.json)

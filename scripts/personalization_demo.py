@@ -1,0 +1,302 @@
+"""The personalization demo of issue 16: teach the shipped default model a person it has never seen.
+
+    python scripts/personalization_demo.py prepare              # 8 renders of the subject -> the recipe's instance folder
+    python scripts/personalization_demo.py train                # DreamBooth LoRA, with and without prior preservation
+    python scripts/personalization_demo.py evaluate             # before vs after, bootstrap CIs -> OUT/results.json
+    python scripts/personalization_demo.py all                  # the three in order
+
+The subject is one `avatars` identity (hair, hair colour, skin, facial hair, clothes) that the default model's
+2,000 training avatars never show together; it is drawn by the built-in renderer with varied expressions and
+backgrounds, never smiling and never with glasses, so "smiling" and "wearing sunglasses" are compositions the
+LoRA has to make. `train` runs `ldmkit train lora --config configs/dreambooth-demo.yaml` twice: as written (prior
+preservation) and with the class prompt emptied (none). `evaluate` reads every model's images with the default
+model's attribute classifier and dual encoder (ldmkit.evaluation.personalization) and compares them with real
+renders of the subject. Nothing existing is overwritten: an instance folder or run folder that is there is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECT = {"top": "big_hair", "hair_color": "black", "skin": "dark_brown", "facial_hair": "beard_magestic",
+           "clothing": "hoodie", "clothing_color": "pastel_green", "accessory": "none", "hat_color": "none"}
+IDENTITY = ("top", "hair_color", "skin", "facial_hair", "clothing", "clothing_color")
+"""What makes the subject this person; expression (eyes, eyebrows, mouth), glasses and background vary."""
+NEUTRAL_MOUTHS = ("default", "serious", "concerned", "disbelief", "sad", "grimace", "eating", "tongue")
+SMILING = frozenset({"smile", "twinkle"})  # mouths whose caption phrase says smiling ("smiling", "a slight smile")
+SUNGLASSES = frozenset({"sunglasses", "wayfarers", "kurt"})  # accessories whose phrase says sunglasses
+INSTANCE_IMAGES, REAL_IMAGES, SIZE = 8, 32, 64
+CONFIG, RUN, RUN_NO_PRIOR = "configs/dreambooth-demo.yaml", "runs/dreambooth-demo", "runs/dreambooth-demo-noprior"
+
+
+def subject_view(index: int, *, instance: bool) -> dict[str, str]:
+    """The subject's labels in view `index`: instance views cycle through every background with neutral mouths;
+    the held-out real views (the ceiling the generated images are compared with) draw any expression."""
+    from ldmkit.data.builtin.avatars import BACKGROUNDS, EYEBROWS, EYES, MOUTHS
+
+    rng = random.Random(f"personalization-demo-{'instance' if instance else 'real'}-{index}")
+    backgrounds = sorted(BACKGROUNDS)
+    return {**SUBJECT, "eyes": rng.choice(sorted(set(EYES) - {"closed"})), "eyebrows": rng.choice(sorted(EYEBROWS)),
+            "mouth": rng.choice(NEUTRAL_MOUTHS if instance else sorted(MOUTHS)),
+            "background": backgrounds[index % len(backgrounds)] if instance else rng.choice(backgrounds)}
+
+
+def training_avatars() -> list[dict[str, str]]:
+    """The labels of the avatars the default model was trained on (its ldmkit.json: builtin_n, builtin_seed)."""
+    from ldmkit.data.builtin.avatars import random_attributes
+    from ldmkit.models.packaged import default_model_dir
+
+    data = json.loads((default_model_dir() / "ldmkit.json").read_text())["training"]["data"]
+    n, seed = int(data["builtin_n"]["avatars"]), int(data["builtin_seed"])
+    return [random_attributes(random.Random(f"avatars-{seed}-{i}")) for i in range(n)]
+
+
+def novelty() -> dict:
+    """How unseen the subject is: the most identity attributes any training avatar shares with it, and how
+    often its (hair, hair colour) pair and (hair, hair colour, facial hair) triple occur in training."""
+    train = training_avatars()
+    key = lambda labels, cols: tuple(labels[c] for c in cols)  # noqa: E731
+    return {"training_avatars": len(train),
+            "max_shared_identity_attributes": max(sum(t[c] == SUBJECT[c] for c in IDENTITY) for t in train),
+            "identity_attributes": len(IDENTITY),
+            "same_hair_and_colour": sum(key(t, IDENTITY[:2]) == key(SUBJECT, IDENTITY[:2]) for t in train),
+            "same_hair_colour_and_facial_hair": sum(key(t, ("top", "hair_color", "facial_hair"))
+                                                    == key(SUBJECT, ("top", "hair_color", "facial_hair"))
+                                                    for t in train)}
+
+
+def recipe(config: Path) -> dict:
+    import yaml
+
+    if not config.is_file():
+        sys.exit(f"{config} does not exist (the DreamBooth demo recipe); see docs/personalization.md")
+    return yaml.safe_load(config.read_text(encoding="utf-8"))
+
+
+def prepare(args) -> Path:
+    """Render the instance images into the recipe's dreambooth.instance_data folder (kept if already there)."""
+    from ldmkit.data.builtin.avatars import render_avatar
+
+    folder = ROOT / recipe(args.config)["dreambooth"]["instance_data"]
+    report = novelty()
+    print(json.dumps({"subject": SUBJECT, **report}))
+    if report["max_shared_identity_attributes"] >= len(IDENTITY):
+        sys.exit("the subject occurs in the default model's training data; pick another")
+    if folder.exists() and any(folder.iterdir()):
+        print(f"{folder} exists: using the images there")
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(INSTANCE_IMAGES):
+        render_avatar(subject_view(i, instance=True), SIZE).save(folder / f"subject_{i:02d}.png")
+    print(f"wrote {INSTANCE_IMAGES} images of the subject to {folder}")
+    return folder
+
+
+def train(args) -> dict:
+    """Both runs (an existing run folder resumes, or is reused when finished); wall time per run."""
+    times = {}
+    for run, extra in ((args.run, []), (args.run_no_prior, list(args.no_prior_set))):
+        lora = ROOT / run / "final" / "lora.safetensors"
+        if lora.is_file():
+            print(f"{lora} exists: not training again")
+            continue
+        cmd = [sys.executable, "-m", "ldmkit", "train", "lora", "--config", str(args.config), "--out", run]
+        for override in [*args.set, *extra]:
+            cmd += ["--set", override]
+        print("+", " ".join(cmd), flush=True)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        times[run] = round(time.perf_counter() - start, 1)
+    return times
+
+
+def read_images(pipe, prompts: list[str], n: int, cache: Path) -> dict[str, list]:
+    """n images per prompt, seeds 0..n-1 (the same seeds for every model), with the model's default settings.
+    Images already in `cache` (one folder per model file and prompt) are read back instead of drawn again."""
+    from PIL import Image
+
+    def path(prompt: str, seed: int) -> Path:
+        return cache / prompt.replace(" ", "_") / f"{seed:03d}.png"
+
+    todo = [(p, s) for p in prompts for s in range(n) if not path(p, s).is_file()]
+    if todo:
+        results = pipe.generate_batch([p for p, _ in todo], [s for _, s in todo])
+        for (p, s), result in zip(todo, results):
+            path(p, s).parent.mkdir(parents=True, exist_ok=True)
+            result.images[0].save(path(p, s))
+    return {p: [Image.open(path(p, s)).convert("RGB") for s in range(n)] for p in prompts}
+
+
+def file_id(path: Path | None) -> str:
+    import hashlib
+
+    return "base" if path is None else hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def evaluate(args) -> dict:
+    from ldmkit.data.builtin.avatars import render_avatar
+    from ldmkit.evaluation import personalization as P
+    from ldmkit.evaluation.features import image_embeddings, text_embeddings
+    from ldmkit.models.attributes import load_attribute_classifier
+    from ldmkit.models.dual_encoder import load_dual_encoder
+    from ldmkit.models.packaged import default_model_dir
+    from ldmkit.pipeline import Pipeline
+
+    spec = recipe(args.config)["dreambooth"]
+    identifier, plain = spec["instance_prompt"], spec.get("class_prompt") or "a person"
+    prompts = {"id": identifier, "id_sunglasses": f"{identifier} wearing sunglasses",
+               "id_smiling": f"{identifier} smiling", "class": plain, "class_sunglasses": f"{plain} wearing sunglasses",
+               "class_smiling": f"{plain} smiling"}
+    classifier, dual = load_attribute_classifier(default_model_dir()), load_dual_encoder(default_model_dir())
+    instance = [render_avatar(subject_view(i, instance=True), SIZE) for i in range(INSTANCE_IMAGES)]
+    real = [render_avatar(subject_view(i, instance=False), SIZE) for i in range(REAL_IMAGES)]
+    subject_emb = image_embeddings(dual, instance)
+
+    def read(images) -> dict:
+        predicted = classifier.predict_images(images)
+        return {"identity": P.identity_match(predicted, SUBJECT, IDENTITY),
+                "similarity": P.subject_similarity(image_embeddings(dual, images), subject_emb),
+                "sunglasses": P.shows(predicted, "accessory", SUNGLASSES), "smiling": P.shows(predicted, "mouth", SMILING),
+                "images": images}
+
+    pipe = Pipeline.default()
+    models = {"base": None, "lora": ROOT / args.run / "final" / "lora.safetensors",
+              "lora_no_prior": ROOT / args.run_no_prior / "final" / "lora.safetensors"}
+    scores = {"real": read(real)}
+    for name, lora in models.items():
+        if lora is not None and not lora.is_file():
+            print(f"{lora} missing: {name} not evaluated (run `train` first)")
+            continue
+        if lora is not None:
+            pipe.load_lora(lora)
+            pipe.fuse_lora()  # the same images as unfused up to float rounding, and faster (benchmarks/lora.py)
+        keys = ("id", "class", "class_sunglasses", "class_smiling") if lora is None else ("id", "id_sunglasses",
+                                                                                            "id_smiling", "class")
+        asked = [prompts[k] for k in keys]
+        start = time.perf_counter()
+        cache = Path(args.out) / "images" / f"{name}-{file_id(lora)}"
+        for prompt, images in read_images(pipe, asked, args.n, cache).items():
+            scores[(name, prompt)] = read(images)
+        print(f"{name}: {len(asked) * args.n} images in {time.perf_counter() - start:.0f} s", flush=True)
+        pipe.unload_lora()
+    texts = dict(zip(("sunglasses", "smiling"), text_embeddings(dual, [prompts["class_sunglasses"],
+                                                                       prompts["class_smiling"]])))
+    for key, s in scores.items():  # CLIP-T: image vs the asked prompt WITHOUT the identifier (the encoder lacks it)
+        emb = image_embeddings(dual, s["images"])
+        s["text_sunglasses"], s["text_smiling"] = emb @ texts["sunglasses"], emb @ texts["smiling"]
+    results = summarise(scores, prompts, models, args)
+    results["novelty"] = novelty()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_grid(scores, instance, prompts, models, out / "personalization_grid.png")
+    print(json.dumps(results, indent=2))
+    return results
+
+
+def _ci(ci) -> dict:
+    return {"estimate": round(ci.estimate, 4), "low": round(ci.low, 4), "high": round(ci.high, 4)}
+
+
+def _safe(make):
+    """A CI, or None where it is undefined (a ratio whose reference is 0 on some resamples)."""
+    from ldmkit.errors import UsageError
+
+    try:
+        return _ci(make())
+    except UsageError:
+        return None
+
+
+def summarise(scores: dict, prompts: dict, models: dict, args) -> dict:
+    """The numbers of docs/personalization.md: subject fidelity, composition, leakage, each with a 95% CI."""
+    from ldmkit.evaluation import personalization as P
+
+    real, base = scores["real"], lambda key: scores[("base", prompts[key])]
+
+    def subject(images: dict) -> dict:
+        return {m: {"mean": _ci(P.mean_ci(images[m])), "of_real": _safe(lambda: P.ratio_ci(images[m], real[m]))}
+                for m in ("identity", "similarity")}
+
+    out = {"images_per_prompt": args.n, "real_images": REAL_IMAGES, "prompts": prompts,
+           "real": {m: _ci(P.mean_ci(real[m])) for m in ("identity", "similarity")},
+           "base": {"subject": subject(base("id")), "class_identity": _ci(P.mean_ci(base("class")["identity"])),
+                    **{f"plain_{a}_shows": _ci(P.mean_ci(base(f"class_{a}")[a])) for a in ("sunglasses", "smiling")}},
+           "models": {}}
+    for name, lora in models.items():
+        if lora is None or (name, prompts["id"]) not in scores:
+            continue
+        own = lambda key: scores[(name, prompts[key])]  # noqa: E731
+        row = {"subject": subject(own("id")), "lora_bytes": lora.stat().st_size}
+        for attr in ("sunglasses", "smiling"):
+            mine, ref = own(f"id_{attr}"), base(f"class_{attr}")
+            row[attr] = {"identity_of_real": _safe(lambda: P.ratio_ci(mine["identity"], real["identity"])),
+                         "shows": _ci(P.mean_ci(mine[attr])),
+                         "shows_of_base": _safe(lambda: P.ratio_ci(mine[attr], ref[attr])),
+                         "shows_minus_base": _ci(P.difference_ci(mine[attr], ref[attr])),
+                         "text_of_base": _safe(lambda: P.ratio_ci(mine[f"text_{attr}"], ref[f"text_{attr}"]))}
+        row["class_identity"] = _ci(P.mean_ci(own("class")["identity"]))
+        row["leakage"] = {m: _safe(lambda: P.gap_fraction_ci(own("class")[m], base("class")[m], real[m]))
+                          for m in ("identity", "similarity")}
+        out["models"][name] = row
+    return out
+
+
+def save_grid(scores: dict, instance: list, prompts: dict, models: dict, path: Path, cols: int = 8, cell: int = 96):
+    """Rows: the instance images, then each model's images of the identifier and class prompts (seeds 0..7)."""
+    from PIL import Image, ImageDraw
+
+    rows = [("training images", instance)]
+    for name in models:
+        for key in (("id", "id_sunglasses", "id_smiling", "class") if name != "base" else ("id", "class")):
+            if (name, prompts[key]) in scores:
+                rows.append((f"{name}: {prompts[key]}", scores[(name, prompts[key])]["images"]))
+    label_w = 260
+    grid = Image.new("RGB", (label_w + cols * cell, len(rows) * cell), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (label, images) in enumerate(rows):
+        draw.text((6, r * cell + cell // 2 - 6), label, fill="black")
+        for c, image in enumerate(images[:cols]):
+            grid.paste(image.resize((cell, cell), Image.NEAREST), (label_w + c * cell, r * cell))
+    grid.save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("step", choices=("prepare", "train", "evaluate", "all"))
+    p.add_argument("--config", type=Path, default=Path(CONFIG), help="the DreamBooth LoRA recipe")
+    p.add_argument("--run", default=RUN, help="run folder of the recipe as written")
+    p.add_argument("--run-no-prior", default=RUN_NO_PRIOR, help="run folder without prior preservation")
+    p.add_argument("--no-prior-set", action="append", default=None, metavar="KEY=VALUE",
+                   help="--set overrides that turn prior preservation off (default: dreambooth.class_prompt=)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for both runs")
+    p.add_argument("--n", type=int, default=32, help="generated images per prompt and model (1..256)")
+    p.add_argument("--out", default="runs/personalization-eval", help="folder for results.json and the grid")
+    p.add_argument("--threads", type=int, default=0, help="torch threads for evaluate (0: torch's default; 1 is "
+                   "fastest on a CPU shared with other busy processes)")
+    args = p.parse_args(argv)
+    if not 1 <= args.n <= 256:
+        p.error("--n must be in 1..256")
+    args.no_prior_set = args.no_prior_set or ["dreambooth.class_prompt="]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.step in ("prepare", "all"):
+        prepare(args)
+    if args.step in ("train", "all"):
+        print(json.dumps({"train_wall_seconds": train(args)}))
+    if args.step in ("evaluate", "all"):
+        evaluate(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

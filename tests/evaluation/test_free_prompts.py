@@ -1,0 +1,131 @@
+"""The free-phrased avatars prompt set (issue 17): its control captions, and `ldmkit eval --prompt-set`."""
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from ldmkit.data.builtin.avatars import captions_for, random_attributes
+from ldmkit.errors import UsageError
+from ldmkit.evaluation.avatars_score import avatars_attribute_scores, mentioned_values
+from ldmkit.evaluation.free_prompts import NEVER_NAMED, free_prompt, prompt_set
+
+_spec = importlib.util.spec_from_file_location("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
+
+
+def _avatars(count: int) -> list[dict]:
+    return [random_attributes(random.Random(f"avatars-9-{i}")) for i in range(count)]
+
+
+def test_the_control_caption_pins_every_asked_attribute_within_the_accepted_values():
+    for labels in _avatars(300):
+        p = free_prompt(labels)
+        assert p.template_caption in captions_for(labels)[1:]
+        pinned = mentioned_values(labels, p.template_caption)
+        assert p.asked and not set(p.asked) & NEVER_NAMED
+        for column, allowed in p.asked.items():
+            # a model that draws exactly what the control caption says is scored right on every asked column
+            assert labels[column] in allowed and column in pinned and pinned[column] <= allowed, (p, column)
+        assert p.text != p.template_caption
+
+
+def test_prompts_depend_on_the_labels_only():
+    rows = _avatars(20)
+    assert [free_prompt(r) for r in rows] == [free_prompt(dict(r)) for r in reversed(rows)][::-1]
+    free, asked = prompt_set("free-avatars", rows)
+    control, asked_control = prompt_set("free-avatars-templates", rows)
+    assert asked == asked_control and free == [free_prompt(r).text for r in rows]
+    assert control == [free_prompt(r).template_caption for r in rows]
+    assert len(set(free)) == len(free)
+
+
+def test_prompt_set_refusals():
+    with pytest.raises(UsageError, match="avatars rows"):
+        prompt_set("free-avatars", [{"shape": "square"}])
+    with pytest.raises(UsageError, match="prompt-set"):
+        prompt_set("captions", _avatars(2))
+    from ldmkit.evaluation.run import EvalSettings
+
+    with pytest.raises(UsageError, match="prompt-set"):
+        EvalSettings(model=Path("m"), data=Path("d"), out=Path("o"), prompt_set="free")
+
+
+@pytest.fixture(scope="module")
+def avatars_model(tmp_path_factory):
+    import torch
+
+    from ldmkit.data.builtin import build_dataset
+    from ldmkit.data.builtin.avatars import avatar_values
+    from ldmkit.models.attributes import AttributeClassifier, AttributeClassifierConfig, save_attribute_classifier
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("free_eval")
+    model = fx.tiny_model(root / "model", with_clip=False)
+    meta = json.loads((model / "ldmkit.json").read_text())
+    meta["training"] = {"data": {"val_fraction": 0.0, "test_fraction": 0.3}}
+    (model / "ldmkit.json").write_text(json.dumps(meta))
+    build_dataset("shapes+avatars", root / "mix", n={"shapes": 4, "avatars": 40}, seed=0, size=32)
+    columns = ("top", "mouth", "skin", "hair_color", "eyes")
+    accuracy = {"top": 0.96, "mouth": 0.99, "skin": 0.99, "hair_color": 0.97, "eyes": 0.5}
+    torch.manual_seed(3)
+    classifier = AttributeClassifier(AttributeClassifierConfig(
+        columns=columns, vocab={c: avatar_values()[c] for c in columns}, image_size=32, channels=(4,),
+        accuracy=accuracy))
+    save_attribute_classifier(classifier, model)
+    return model, root / "mix"
+
+
+@pytest.mark.slow
+def test_eval_scores_free_prompts_and_their_controls_on_the_same_attributes(avatars_model, tmp_path):
+    from PIL import Image
+
+    from ldmkit.evaluation.run import EvalSettings, evaluate
+    from ldmkit.models.attributes import load_attribute_classifier
+
+    model, data = avatars_model
+    classifier = load_attribute_classifier(model)
+    tables = {}
+    for name in ("free-avatars", "free-avatars-templates"):
+        out = tmp_path / name
+        metrics = evaluate(EvalSettings(model=model, data=data, out=out, n=5, steps=1, n_boot=50, prompt_set=name))
+        assert metrics["data"]["prompt_set"] == name and metrics["data"]["evaluated_images"] == 5
+        labels = metrics_labels(metrics, data, model)
+        assert all(row["source"] == "avatars" for row in labels)  # the mixture's shapes rows are left out
+        prompts, asked = prompt_set(name, labels)
+        assert metrics["data"]["prompts"] == prompts
+        images = [Image.open(out / r["file"]) for r in metrics["conditions"][0]["images"]]
+        expected = avatars_attribute_scores(classifier.predict_images(images), asked, classifier.config.accuracy,
+                                            unseen=[False] * 5, n_boot=50)
+        tables[name] = metrics["conditions"][0]["metrics"]["avatars"]
+        assert tables[name] == json.loads(json.dumps(expected))
+        assert "avatars" in metrics["reference"]["vae_round_trip"]
+    free, control = tables["free-avatars"], tables["free-avatars-templates"]
+    assert free["all"]["counts"] == control["all"]["counts"] and free["excluded"] == control["excluded"]
+    from ldmkit.evaluation.phrasing_gap import phrasing_gap
+
+    gap = phrasing_gap(tmp_path / "free-avatars", tmp_path / "free-avatars-templates", n_boot=50)
+    assert gap["images"] == free["all"]["images"] and gap["excluded"] == ["eyes"]
+    assert gap["free"]["estimate"] == pytest.approx(free["all"]["mean"]["estimate"])
+    assert gap["templates"]["estimate"] == pytest.approx(control["all"]["mean"]["estimate"])
+    assert gap["difference"]["estimate"] == pytest.approx(gap["free"]["estimate"] - gap["templates"]["estimate"])
+    for name, row in gap["per_attribute"].items():
+        assert row["n"] == free["all"]["counts"][name]
+        assert row["free"]["estimate"] == pytest.approx(free["all"]["per_attribute"][name]["estimate"])
+    assert sum(row["n"] for row in gap["per_word"].values()) == sum(free["all"]["counts"].values())
+    with pytest.raises(UsageError, match="compares"):
+        phrasing_gap(tmp_path / "free-avatars-templates", tmp_path / "free-avatars")
+
+
+def metrics_labels(metrics: dict, data: Path, model: Path) -> list[dict]:
+    """The labels of the evaluated rows: the first n avatars rows of the model's test split."""
+    from ldmkit.data import CaptionDataset
+    from ldmkit.data.builtin.avatars import is_avatars_row
+    from ldmkit.evaluation.attributes import split_rule
+
+    test = split_rule(model).split(CaptionDataset.open(data), "test")
+    rows = [dict(s.labels) for s in test.samples if is_avatars_row(s.labels)]
+    return rows[:metrics["data"]["evaluated_images"]]
