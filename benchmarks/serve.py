@@ -228,7 +228,7 @@ def model_part(args, tmp: Path) -> dict:
         pipe.generate_batch([PROMPTS[0]], [0])  # warm-up, both sides
         srv.wait(srv.submit({"prompt": PROMPTS[0], "seed": 0})[0])
         direct_s, served_s, overhead, outside, diffs = [], [], [], [], []
-        one_at_a_time, concurrent, speedup = [], [], []
+        one_at_a_time, concurrent, speedup, batches = [], [], [], []
         for r in range(args.repeats):
             pair = []
             for k in range(args.pairs):
@@ -251,7 +251,8 @@ def model_part(args, tmp: Path) -> dict:
             overhead.append(statistics.median(pair))
             rates = {}
             for side in (("sequential", "concurrent") if r % 2 == 0 else ("concurrent", "sequential")):
-                rates[side] = batch_round(srv, args.concurrent, side, 1000 * (r + 1))
+                rates[side] = batch_round(srv, args.concurrent, side, 1000 * (r + 1),
+                                          batches if side == "concurrent" else [])
             one_at_a_time.append(rates["sequential"])
             concurrent.append(rates["concurrent"])
             speedup.append(rates["concurrent"] / rates["sequential"])
@@ -265,14 +266,15 @@ def model_part(args, tmp: Path) -> dict:
             "outside_sampling": spread(outside, 4),
             "largest_pixel_difference": max(diffs), "concurrent_clients": args.concurrent,
             "images_per_s_one_at_a_time": spread(one_at_a_time), "images_per_s_concurrent": spread(concurrent),
-            "batching_speedup": spread(speedup),
+            "batching_speedup": spread(speedup), "concurrent_batch_sizes": batches,
         }
     finally:
         srv.stop()
 
 
-def batch_round(srv: ServerProcess, n: int, how: str, seed0: int) -> float:
-    """Images/s of n single-image jobs: sent one after another, or by n clients at once (all compatible)."""
+def batch_round(srv: ServerProcess, n: int, how: str, seed0: int, batches: list[list[int]]) -> float:
+    """Images/s of n single-image jobs: sent one after another, or by n clients at once (all compatible); the
+    sizes of the batches they ran in are added to `batches`."""
     bodies = [{"prompt": PROMPTS[i % len(PROMPTS)], "seed": seed0 + i} for i in range(n)]
     t0 = time.time()
     if how == "sequential":
@@ -291,6 +293,7 @@ def batch_round(srv: ServerProcess, n: int, how: str, seed0: int) -> float:
             t.join()
         jobs = [srv.wait(i) for i in ids]
     assert all(j["status"] == "succeeded" for j in jobs)
+    batches.append([size for _, size in sorted({j["started"]: j["timings"]["batch_images"] for j in jobs}.items())])
     return n / (max(j["finished"] for j in jobs) - t0)
 
 

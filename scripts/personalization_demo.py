@@ -11,7 +11,8 @@ backgrounds, never smiling and never with glasses, so "smiling" and "wearing sun
 LoRA has to make. `train` runs `ldmkit train lora --config configs/dreambooth-demo.yaml` twice: as written (prior
 preservation) and with the class prompt emptied (none). `evaluate` reads every model's images with the default
 model's attribute classifier and dual encoder (ldmkit.evaluation.personalization) and compares them with real
-renders of the subject. Nothing existing is overwritten: an instance folder or run folder that is there is used.
+renders of the subject. An instance folder, run folder or drawn image that is already there is reused, never
+overwritten (OUT/results.json and the grid are rewritten).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def evaluate(args) -> dict:
                                                                                             "id_smiling", "class")
         asked = [prompts[k] for k in keys]
         start = time.perf_counter()
-        cache = Path(args.out) / "images" / f"{name}-{file_id(lora)}"
+        cache = Path(args.out) / "images" / f"{pipe.model_hash[:12]}-{name}-{file_id(lora)}"  # base model + LoRA
         for prompt, images in read_images(pipe, asked, args.n, cache).items():
             scores[(name, prompt)] = read(images)
         print(f"{name}: {len(asked) * args.n} images in {time.perf_counter() - start:.0f} s", flush=True)

@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ def wait_for_file(path: Path, srv: Server, timeout: float = 60) -> None:
 
 
 def db_rows(data_dir: Path, sql: str, args=()) -> list[tuple]:
-    with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
+    with closing(sqlite3.connect(data_dir / "jobs.sqlite3")) as db:
         return db.execute(sql, args).fetchall()
 
 

@@ -22,7 +22,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "embedding-tiny.yaml"
 FAST = ["train.steps=4", "train.batch_size=4", "train.checkpoint_every=2", "train.progress_bar=false",
         "data.builtin_n=16", "train.log_every=1", "train.warmup_steps=0", "train.lr=0.05",
         "train.lr_schedule=constant"]  # a schedule that does not depend on train.steps: the resume test stops early
-TOKEN_FILE = "<zxq>.safetensors"
+TOKEN_FILE = "zxq.safetensors"
 
 
 def recipe(*overrides: str) -> EmbeddingRecipe:

@@ -1,7 +1,9 @@
 """The server's front door (an ASGI middleware, before any route runs).
 
 - Host: when bound to a loopback address only loopback host names are answered (DNS rebinding).
-- Token: with `--token`, every request needs `Authorization: Bearer TOKEN` (compared in constant time).
+- Token: with `--token`, every request needs `Authorization: Bearer TOKEN` or, for A1111 clients (Open WebUI,
+  SillyTavern send `--api-auth` credentials), HTTP Basic with TOKEN as the password and any user name;
+  compared in constant time.
 - State-changing requests (POST, PUT, PATCH, DELETE): a body must be JSON or multipart (a cross-site HTML
   form cannot send those without a CORS preflight, which this server never grants; an empty body, as
   A1111 clients send to /sdapi/v1/interrupt, needs no type), and an `Origin` header, when present, must be
@@ -12,6 +14,7 @@ No CORS headers are ever sent.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 from urllib.parse import urlsplit
@@ -41,6 +44,19 @@ def _host_name(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+def _token_matches(given: str, token: str) -> bool:
+    """`Bearer TOKEN`, or `Basic base64(user:TOKEN)` (any user; A1111's --api-auth clients send Basic)."""
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            value = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode("utf-8"), token.encode("utf-8"))
+
+
 class Guard:
     def __init__(self, app, *, bind_host: str, token: str | None, max_body: int):
         self.app, self.bind_host, self.token, self.max_body = app, bind_host, token, max_body
@@ -53,9 +69,9 @@ class Guard:
         if is_loopback(self.bind_host) and not is_loopback(_host_name(host)):
             return await _reply(send, 421, f"this server answers only to loopback host names, not {host[:100]!r}")
         if self.token is not None and not is_page(scope["method"], scope["path"]):  # the page asks for it
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return await _reply(send, 401, "missing or wrong token (Authorization: Bearer TOKEN)",
+            if not _token_matches(headers.get("authorization", ""), self.token):
+                return await _reply(send, 401, "missing or wrong token (Authorization: Bearer TOKEN, or Basic "
+                                               "with the token as password)",
                                     [(b"www-authenticate", b"Bearer")])
         if scope["method"] in UNSAFE_METHODS:
             refused = self._refuse_unsafe(headers, host)

@@ -8,12 +8,14 @@ EMA-averages and resumes). A forward hook on the text encoder's input embedding 
 at the new tokens' positions, so the table's original rows, the rest of the text encoder, the UNet and the VAE are
 never written. Each step draws a caption template per image, encodes it with gradients through the frozen text
 encoder, and takes the UNet trainer's denoising loss on the image's cached latents. Every checkpoint and the run's
-end write `<token>.safetensors` ({"emb_params": [num_vectors, dim]}, the A1111/kohya layout; ldmkit.models.embeddings).
+end write `zxq.safetensors` for token `<zxq>` ({"emb_params": [num_vectors, dim]}, the A1111/kohya layout;
+ldmkit.models.embeddings; the token, kept in the file's metadata, minus characters file systems refuse).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +24,13 @@ from ldmkit.errors import UsageError
 from ldmkit.models.embeddings import add_tokens, embedding_metadata, init_vectors, save_embedding
 from ldmkit.training.recipes import EmbeddingRecipe
 from ldmkit.training.unet import UNetTask, save_prompt_grid
+
+
+def embedding_file_name(token: str) -> str:
+    """The token's file name, portable: characters other than letters, digits, '.', '_' and '-' are dropped
+    ("<zxq>" -> "zxq.safetensors"); the token itself is in the file's metadata, so loading restores it."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "", token).strip(".") or "embedding"
+    return f"{stem}.safetensors"
 
 
 class TokenVectors(torch.nn.Module):
@@ -99,7 +108,7 @@ class EmbeddingTask(UNetTask):
         meta = embedding_metadata(token=emb.token, base_model_hash=self._base_hash(), init_word=emb.init_word,
                                   text_encoder=self.components.text_encoder.kind, step=step)
         meta["ldmkit_templates"] = json.dumps(list(emb.templates))
-        return save_embedding(self.vectors.vectors, Path(folder) / f"{emb.token}.safetensors", metadata=meta,
+        return save_embedding(self.vectors.vectors, Path(folder) / embedding_file_name(emb.token), metadata=meta,
                               overwrite=True)  # the run owns its files
 
     def _base_hash(self) -> str:
