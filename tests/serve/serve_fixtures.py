@@ -27,14 +27,19 @@ class Server:
         self.model, self.data_dir, self.extra, self.token = model, data_dir, extra, token
         self.port, self.proc = free_port(), None
 
-    def start(self, timeout: float = 60) -> "Server":
+    def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "ldmkit", "serve", "--model", str(self.model), "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--threads", "1", *self.extra]
-        if self.token:
-            cmd += ["--token", self.token]
+        return cmd + (["--token", self.token] if self.token else [])
+
+    def environment(self) -> dict:
+        return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+    def start(self, timeout: float = 180) -> "Server":
+        """Start `command()` and wait until /health answers (180 s: a loaded 2-core machine is slow)."""
         self.log = open(self.data_dir.parent / f"serve-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=self.environment())
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
@@ -44,7 +49,7 @@ class Server:
                     return self
             except OSError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise RuntimeError("server did not start")
 
     def kill(self, sig=signal.SIGKILL) -> None:

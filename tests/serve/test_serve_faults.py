@@ -14,9 +14,7 @@ import base64
 import http.client
 import io
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 import time
 from contextlib import closing
@@ -90,25 +88,13 @@ class FaultServer(Server):
         super().__init__(model, data_dir)
         self.marks = marks
 
-    def start(self, timeout: float = 180) -> "FaultServer":
+    def command(self) -> list[str]:
         wrapper = self.marks / "serve_wrapper.py"
         wrapper.write_text(WRAPPER)
-        cmd = [sys.executable, str(wrapper), "serve", "--model", str(self.model), "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--threads", "1", "--token", self.token]
-        self.log = open(self.data_dir.parent / "serve.log", "ab")
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "LDMKIT_FAULT_MARKS": str(self.marks)}
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        end = time.time() + timeout
-        while time.time() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                if self.request("GET", "/api/v1/health")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        return [sys.executable, str(wrapper), *super().command()[3:]]  # [python, -m, ldmkit, serve, ...]
+
+    def environment(self) -> dict:
+        return {**super().environment(), "LDMKIT_FAULT_MARKS": str(self.marks)}
 
     def restart(self) -> "FaultServer":
         assert self.proc.poll() is not None

@@ -4,8 +4,7 @@ keys without effect are refused, and resume stays bitwise exact with augmentatio
 from __future__ import annotations
 
 import json
-import os
-import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,21 +136,12 @@ def test_vae_trainer_flip_p_and_focus_keeping_crops(tmp_path):
     assert c.shape == a.shape and not torch.allclose(c, a)
 
 
-def _train_unet(recipe, run_dir, kill_at_loss_call=None):
+def _train_unet(recipe, run_dir, kill_at=None):
     from ldmkit.training.loop import train
     from ldmkit.training.unet import UNetTask
 
     task = UNetTask(recipe, run_dir)
-    if kill_at_loss_call is not None:
-        loss, calls = task.loss, [0]
-
-        def killing_loss(*args):
-            calls[0] += 1
-            if calls[0] == kill_at_loss_call:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return loss(*args)
-
-        task.loss = killing_loss
+    sys.modules["ldmkit_tests_toy_task"].kill_at_loss_call(task, kill_at)  # loaded by the toy fixture
     return train(task, recipe.train, run_dir, recipe=recipe)
 
 
@@ -165,7 +155,7 @@ def test_resume_is_bitwise_exact_with_augmentation_on(toy, tmp_path):
                           "augment.jitter=0.1", "train.steps=6", "train.checkpoint_every=3",
                           "unet.latent_sample=true", "unet.caption_dropout=0.2")
     _train_unet(recipe, tmp_path / "ref")
-    assert toy.run_in_child(lambda: _train_unet(recipe, tmp_path / "run", kill_at_loss_call=5)) == -9
+    assert toy.run_in_child(lambda: _train_unet(recipe, tmp_path / "run", kill_at=5)) == -9
     result = _train_unet(recipe, tmp_path / "run")
     assert result.resumed_from_step == 3 and result.step == 6
     for path in sorted((tmp_path / "ref" / "final").rglob("*.safetensors")):

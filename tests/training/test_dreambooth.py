@@ -4,8 +4,7 @@ resumed), the two-part loss, exact resume after SIGKILL, and the recipe's checks
 from __future__ import annotations
 
 import json
-import os
-import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,7 +99,7 @@ def test_class_images_are_reused_redrawn_when_missing_and_refused_when_settings_
         class_image_paths(other_model, section, tmp_path, 32)
 
 
-def _train(run_dir, folder, kill_at_loss_call=None):
+def _train(run_dir, folder, kill_at=None):
     from ldmkit.config.recipe import apply_overrides, from_dict, read_yaml_mapping
     from ldmkit.training.lora_task import LoraTask
     from ldmkit.training.loop import train
@@ -108,16 +107,7 @@ def _train(run_dir, folder, kill_at_loss_call=None):
 
     recipe = from_dict(LoraRecipe, apply_overrides(LoraRecipe, read_yaml_mapping(CONFIG), overrides(folder)))
     task = LoraTask(recipe, run_dir)
-    if kill_at_loss_call is not None:
-        loss, calls = task.loss, [0]
-
-        def killing_loss(*args):
-            calls[0] += 1
-            if calls[0] == kill_at_loss_call:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return loss(*args)
-
-        task.loss = killing_loss
+    sys.modules["ldmkit_tests_toy_task"].kill_at_loss_call(task, kill_at)  # loaded by the toy fixture
     return train(task, recipe.train, run_dir, recipe=recipe)
 
 
@@ -126,7 +116,7 @@ def test_sigkill_then_resume_ends_bitwise_equal(toy, tmp_path):
     """SIGKILL inside step 5 of 6 (checkpoint at 3), resume: both LoRA files equal an uninterrupted run's."""
     folder = subject(tmp_path / "subject")
     _train(tmp_path / "ref", folder)
-    assert toy.run_in_child(lambda: _train(tmp_path / "run", folder, kill_at_loss_call=5)) == -9
+    assert toy.run_in_child(lambda: _train(tmp_path / "run", folder, kill_at=5)) == -9
     result = _train(tmp_path / "run", folder)
     assert result.resumed_from_step == 3 and result.step == 6
     for name in ("lora.safetensors", "pytorch_lora_weights.safetensors"):

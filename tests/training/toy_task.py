@@ -163,3 +163,19 @@ def assert_same_contents(a: dict[str, object], b: dict[str, object]) -> None:
             assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), f"{key} differs"
         else:
             assert a[key] == b[key], f"{key} differs"
+
+
+def kill_at_loss_call(task, n: int | None):
+    """Make `task.loss` kill this process at its n-th call (nothing when n is None); returns task."""
+    if n is None:
+        return task
+    loss, calls = task.loss, [0]
+
+    def killing_loss(*args):
+        calls[0] += 1
+        if calls[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return loss(*args)
+
+    task.loss = killing_loss
+    return task
