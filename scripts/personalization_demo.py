@@ -37,16 +37,33 @@ INSTANCE_IMAGES, REAL_IMAGES, SIZE = 8, 32, 64
 CONFIG, RUN, RUN_NO_PRIOR = "configs/dreambooth-demo.yaml", "runs/dreambooth-demo", "runs/dreambooth-demo-noprior"
 
 
-def subject_view(index: int, *, instance: bool) -> dict[str, str]:
+def subject_view(index: int, *, instance: bool, wearing: str = "") -> dict[str, str]:
     """The subject's labels in view `index`: instance views cycle through every background with neutral mouths;
-    the held-out real views (the ceiling the generated images are compared with) draw any expression."""
+    the held-out real views (the ceiling the generated images are compared with) draw any expression. With
+    `wearing` ("sunglasses" | "smiling") a real view shows that attribute: the ceiling of the composition prompts,
+    whose identity the classifier reads a little differently (sunglasses hide the eyes, a smile changes the beard)."""
     from ldmkit.data.builtin.avatars import BACKGROUNDS, EYEBROWS, EYES, MOUTHS
 
-    rng = random.Random(f"personalization-demo-{'instance' if instance else 'real'}-{index}")
+    kind = "instance" if instance else f"real-{wearing}" if wearing else "real"
+    rng = random.Random(f"personalization-demo-{kind}-{index}")
     backgrounds = sorted(BACKGROUNDS)
-    return {**SUBJECT, "eyes": rng.choice(sorted(set(EYES) - {"closed"})), "eyebrows": rng.choice(sorted(EYEBROWS)),
+    view = {**SUBJECT, "eyes": rng.choice(sorted(set(EYES) - {"closed"})), "eyebrows": rng.choice(sorted(EYEBROWS)),
             "mouth": rng.choice(NEUTRAL_MOUTHS if instance else sorted(MOUTHS)),
             "background": backgrounds[index % len(backgrounds)] if instance else rng.choice(backgrounds)}
+    if wearing == "sunglasses":
+        view["accessory"] = rng.choice(sorted(SUNGLASSES))
+    elif wearing == "smiling":
+        view["mouth"] = rng.choice(sorted(SMILING))
+    return view
+
+
+def instance_caption(view: dict[str, str]) -> str:
+    """What varies in an instance image, in the training captions' words ("looking serious, winking, on a yellow
+    background"): written beside it for `dreambooth.instance_captions`, so the identifier does not absorb them."""
+    from ldmkit.data.builtin.avatars import EYEBROWS, EYES, MOUTHS
+
+    parts = [MOUTHS[view["mouth"]], EYES[view["eyes"]], EYEBROWS[view["eyebrows"]], f"on a {view['background']} background"]
+    return ", ".join(p for p in parts if p)
 
 
 def training_avatars() -> list[dict[str, str]]:
@@ -90,13 +107,17 @@ def prepare(args) -> Path:
     print(json.dumps({"subject": SUBJECT, **report}))
     if report["max_shared_identity_attributes"] >= len(IDENTITY):
         sys.exit("the subject occurs in the default model's training data; pick another")
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and any(folder.glob("*.png")):
         print(f"{folder} exists: using the images there")
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(INSTANCE_IMAGES):
-        render_avatar(subject_view(i, instance=True), SIZE).save(folder / f"subject_{i:02d}.png")
-    print(f"wrote {INSTANCE_IMAGES} images of the subject to {folder}")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(INSTANCE_IMAGES):
+            render_avatar(subject_view(i, instance=True), SIZE).save(folder / f"subject_{i:02d}.png")
+        print(f"wrote {INSTANCE_IMAGES} images of the subject to {folder}")
+    for i in range(INSTANCE_IMAGES):  # sidecar captions (read with dreambooth.instance_captions); kept if there
+        caption = folder / f"subject_{i:02d}.txt"
+        if not caption.exists():
+            caption.write_text(instance_caption(subject_view(i, instance=True)) + "\n", encoding="utf-8")
     return folder
 
 
@@ -158,6 +179,8 @@ def evaluate(args) -> dict:
     classifier, dual = load_attribute_classifier(default_model_dir()), load_dual_encoder(default_model_dir())
     instance = [render_avatar(subject_view(i, instance=True), SIZE) for i in range(INSTANCE_IMAGES)]
     real = [render_avatar(subject_view(i, instance=False), SIZE) for i in range(REAL_IMAGES)]
+    matched = {w: [render_avatar(subject_view(i, instance=False, wearing=w), SIZE) for i in range(REAL_IMAGES)]
+               for w in ("sunglasses", "smiling")}
     subject_emb = image_embeddings(dual, instance)
 
     def read(images) -> dict:
@@ -170,7 +193,12 @@ def evaluate(args) -> dict:
     pipe = Pipeline.default()
     models = {"base": None, "lora": ROOT / args.run / "final" / "lora.safetensors",
               "lora_no_prior": ROOT / args.run_no_prior / "final" / "lora.safetensors"}
-    scores = {"real": read(real)}
+    for extra in args.extra:  # NAME=FILE: another LoRA (a checkpoint's, another recipe's) scored the same way
+        name, _, path = extra.partition("=")
+        if not name or not path or name in models:
+            sys.exit(f"--extra {extra!r}: give NAME=FILE with a new name")
+        models[name] = Path(path).resolve()
+    scores = {"real": read(real), **{f"real_{w}": read(images) for w, images in matched.items()}}
     for name, lora in models.items():
         if lora is not None and not lora.is_file():
             print(f"{lora} missing: {name} not evaluated (run `train` first)")
@@ -228,6 +256,8 @@ def summarise(scores: dict, prompts: dict, models: dict, args) -> dict:
 
     out = {"images_per_prompt": args.n, "real_images": REAL_IMAGES, "prompts": prompts,
            "real": {m: _ci(P.mean_ci(real[m])) for m in ("identity", "similarity")},
+           **{f"real_{w}": {m: _ci(P.mean_ci(scores[f"real_{w}"][m])) for m in ("identity", "similarity", w)}
+              for w in ("sunglasses", "smiling")},
            "base": {"subject": subject(base("id")), "class_identity": _ci(P.mean_ci(base("class")["identity"])),
                     **{f"plain_{a}_shows": _ci(P.mean_ci(base(f"class_{a}")[a])) for a in ("sunglasses", "smiling")}},
            "models": {}}
@@ -238,7 +268,9 @@ def summarise(scores: dict, prompts: dict, models: dict, args) -> dict:
         row = {"subject": subject(own("id")), "lora_bytes": lora.stat().st_size}
         for attr in ("sunglasses", "smiling"):
             mine, ref = own(f"id_{attr}"), base(f"class_{attr}")
+            matched = scores[f"real_{attr}"]  # real renders of the subject showing the attribute
             row[attr] = {"identity_of_real": _safe(lambda: P.ratio_ci(mine["identity"], real["identity"])),
+                         "identity_of_real_showing": _safe(lambda: P.ratio_ci(mine["identity"], matched["identity"])),
                          "shows": _ci(P.mean_ci(mine[attr])),
                          "shows_of_base": _safe(lambda: P.ratio_ci(mine[attr], ref[attr])),
                          "shows_minus_base": _ci(P.difference_ci(mine[attr], ref[attr])),
@@ -278,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-prior-set", action="append", default=None, metavar="KEY=VALUE",
                    help="--set overrides that turn prior preservation off (default: dreambooth.class_prompt=)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for both runs")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=FILE",
+                   help="evaluate another LoRA file too (e.g. a checkpoint's checkpoints/step-N/model/lora.safetensors)")
     p.add_argument("--n", type=int, default=32, help="generated images per prompt and model (1..256)")
     p.add_argument("--out", default="runs/personalization-eval", help="folder for results.json and the grid")
     p.add_argument("--threads", type=int, default=0, help="torch threads for evaluate (0: torch's default; 1 is "

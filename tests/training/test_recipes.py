@@ -18,7 +18,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def _recipe_class(path: Path):
     name = path.name.removeprefix("default-")
     for prefix, cls in (("vae", VAERecipe), ("clip", ClipRecipe), ("attributes", AttributesRecipe),
-                        ("lora", LoraRecipe), ("dreambooth", LoraRecipe), ("embedding", EmbeddingRecipe)):
+                        ("lora", LoraRecipe), ("dreambooth-full", UNetRecipe), ("dreambooth", LoraRecipe),
+                        ("embedding", EmbeddingRecipe)):
         if name.startswith(prefix):
             return cls
     return UNetRecipe

@@ -40,6 +40,12 @@ def register(subparsers) -> None:
                             "part's count, e.g. --n avatars=2000 (repeatable)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    build.add_argument("--phrasings", type=int, default=0, metavar="K",
+                       help="add K free phrasings to each avatars image's captions (default 0; recipe key "
+                            "data.builtin_phrasings)")
+    build.add_argument("--emoji-aliases", action="store_true",
+                       help="add each emoji image's CLDR name and keywords as captions (needs Debian's "
+                            "unicode-cldr-core; recipe key data.builtin_emoji_aliases)")
     build.set_defaults(func=run_build)
 
     preview = sub.add_parser("preview", help="contact sheet: originals with trim/crop boxes and results")
@@ -136,7 +142,8 @@ def parse_counts(items: list[str] | None) -> int | dict[str, int] | None:
 def run_build(args: argparse.Namespace) -> int:
     from ldmkit.data.builtin import build_dataset
 
-    card = build_dataset(args.name, args.out, n=parse_counts(args.n), seed=args.seed, size=args.size)
+    card = build_dataset(args.name, args.out, n=parse_counts(args.n), seed=args.seed, size=args.size,
+                         phrasings=args.phrasings, emoji_aliases=args.emoji_aliases)
     print(f"built {args.name} in {args.out}: {card.get('images', '?')} images, "
           f"{card.get('captions', '?')} captions (seed {args.seed})")
     return 0

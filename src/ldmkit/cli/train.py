@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 TRAINERS = {
-    "unet": "text-conditional UNet on cached latents (from a preset or a model folder)",
+    "unet": "text-conditional UNet on cached latents (from a preset or a model folder; with a `dreambooth:` "
+            "section, full-fine-tune DreamBooth)",
     "vae": "AutoencoderKL: L1 + gradient + KL (+ optional patch GAN); measures the latent scaling factor",
     "clip": "contrastive dual encoder (ConvNet image tower + projected text encoder) for scoring/reranking",
     "attributes": "attribute classifier (one head per label column) that scores generated images in `ldmkit eval`",

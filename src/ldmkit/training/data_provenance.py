@@ -63,19 +63,23 @@ def fingerprint(dataset) -> str:
 
 
 def _builtin_card(root: Path, data) -> dict | None:
-    """{name, seed, size, images} of the built-in build at root when data.builtin asked for it, else None."""
+    """{name, seed, size, images, phrasings, emoji_aliases} of the built-in build at root when data.builtin asked
+    for it, else None."""
     if data.builtin is None:
         return None
-    from ldmkit.data.builtin.card import CARD_NAME
+    from ldmkit.data.builtin.card import CARD_NAME, caption_options
 
     card = json.loads((root / CARD_NAME).read_text(encoding="utf-8"))
-    return {k: card.get(k) for k in ("name", "seed", "size", "images")}
+    return {**{k: card.get(k) for k in ("name", "seed", "size", "images")}, **caption_options(card)}
 
 
 def summary_lines(prov: dict) -> list[str]:
     """The provenance as a few lines for people."""
     built = prov["builtin"]
-    source = f"built-in {built['name']} (seed {built['seed']}, {built['size']} px)" if built else "your data"
+    extras = ([f"free phrasings per avatar: {built['phrasings']}"] if built and built.get("phrasings") else []) + \
+        (["CLDR emoji aliases"] if built and built.get("emoji_aliases") else [])
+    source = (f"built-in {built['name']} (seed {built['seed']}, {built['size']} px"
+              f"{''.join(', ' + e for e in extras)})" if built else "your data")
     bad = prov["bad"]
     lines = [
         f"data: {prov['path']}",

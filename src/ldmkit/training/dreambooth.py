@@ -1,9 +1,10 @@
-"""DreamBooth (Ruiz et al. 2023) for `ldmkit train lora`: subject images, prior-preservation class images, and
-the two-part loss.
+"""DreamBooth (Ruiz et al. 2023) for `ldmkit train unet` (full fine-tune: the whole UNet trains, text encoder and
+VAE frozen) and `ldmkit train lora` (adapters): subject images, prior-preservation class images, the two-part loss.
 
-    dataset, card = dreambooth_dataset(components, recipe.dreambooth, run_dir, image_size)   # before adapters
+    dataset, card = dreambooth_dataset(components, recipe.dreambooth, run_dir, image_size)   # before any training
 
-The subject ("instance") images come from `dreambooth.instance_data`, every one captioned `instance_prompt`. With
+The subject ("instance") images come from `dreambooth.instance_data`, every one captioned `instance_prompt` (with
+`instance_captions`: "<instance_prompt>, <its own caption>" for each caption the dataset readers find). With
 a `class_prompt`, the base model itself draws `class_images` images of it (image i from seed i) into
 RUN/class_images/NNNN.png before training (§3.3 of the paper: the model's own samples, so the class loss holds
 its prior where it was). Images are drawn in fixed chunks of 16 and each is written atomically once its chunk is
@@ -50,7 +51,26 @@ def instance_samples(section: DreamBoothSection) -> list:
             check_image(path)
         except BadImage as bad:
             raise DataError(f"{path}: {bad}") from None
-    return [Sample(f"{INSTANCE_PREFIX}{p.name}", p, (section.instance_prompt,), {}) for p in paths]
+    own = instance_captions(folder, paths) if section.instance_captions else {}
+    return [Sample(f"{INSTANCE_PREFIX}{p.name}", p,
+                   tuple(f"{section.instance_prompt}, {c}" for c in own[p.name]) if own else (section.instance_prompt,),
+                   {}) for p in paths]
+
+
+def instance_captions(folder: Path, paths: list[Path]) -> dict[str, tuple[str, ...]]:
+    """{image name: its captions} read by the dataset readers (sidecar NAME.txt / metadata.jsonl in `folder`);
+    DataError naming the first image without a caption or the reader's problems."""
+    from ldmkit.data.formats import read_format
+    from ldmkit.data.report import BadInputReport
+
+    report = BadInputReport()
+    found = {Path(image_id).name: tuple(c for c in captions if c.strip())
+             for image_id, _, captions, _ in read_format(folder, report).records}
+    missing = [p.name for p in paths if not found.get(p.name)]
+    if missing:
+        raise DataError(f"dreambooth.instance_captions: {folder / missing[0]} has no caption ({len(missing)} of "
+                        f"{len(paths)} images lack one; write NAME.txt beside each image or a metadata.jsonl)")
+    return {p.name: found[p.name] for p in paths}
 
 
 def class_settings(section: DreamBoothSection, base_id: str) -> dict:
@@ -60,7 +80,7 @@ def class_settings(section: DreamBoothSection, base_id: str) -> dict:
 
 
 def class_image_paths(components, section: DreamBoothSection, run_dir: Path, image_size: int) -> list[Path]:
-    """RUN/class_images/0000.png.. drawn by `components` (the base model, no adapters), reusing those already
+    """RUN/class_images/0000.png.. drawn by `components` (the base model, before any training), reusing those already
     there; UsageError when the folder was drawn with other settings or another base model."""
     from ldmkit.training.run_data import weights_id
 
@@ -125,7 +145,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def dreambooth_dataset(components, section: DreamBoothSection, run_dir: Path, image_size: int):
-    """(CaptionDataset of instance + class samples, the card written into the LoRA's metadata)."""
+    """(CaptionDataset of instance + class samples, the card: ldmkit.json `dataset`, or the LoRA's metadata)."""
     from ldmkit.data.dataset import CaptionDataset, Sample
     from ldmkit.data.report import BadInputReport
 
@@ -137,7 +157,8 @@ def dreambooth_dataset(components, section: DreamBoothSection, run_dir: Path, im
         n_class = len(paths)
     dataset = CaptionDataset(Path(section.instance_data), "imagefolder", samples, BadInputReport())
     card = {"dreambooth": {"instance_data": str(section.instance_data), "instance_images": len(samples) - n_class,
-                           "instance_prompt": section.instance_prompt, "class_prompt": section.class_prompt,
+                           "instance_prompt": section.instance_prompt, "instance_captions": section.instance_captions,
+                           "class_prompt": section.class_prompt,
                            "class_images": n_class, "prior_loss_weight": section.prior_loss_weight}}
     print(f"dreambooth: {len(samples) - n_class} subject images ({section.instance_prompt!r}), {n_class} class "
           f"images ({section.class_prompt!r})", file=sys.stderr)

@@ -1,5 +1,6 @@
 """`ldmkit train lora`: LoRA adapters on a model's UNet (and optionally its text encoder), trained by the shared
-loop on the UNet trainer's data and loss, or in DreamBooth mode (ldmkit.training.dreambooth).
+loop on the UNet trainer's data, batches and loss (`UNetTask`, DreamBooth mode included: ldmkit.training.unet and
+ldmkit.training.dreambooth); this module adds the adapters and the text encoder's token path.
 
     ldmkit train lora --config configs/lora-tiny.yaml --out runs/lora-tiny
     ldmkit train lora --config configs/dreambooth-demo.yaml --out runs/demo-dreambooth
@@ -15,7 +16,6 @@ checkpoint and the run's end write `lora.safetensors` in kohya format (`ldmkit.m
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -25,9 +25,8 @@ import torch
 from ldmkit.errors import UsageError
 from ldmkit.models.lora_files import LoraLayer, target_modules
 from ldmkit.models.lora_write import DIFFUSERS_LORA_FILE, lora_metadata, save_lora
-from ldmkit.training.objective import min_snr_weights, offset_noise, q_sample, velocity
-from ldmkit.training.recipes import DataSection, LoraRecipe
-from ldmkit.training.unet import CACHE_FOLDER, UNetTask, build_latent_cache, save_prompt_grid, training_scheduler_config
+from ldmkit.training.recipes import LoraRecipe
+from ldmkit.training.unet import UNetTask, save_prompt_grid
 
 LORA_FILE = "lora.safetensors"
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
@@ -59,11 +58,7 @@ class LoraTask(UNetTask):
     """TrainTask: modules {"unet"} (+ "text_encoder"), of which only the LoRA adapters require gradients."""
 
     def __init__(self, recipe: LoraRecipe, run_dir: str | Path) -> None:
-        if recipe.dreambooth is None:
-            super().__init__(recipe, run_dir)
-            self.prior_rows = None
-        else:
-            self._start_dreambooth(recipe, Path(run_dir))
+        super().__init__(recipe, run_dir)  # data or DreamBooth (class images drawn before any adapter exists)
         lora, c = recipe.lora, self.components
         c.unet.requires_grad_(False)
         c.text_encoder.model.requires_grad_(False)
@@ -80,33 +75,6 @@ class LoraTask(UNetTask):
                 a.copy_(torch.empty_like(a).uniform_(-1, 1, generator=g) / math.sqrt(math.prod(a.shape[1:])))
                 module.lora_B["default"].weight.zero_()
         self.samples = {s.image_id: s for s in self.train.samples}
-
-    def _start_dreambooth(self, recipe: LoraRecipe, run_dir: Path) -> None:
-        """What UNetTask.__init__ sets up, on the subject + class images of ldmkit.training.dreambooth."""
-        from ldmkit.diffusion.schedules import NoiseSchedule
-        from ldmkit.training.dreambooth import PriorRows, dreambooth_dataset
-        from ldmkit.training.model_start import start_components
-
-        if recipe.unet.eval_clip is not None:
-            raise UsageError("unet.eval_clip has no effect with dreambooth: there are no held-out captions to score")
-        if recipe.unet.class_conditional:
-            raise UsageError("unet.class_conditional has no effect with dreambooth: its captions are the instance and "
-                             "class prompts")
-        self.recipe, self.run_dir = recipe, run_dir
-        c = self.components = start_components(recipe.model, None)  # trained at the base model's own size
-        size = c.image_size
-        dataset, self.dataset_meta = dreambooth_dataset(c, recipe.dreambooth, run_dir, size)  # before adapters
-        c.scheduler_config = training_scheduler_config(c.scheduler_config, recipe.unet)
-        self.alphas_cumprod = NoiseSchedule.from_scheduler_config(c.scheduler_config).alphas_cumprod()
-        self.num_timesteps = len(self.alphas_cumprod)
-        self.train, self.val = dataset, dataset.subset([])
-        # the cache reads data.trim / augment / train.seed: the instance folder stands in for `data`
-        as_data = dataclasses.replace(recipe, dreambooth=None,
-                                      data=DataSection(path=str(dataset.root), image_size=size))
-        self.cache = build_latent_cache(c, dataset, run_dir / CACHE_FOLDER, size, recipe=as_data)
-        self.prior_rows = PriorRows(self.cache.image_ids)
-        self.null_text = c.text_encoder.encode([""])[0].float()
-        self.dual_encoder = None
 
     def _add_adapters(self, model, targets: list[str]) -> None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -136,24 +104,13 @@ class LoraTask(UNetTask):
         return [{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": peaks[part] / lr}
                 for part, module in self.modules().items()]
 
-    def num_samples(self) -> int:
-        return len(self.prior_rows.instance) if self.prior_rows is not None else len(self.cache)
+    def text_batch(self, cached, drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """UNetTask's cached text states; with lora.text_encoder token ids of the drawn captions instead."""
+        return self._tokens(cached, drop) if self.recipe.lora.text_encoder else super().text_batch(cached, drop)
 
-    def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """UNetTask.batch's rows (same draws, same order); in DreamBooth mode the subject images `ids` plus as many
-        class images (is_class marks them); with lora.text_encoder token ids of the drawn captions instead of
-        cached text states."""
-        is_class = torch.zeros(len(ids), dtype=torch.bool)
-        if self.prior_rows is not None:
-            ids, is_class = self.prior_rows.rows(ids, generator)
-        obj = self.recipe.unet
-        cached = self.cache.batch(ids, generator, sample=obj.latent_sample, flip_p=self.recipe.augment.flip_p)
-        drop = torch.rand(len(ids), generator=generator) < obj.caption_dropout  # (B,)
-        out = {"latents": cached.latents * self.components.scaling_factor, "dropped": drop, "is_class": is_class}
-        if self.recipe.lora.text_encoder:
-            return {**out, **self._tokens(cached, drop)}
-        # (B,) -> (B, 1, 1) against text states (B, L, D); the null prompt's (L, D) -> (B, L, D)
-        return {**out, "text": torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)}
+    def text_states(self, modules, batch) -> torch.Tensor:
+        """Cached states, or the captions encoded every step through the adapted text encoder."""
+        return batch["text"] if "text" in batch else self._encode(modules["text_encoder"], batch)  # (B, L, D)
 
     def _tokens(self, cached, drop: torch.Tensor) -> dict[str, torch.Tensor]:
         """Token ids [B, L] and attention mask of the captions the cache drew (mirrored with their image; the
@@ -169,23 +126,6 @@ class LoraTask(UNetTask):
         tokens = text.tokenizer(captions, padding="max_length", max_length=text.max_length, truncation=True,
                                 return_tensors="pt")
         return {"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask}
-
-    def loss(self, modules, batch, generator) -> tuple[torch.Tensor, dict[str, float]]:
-        from ldmkit.training.dreambooth import prior_preservation_loss
-
-        obj = self.recipe.unet
-        x0 = batch["latents"]  # (B, C, h, w), scaled latents
-        noise = offset_noise(torch.randn(x0.shape, generator=generator).to(x0.device), obj.noise_offset, generator)
-        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)  # (B,)
-        x_t = q_sample(x0, noise, t, self.alphas_cumprod)
-        text = batch["text"] if "text" in batch else self._encode(modules["text_encoder"], batch)  # (B, L, D)
-        prediction = modules["unet"](x_t, t, encoder_hidden_states=text).sample
-        target = velocity(x0, noise, t, self.alphas_cumprod) if obj.prediction_type == "v_prediction" else noise
-        weights = min_snr_weights(t, self.alphas_cumprod, obj.min_snr_gamma, obj.prediction_type)  # (B,)
-        per_sample = weights * (prediction.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
-        weight = self.recipe.dreambooth.prior_loss_weight if self.recipe.dreambooth is not None else 0.0
-        loss, metrics = prior_preservation_loss(per_sample, batch["is_class"], weight)
-        return loss, {"caption_dropped": float(batch["dropped"].float().mean()), **metrics}
 
     def _encode(self, text_model, batch) -> torch.Tensor:
         """Text states through the (adapted, trainable) text model, as TextEncoder.encode computes them."""
@@ -218,12 +158,6 @@ class LoraTask(UNetTask):
         from ldmkit.models.folder import model_hash
 
         return model_hash(source)
-
-    def validation_prompts(self) -> list[str]:
-        db = self.recipe.dreambooth
-        if db is None or self.recipe.unet.validation_prompts:
-            return super().validation_prompts()
-        return [db.instance_prompt, *([db.class_prompt] if db.class_prompt.strip() else [])]
 
     def validate(self, step: int, path: Path) -> None:
         self.write_lora(Path(path))

@@ -52,7 +52,11 @@ def offset_noise(noise: torch.Tensor, scale: float, generator: torch.Generator) 
     return noise + scale * shift.view(*noise.shape[:2], *[1] * (noise.ndim - 2))  # [B, C] -> [B, C, 1, 1]
 
 
+def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each sample, float32 [B]."""
+    return (prediction.float() - target.float()).pow(2).flatten(1).mean(1)  # [B, C, h, w] -> [B, C*h*w] -> [B]
+
+
 def denoising_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Mean over samples of weight * per-sample MSE."""
-    per_sample = (prediction.float() - target.float()).pow(2).flatten(1).mean(1)  # [B, C, h, w] -> [B, C*h*w] -> [B]
-    return (weights * per_sample).mean()
+    return (weights * per_sample_mse(prediction, target)).mean()

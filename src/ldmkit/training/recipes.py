@@ -4,19 +4,19 @@
 
 Every recipe has `data` (where the images come from), `model` (what to start from) and `train`
 (the shared loop's `TrainConfig`), plus one section of its own: `unet`, `vae`, `clip` or `attributes`
-(the attribute classifier's recipe has no `model`: it starts from scratch).
+(the attribute classifier's recipe has no `model`: it starts from scratch); `dreambooth` may replace `data`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ldmkit.config.checks import check_bool, check_choice, check_float, check_int
 from ldmkit.config.training import AugmentSection, TrainConfig, TrimSection, UNetAugmentSection
 from ldmkit.errors import UsageError
 from ldmkit.training.embedding_recipe import EmbeddingSection, check_embedding_unet
-from ldmkit.training.recipes_personal import DreamBoothSection, LoraSection, check_lora_data
+from ldmkit.training.recipes_personal import DreamBoothSection, LoraSection, check_dreambooth
 
 BUILTIN_DATASETS = ("shapes", "emoji", "avatars")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -38,6 +38,10 @@ class DataSection:
     one count per part or a {part: count} mapping (parts left out: default size)."""
     builtin_seed: int = 0
     """Seed of the built-in dataset."""
+    builtin_phrasings: int = 0
+    """Free phrasings added to each `avatars` image's captions (0-16; ldmkit.data.builtin.avatar_phrasings)."""
+    builtin_emoji_aliases: bool = False
+    """Add each `emoji` image's CLDR name and keywords as captions (ldmkit.data.builtin.emoji_aliases)."""
     image_size: int = 32
     """Square training image side in pixels (the model's image size)."""
     val_fraction: float = 0.1
@@ -68,6 +72,9 @@ class DataSection:
         elif isinstance(self.builtin_n, dict) and not (isinstance(self.builtin, str) and "+" in self.builtin):
             raise UsageError("data.builtin_n may be a {part: count} mapping only for a mixture such as emoji+avatars")
         check_int(owner, "builtin_seed", self.builtin_seed, minimum=0)
+        from ldmkit.data.builtin.single import check_caption_options
+
+        check_caption_options(self.builtin, self.builtin_phrasings, self.builtin_emoji_aliases, prefix="data.builtin_")
         check_int(owner, "image_size", self.image_size, minimum=16)
         check_float(owner, "val_fraction", self.val_fraction, minimum=0.0, below=1.0)
         check_float(owner, "test_fraction", self.test_fraction, minimum=0.0, below=1.0)
@@ -195,10 +202,10 @@ class UNetSection:
 
 @dataclass(frozen=True)
 class UNetRecipe:
-    """`ldmkit train unet`: a text-conditional UNet trained on cached latents."""
+    """`ldmkit train unet`: a text-conditional UNet trained on cached latents of `data` (or of `dreambooth`)."""
 
-    data: DataSection = field(default_factory=lambda: DataSection(builtin="shapes"))
-    """Dataset section."""
+    data: DataSection | None = None
+    """Dataset section; None: the built-in shapes (DataSection(builtin="shapes")), or nothing with `dreambooth`."""
     model: ModelSection = field(default_factory=ModelSection)
     """Starting point."""
     unet: UNetSection = field(default_factory=UNetSection)
@@ -207,6 +214,14 @@ class UNetRecipe:
     """Caption-aware flips, random resized crops and colour jitter (off by default), as cached views."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Shared loop settings."""
+    dreambooth: DreamBoothSection | None = None
+    """Subject images + prior preservation instead of `data` (ldmkit.training.dreambooth)."""
+    TRAINER: ClassVar[str] = "unet"
+
+    def __post_init__(self) -> None:
+        if self.data is None and self.dreambooth is None and self.TRAINER != "lora":  # `train lora` has no default
+            object.__setattr__(self, "data", DataSection(builtin="shapes"))
+        check_dreambooth(self.data, self.unet, self.dreambooth, self.TRAINER)
 
 
 @dataclass(frozen=True)
@@ -358,17 +373,11 @@ class AttributesRecipe:
 @dataclass(frozen=True)
 class LoraRecipe(UNetRecipe):
     """`ldmkit train lora`: the UNet recipe's loss, training only LoRA adapters on a frozen UNet, on `data` or on
-    DreamBooth's subject images (exactly one of the two)."""
+    DreamBooth's subject images (exactly one of the two: no built-in default)."""
 
-    data: DataSection | None = None
-    """Dataset section, as for `train unet`; None with `dreambooth`."""
     lora: LoraSection = field(default_factory=LoraSection)
     """The adapters."""
-    dreambooth: DreamBoothSection | None = None
-    """Subject images + prior preservation instead of `data` (ldmkit.training.dreambooth)."""
-
-    def __post_init__(self) -> None:
-        check_lora_data(self.data, self.dreambooth)
+    TRAINER: ClassVar[str] = "lora"
 
 
 @dataclass(frozen=True)
@@ -379,8 +388,10 @@ class EmbeddingRecipe(UNetRecipe):
     """Diffusion objective of the frozen UNet (its prediction type must be the model's; no caption dropout)."""
     embedding: EmbeddingSection = field(default_factory=EmbeddingSection)
     """The token and its vectors (ldmkit.training.embedding_recipe)."""
+    TRAINER: ClassVar[str] = "embedding"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_embedding_unet(self.unet)
 
 

@@ -4,8 +4,8 @@
 
 A run never trains on something other than what its recipe names: `data.path` must exist; `data.builtin`
 builds into data.path (or RUN_DIR/dataset) only when that folder is missing or empty, and an existing
-folder must then be that very build (its dataset_card.json: name, seed, size, image counts). A
-`data.path` override drops the recipe's `data.builtin` unless the overrides name one too
+folder must then be that very build (its dataset_card.json: name, seed, size, image counts, phrasings,
+emoji aliases). A `data.path` override drops the recipe's `data.builtin` unless the overrides name one too
 (`data_source_overrides`). Before step 1 every trainer prints the dataset summary (data_provenance.py).
 """
 
@@ -20,6 +20,8 @@ from ldmkit.errors import DataError, UsageError
 from ldmkit.training.recipes import DataSection
 
 DATASET_FOLDER = "dataset"
+BUILTIN_KEYS = ("builtin", "builtin_n", "builtin_seed", "builtin_phrasings", "builtin_emoji_aliases")
+"""The data keys that describe the built-in build (dropped together by data_source_overrides)."""
 
 
 def dataset_root(data: DataSection, run_dir: Path) -> Path:
@@ -39,7 +41,8 @@ def open_dataset(data: DataSection, run_dir: Path, *, summary: bool = True):
     elif not root.exists() or (root.is_dir() and not any(root.iterdir())):
         from ldmkit.data.builtin import build_dataset
 
-        build_dataset(data.builtin, root, n=data.builtin_n, seed=data.builtin_seed, size=data.image_size)
+        build_dataset(data.builtin, root, n=data.builtin_n, seed=data.builtin_seed, size=data.image_size,
+                      phrasings=data.builtin_phrasings, emoji_aliases=data.builtin_emoji_aliases)
     else:
         check_builtin_build(data, root)
     dataset = CaptionDataset.open(root, class_template=data.class_template)
@@ -57,10 +60,11 @@ def check_dataset_path(root: Path) -> None:
 
 
 def check_builtin_build(data: DataSection, root: Path) -> None:
-    """DataError unless the existing folder `root` is the build `data.builtin`/_n/_seed/image_size asks for."""
+    """DataError unless the existing folder `root` is the build `data.builtin`/_n/_seed/_phrasings/_emoji_aliases
+    and image_size ask for (a run resumed with other caption options never trains on a mix of both)."""
     import json
 
-    from ldmkit.data.builtin.card import CARD_NAME
+    from ldmkit.data.builtin.card import CARD_NAME, caption_options
 
     try:
         card = json.loads((root / CARD_NAME).read_text(encoding="utf-8"))
@@ -70,10 +74,11 @@ def check_builtin_build(data: DataSection, root: Path) -> None:
         what = f"a build of {card.get('name')!r}" if isinstance(card, dict) else "no built-in dataset"
         raise DataError(f"data.builtin={data.builtin} but {root} holds {what}; to train on that folder unset it "
                         f"(--set data.builtin=null), or give a new data.path to build {data.builtin} there")
-    wanted = {"seed": data.builtin_seed, "size": data.image_size, "n": _requested_counts(data)}
+    wanted = {"seed": data.builtin_seed, "size": data.image_size, "n": _requested_counts(data),
+              "phrasings": data.builtin_phrasings, "emoji_aliases": data.builtin_emoji_aliases}
     found = {"seed": card.get("seed"), "size": card.get("size"),
              "n": {p: v.get("n_requested") for p, v in card["parts"].items()} if "parts" in card
-             else card.get("n_requested")}
+             else card.get("n_requested"), **caption_options(card)}
     diff = [f"{k} {found[k]} (recipe: {wanted[k]})" for k in wanted if found[k] != wanted[k]]
     if diff:
         raise DataError(f"{root} holds another build of {data.builtin}: {', '.join(diff)}; give a new data.path "
@@ -91,17 +96,17 @@ def _requested_counts(data: DataSection):
 
 
 def data_source_overrides(base: dict, overrides) -> dict:
-    """`base` (a recipe as a dict) without its data.builtin/_n/_seed when `overrides` set data.path but
+    """`base` (a recipe as a dict) without its data.builtin* keys (BUILTIN_KEYS) when `overrides` set data.path but
     not data.builtin: pointing a run at a folder replaces the recipe's built-in dataset, so a mistyped
     path is an error instead of a fresh build of the recipe's dataset there (issue 12 point 8)."""
     keys = {o.partition("=")[0].strip() for o in overrides}
     if "data.path" not in keys or "data.builtin" in keys or not isinstance(base.get("data"), dict):
         return base
-    inert = sorted(keys & {"data.builtin_n", "data.builtin_seed"})
+    inert = sorted(keys & {f"data.{k}" for k in BUILTIN_KEYS} - {"data.builtin"})
     if inert and base["data"].get("builtin") is not None:
         raise UsageError(f"{', '.join(inert)} would have no effect: data.path replaces the recipe's "
                          f"data.builtin={base['data']['builtin']}; to build it at data.path, set data.builtin too")
-    data = {k: v for k, v in base["data"].items() if k not in ("builtin", "builtin_n", "builtin_seed")}
+    data = {k: v for k, v in base["data"].items() if k not in BUILTIN_KEYS}
     return {**base, "data": data}
 
 

@@ -1,6 +1,7 @@
 """`ldmkit train unet`: a text-conditional UNet trained on cached VAE latents and text states.
 
     result = train_task("unet", load_recipe("configs/tiny.yaml", UNetRecipe), "runs/tiny")  # ldmkit.training.trainers
+    ldmkit train unet --config configs/dreambooth-full-tiny.yaml --set dreambooth.instance_data=DIR --out runs/db
 
 At start the train split is encoded once (VAE posterior mean/std + one text state per caption) into
 RUN_DIR/cache through `ldmkit.data.cache`; each step then draws one caption per image at random,
@@ -8,10 +9,17 @@ drops it for the empty prompt with probability `caption_dropout` (so classifier-
 unconditional branch), samples the latent posterior, noises it and regresses epsilon or v with
 optional Min-SNR-gamma weights. RUN_DIR/final and every checkpoint's model/ subfolder
 (RUN_DIR/checkpoints/step-N/model, EMA weights when EMA is on) are complete model folders.
+
+With a `dreambooth` section instead of `data` this is full-fine-tune DreamBooth (Ruiz et al. 2023): the whole
+UNet trains on the subject images (and the class images the base model draws for prior preservation, at the base
+model's image size; ldmkit.training.dreambooth), the text encoder and VAE stay frozen, each batch holds
+train.batch_size subject images plus as many class images, and loss = instance loss + prior_loss_weight * class
+loss. `train lora` (ldmkit.training.lora_task) reuses this start, batch and loss with adapters on a frozen UNet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +27,8 @@ import torch
 
 from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.training.model_start import start_components, write_model_folder
-from ldmkit.training.objective import (
-    denoising_loss,
-    min_snr_weights,
-    offset_noise,
-    q_sample,
-    velocity,
-)
-from ldmkit.training.recipes import UNetRecipe
+from ldmkit.training.objective import min_snr_weights, offset_noise, per_sample_mse, q_sample, velocity
+from ldmkit.training.recipes import DataSection, DreamBoothSection, UNetRecipe
 from ldmkit.training.run_data import open_run_data, weights_id
 
 CACHE_FOLDER = "cache"
@@ -46,20 +48,27 @@ def training_scheduler_config(config: dict[str, Any], unet) -> dict[str, Any]:
 
 
 class UNetTask:
-    """TrainTask of the UNet: modules {"unet"}; batches of cached latents + text states."""
+    """TrainTask of the UNet: modules {"unet"}; batches of cached latents + text states (of `data`, or of the
+    DreamBooth subject + class images)."""
 
     def __init__(self, recipe: UNetRecipe, run_dir: str | Path) -> None:
         self.recipe, self.run_dir = recipe, Path(run_dir)
-        obj = recipe.unet
-        self.components = start_components(recipe.model, recipe.data.image_size)
+        obj, db = recipe.unet, recipe.dreambooth
+        # DreamBooth trains at the base model's own image size (None)
+        self.components = start_components(recipe.model, recipe.data.image_size if db is None else None)
         c = self.components
-        c.scheduler_config = training_scheduler_config(c.scheduler_config, obj)
+        scheduler_config = training_scheduler_config(c.scheduler_config, obj)  # a UsageError comes before any work
+        self.prior_rows = None
+        if db is None:
+            run_data = open_run_data(recipe.data, self.run_dir, class_conditional=obj.class_conditional)
+            self.train, self.val, self.dataset_meta = run_data.train, run_data.val, run_data.provenance
+            self.cache = build_latent_cache(c, self.train, self.run_dir / CACHE_FOLDER, recipe.data.image_size,
+                                            recipe=recipe)
+        else:
+            self._start_dreambooth(db)  # the class images come from the base model as it is (its own scheduler)
+        c.scheduler_config = scheduler_config
         self.alphas_cumprod = NoiseSchedule.from_scheduler_config(c.scheduler_config).alphas_cumprod()
         self.num_timesteps = len(self.alphas_cumprod)
-        run_data = open_run_data(recipe.data, self.run_dir, class_conditional=obj.class_conditional)
-        self.train, self.val, self.dataset_meta = run_data.train, run_data.val, run_data.provenance
-        self.cache = build_latent_cache(c, self.train, self.run_dir / CACHE_FOLDER, recipe.data.image_size,
-                                        recipe=recipe)
         self.null_text = c.text_encoder.encode([""])[0].float()  # the empty prompt CFG contrasts with
         self.dual_encoder = None
         if obj.eval_clip is not None:  # checked now, not at the first validation hours later
@@ -75,37 +84,73 @@ class UNetTask:
         c.vae.requires_grad_(False)
         c.text_encoder.model.requires_grad_(False)
 
+    def _start_dreambooth(self, section: DreamBoothSection) -> None:
+        """The train split: the subject images + the class images the base model draws now (before any training,
+        reused on resume); no val split; their latent cache, with the instance folder standing in for `data`."""
+        from ldmkit.training.dreambooth import PriorRows, dreambooth_dataset
+
+        c, size = self.components, self.components.image_size
+        dataset, self.dataset_meta = dreambooth_dataset(c, section, self.run_dir, size)
+        self.train, self.val = dataset, dataset.subset([])
+        # the cache reads data.trim / augment / train.seed
+        as_data = dataclasses.replace(self.recipe, dreambooth=None,
+                                      data=DataSection(path=str(dataset.root), image_size=size))
+        self.cache = build_latent_cache(c, dataset, self.run_dir / CACHE_FOLDER, size, recipe=as_data)
+        self.prior_rows = PriorRows(self.cache.image_ids)
+
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.components.unet}
 
     def num_samples(self) -> int:
-        return len(self.cache)
+        """What the loop's data order runs over: the cached images, or with DreamBooth the subject images."""
+        return len(self.prior_rows.instance) if self.prior_rows is not None else len(self.cache)
 
     def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Scaled latent samples and text states (one random caption each, some dropped to the empty prompt)."""
-        cached = self.cache.batch(ids, generator, sample=self.recipe.unet.latent_sample,
-                                  flip_p=self.recipe.augment.flip_p)
-        drop = torch.rand(len(ids), generator=generator) < self.recipe.unet.caption_dropout  # (B,)
+        """Scaled latent samples and their conditioning (one random caption each, some dropped to the empty
+        prompt); with DreamBooth the subject images `ids` plus as many class images (`is_class` marks them)."""
+        is_class = torch.zeros(len(ids), dtype=torch.bool)
+        if self.prior_rows is not None:
+            ids, is_class = self.prior_rows.rows(ids, generator)
+        obj = self.recipe.unet
+        cached = self.cache.batch(ids, generator, sample=obj.latent_sample, flip_p=self.recipe.augment.flip_p)
+        drop = torch.rand(len(ids), generator=generator) < obj.caption_dropout  # (B,)
+        out = {"latents": cached.latents * self.components.scaling_factor, "dropped": drop, "is_class": is_class}
+        return {**out, **self.text_batch(cached, drop)}
+
+    def text_batch(self, cached, drop: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"text": cached text states (B, L, D)}, the empty prompt's where `drop`."""
         # (B,) -> (B, 1, 1) against text states (B, L, D); the null prompt's (L, D) -> (B, L, D)
-        text = torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)
-        return {"latents": cached.latents * self.components.scaling_factor, "text": text, "dropped": drop}
+        return {"text": torch.where(drop.view(-1, 1, 1), self.null_text.expand_as(cached.text), cached.text)}
+
+    def text_states(self, modules, batch) -> torch.Tensor:
+        """The UNet's encoder_hidden_states (B, L, D) of a batch."""
+        return batch["text"]
 
     def loss(self, modules, batch, generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Min-SNR-weighted denoising MSE averaged over the batch (objective.denoising_loss); with DreamBooth
+        the subject rows' mean + prior_loss_weight * the class rows' mean (dreambooth.prior_preservation_loss)."""
         obj = self.recipe.unet
         x0 = batch["latents"]  # (B, C, h, w), scaled latents
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)  # (B, C, h, w)
         noise = offset_noise(noise, obj.noise_offset, generator)
         t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=generator).to(x0.device)  # (B,)
         x_t = q_sample(x0, noise, t, self.alphas_cumprod)  # (B, C, h, w)
-        prediction = modules["unet"](x_t, t, encoder_hidden_states=batch["text"]).sample  # (B, C, h, w)
+        prediction = modules["unet"](x_t, t, encoder_hidden_states=self.text_states(modules, batch)).sample
         target = velocity(x0, noise, t, self.alphas_cumprod) if obj.prediction_type == "v_prediction" else noise
         weights = min_snr_weights(t, self.alphas_cumprod, obj.min_snr_gamma, obj.prediction_type)  # (B,)
-        loss = denoising_loss(prediction, target, weights)  # scalar: per-image MSE (B,), weighted, averaged
-        return loss, {"caption_dropped": float(batch["dropped"].float().mean())}
+        per_sample = weights * per_sample_mse(prediction, target)  # (B,)
+        metrics = {"caption_dropped": float(batch["dropped"].float().mean())}
+        if self.prior_rows is None:
+            return per_sample.mean(), metrics
+        from ldmkit.training.dreambooth import prior_preservation_loss
+
+        loss, parts = prior_preservation_loss(per_sample, batch["is_class"], self.recipe.dreambooth.prior_loss_weight)
+        return loss, {**metrics, **parts}
 
     def validate(self, step: int, path: Path) -> None:
         """A model folder of the current (EMA) weights and a grid of validation prompts under `path`."""
-        write_model_folder(self.components, Path(path) / "model", self.recipe, {"step": step})
+        write_model_folder(self.components, Path(path) / "model", self.recipe, {"step": step,
+                                                                                "dataset": self.dataset_meta})
         save_prompt_grid(self.components, self.validation_prompts(), Path(path) / "samples.png",
                          steps=self.recipe.unet.validation_steps)
         captions = [s.captions[0] for s in self.val.samples[:self.recipe.unet.eval_prompts]]
@@ -117,8 +162,11 @@ class UNetTask:
             append_eval_row(self.run_dir, step, row)
 
     def validation_prompts(self) -> list[str]:
-        prompts = list(self.recipe.unet.validation_prompts)
-        if not prompts:
+        """unet.validation_prompts; else the instance (+ class) prompt with DreamBooth, else 4 val captions."""
+        prompts, db = list(self.recipe.unet.validation_prompts), self.recipe.dreambooth
+        if not prompts and db is not None:
+            prompts = [db.instance_prompt, *([db.class_prompt] if db.class_prompt.strip() else [])]
+        elif not prompts:
             source = self.val.samples or self.train.samples
             prompts = [s.captions[0] for s in source[:4]]
         return prompts

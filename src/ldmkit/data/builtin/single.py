@@ -9,9 +9,11 @@ from ldmkit.errors import UsageError
 DATASETS = ("shapes", "emoji", "avatars")
 
 
-def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, phrasings: int = 0) -> dict:
+def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, phrasings: int = 0,
+                 emoji_aliases: bool = False) -> dict:
     """Write the built-in dataset `name` (one of DATASETS) into `out`; returns its card (see build_dataset).
-    phrasings > 0 (avatars only) adds that many free phrasings per image to its captions."""
+    phrasings > 0 (avatars only) adds that many free phrasings per image to its captions; emoji_aliases
+    (emoji only) adds captions from the CLDR annotations (ldmkit.data.builtin.emoji_aliases)."""
     from ldmkit.data.builtin.card import make_card, prepare_output, write_build
 
     if name not in DATASETS:
@@ -25,18 +27,28 @@ def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, p
         check_phrasings(phrasings)
         if name != "avatars":
             raise UsageError(f"phrasings={phrasings!r} applies to the avatars dataset only, not {name!r}")
+    check_emoji_aliases(emoji_aliases, name == "emoji", name)
     out = Path(out)
     builder = _builder(name)
     builder_check = getattr(builder, "check_sources", None)
     if builder_check is not None:
         builder_check()  # fail (e.g. missing font) before touching the output folder
+    if emoji_aliases:
+        from ldmkit.data.builtin.emoji_aliases import check_cldr
+
+        check_cldr()
     prepare_output(out, name)
     result = builder.build(out, n=n, seed=seed, size=size)
     if phrasings:  # 0: the records and card of a plain build, unchanged
         from ldmkit.data.builtin.avatar_phrasings import with_phrasings
 
         result = with_phrasings(result, seed, phrasings)
-    card = make_card(result, n=n, seed=seed, size=size) | ({"phrasings": phrasings} if phrasings else {})
+    if emoji_aliases:  # False: the records and card of a plain build, unchanged
+        from ldmkit.data.builtin.emoji_aliases import with_aliases
+
+        result = with_aliases(result)
+    card = (make_card(result, n=n, seed=seed, size=size) | ({"phrasings": phrasings} if phrasings else {})
+            | ({"emoji_aliases": True} if emoji_aliases else {}))
     write_build(out, result, card)
     return card
 
@@ -44,6 +56,30 @@ def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, p
 def check_size(size) -> None:
     if not isinstance(size, int) or not 16 <= size <= 1024:
         raise UsageError(f"size must be an integer number of pixels in [16, 1024], got {size!r}")
+
+
+def check_emoji_aliases(emoji_aliases, has_emoji: bool, name: str) -> None:
+    """UsageError unless emoji_aliases is a bool, and True only for a dataset holding emoji."""
+    if not isinstance(emoji_aliases, bool):
+        raise UsageError(f"emoji_aliases must be true or false, got {emoji_aliases!r}")
+    if emoji_aliases and not has_emoji:
+        raise UsageError(f"emoji_aliases applies to the emoji dataset, which {name!r} does not hold")
+
+
+def check_caption_options(name: str | None, phrasings, emoji_aliases, *, prefix: str = "") -> None:
+    """UsageError unless `phrasings` and `emoji_aliases` are valid and change a build of `name` (a dataset or
+    mixture name; None: no built-in dataset). `prefix` names the settings in messages ("data.builtin_")."""
+    from ldmkit.data.builtin.avatar_phrasings import MAX_PHRASINGS
+
+    if isinstance(phrasings, bool) or not isinstance(phrasings, int) or not 0 <= phrasings <= MAX_PHRASINGS:
+        raise UsageError(f"{prefix}phrasings must be an integer in [0, {MAX_PHRASINGS}], got {phrasings!r}")
+    if not isinstance(emoji_aliases, bool):
+        raise UsageError(f"{prefix}emoji_aliases must be true or false, got {emoji_aliases!r}")
+    parts = set(name.split("+")) if isinstance(name, str) else set()
+    for key, value, part in (("phrasings", phrasings, "avatars"), ("emoji_aliases", emoji_aliases, "emoji")):
+        if value and part not in parts:
+            why = f"the built-in dataset {name!r} holds no {part}" if name else "no built-in dataset is built"
+            raise UsageError(f"{prefix}{key}={value!r} has no effect: it adds {part} captions, and {why}")
 
 
 def _builder(name: str):
