@@ -193,28 +193,32 @@ def evaluate(args) -> dict:
     pipe = Pipeline.default()
     models = {"base": None, "lora": ROOT / args.run / "final" / "lora.safetensors",
               "lora_no_prior": ROOT / args.run_no_prior / "final" / "lora.safetensors"}
-    for extra in args.extra:  # NAME=FILE: another LoRA (a checkpoint's, another recipe's) scored the same way
+    for extra in args.extra:  # NAME=PATH: another LoRA file or a full-fine-tune model folder, scored the same way
         name, _, path = extra.partition("=")
         if not name or not path or name in models:
-            sys.exit(f"--extra {extra!r}: give NAME=FILE with a new name")
+            sys.exit(f"--extra {extra!r}: give NAME=PATH with a new name")
         models[name] = Path(path).resolve()
     scores = {"real": read(real), **{f"real_{w}": read(images) for w, images in matched.items()}}
     for name, lora in models.items():
-        if lora is not None and not lora.is_file():
+        if lora is not None and not lora.exists():
             print(f"{lora} missing: {name} not evaluated (run `train` first)")
             continue
-        if lora is not None:
+        model = pipe
+        if lora is not None and lora.is_dir():  # full fine-tune (DreamBooth in `train unet`): its own pipeline
+            model, lora = Pipeline.from_pretrained(lora), None
+        elif lora is not None:
             pipe.load_lora(lora)
             pipe.fuse_lora()  # the same images as unfused up to float rounding, and faster (benchmarks/lora.py)
-        keys = ("id", "class", "class_sunglasses", "class_smiling") if lora is None else ("id", "id_sunglasses",
-                                                                                            "id_smiling", "class")
+        keys = ("id", "class", "class_sunglasses", "class_smiling") if name == "base" else ("id", "id_sunglasses",
+                                                                                              "id_smiling", "class")
         asked = [prompts[k] for k in keys]
         start = time.perf_counter()
-        cache = Path(args.out) / "images" / f"{pipe.model_hash[:12]}-{name}-{file_id(lora)}"  # base model + LoRA
-        for prompt, images in read_images(pipe, asked, args.n, cache).items():
+        cache = Path(args.out) / "images" / f"{model.model_hash[:12]}-{name}-{file_id(lora)}"  # model + LoRA
+        for prompt, images in read_images(model, asked, args.n, cache).items():
             scores[(name, prompt)] = read(images)
         print(f"{name}: {len(asked) * args.n} images in {time.perf_counter() - start:.0f} s", flush=True)
-        pipe.unload_lora()
+        if model is pipe:
+            pipe.unload_lora()
     texts = dict(zip(("sunglasses", "smiling"), text_embeddings(dual, [prompts["class_sunglasses"],
                                                                        prompts["class_smiling"]])))
     for key, s in scores.items():  # CLIP-T: image vs the asked prompt WITHOUT the identifier (the encoder lacks it)
@@ -265,7 +269,8 @@ def summarise(scores: dict, prompts: dict, models: dict, args) -> dict:
         if lora is None or (name, prompts["id"]) not in scores:
             continue
         own = lambda key: scores[(name, prompts[key])]  # noqa: E731
-        row = {"subject": subject(own("id")), "lora_bytes": lora.stat().st_size}
+        size = sum(f.stat().st_size for f in lora.rglob("*.safetensors")) if lora.is_dir() else lora.stat().st_size
+        row = {"subject": subject(own("id")), "file_bytes": size}
         for attr in ("sunglasses", "smiling"):
             mine, ref = own(f"id_{attr}"), base(f"class_{attr}")
             matched = scores[f"real_{attr}"]  # real renders of the subject showing the attribute

@@ -29,9 +29,10 @@ def test_sidecar_captions_are_appended_to_the_instance_prompt(tmp_path):
     (folder / "s1.txt").write_text("winking\n\ngrinning, on a gray background\n")  # two captions, a blank line
     (folder / "s2.txt").write_text("eating\n")
     got = {s.image_id: s.captions for s in instance_samples(section(folder, instance_captions=True))}
-    assert got == {"instance/s0.png": ("a zxq person, looking serious, on a pink background",),
-                   "instance/s1.png": ("a zxq person, winking", "a zxq person, grinning, on a gray background"),
-                   "instance/s2.png": ("a zxq person, eating",)}
+    assert got == {"instance/s0.png": ("a zxq person", "a zxq person, looking serious, on a pink background"),
+                   "instance/s1.png": ("a zxq person", "a zxq person, winking",
+                                       "a zxq person, grinning, on a gray background"),
+                   "instance/s2.png": ("a zxq person", "a zxq person, eating")}
     plain = instance_samples(section(folder))  # off (the default): the captions beside the images are not read
     assert {s.captions for s in plain} == {("a zxq person",)}
 
@@ -41,7 +42,7 @@ def test_metadata_jsonl_captions(tmp_path):
     rows = [{"file_name": "s0.png", "text": "smiling"}, {"file_name": "s1.png", "text": "on a yellow background"}]
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = [s.captions for s in instance_samples(section(folder, instance_captions=True))]
-    assert got == [("a zxq person, smiling",), ("a zxq person, on a yellow background",)]
+    assert got == [("a zxq person", "a zxq person, smiling"), ("a zxq person", "a zxq person, on a yellow background")]
 
 
 def test_an_image_without_a_caption_is_named(tmp_path):

@@ -4,7 +4,7 @@ VAE frozen) and `ldmkit train lora` (adapters): subject images, prior-preservati
     dataset, card = dreambooth_dataset(components, recipe.dreambooth, run_dir, image_size)   # before any training
 
 The subject ("instance") images come from `dreambooth.instance_data`, every one captioned `instance_prompt` (with
-`instance_captions`: "<instance_prompt>, <its own caption>" for each caption the dataset readers find). With
+`instance_captions`: also "<instance_prompt>, <its own caption>" for each caption the dataset readers find). With
 a `class_prompt`, the base model itself draws `class_images` images of it (image i from seed i) into
 RUN/class_images/NNNN.png before training (§3.3 of the paper: the model's own samples, so the class loss holds
 its prior where it was). Images are drawn in fixed chunks of 16 and each is written atomically once its chunk is
@@ -52,9 +52,11 @@ def instance_samples(section: DreamBoothSection) -> list:
         except BadImage as bad:
             raise DataError(f"{path}: {bad}") from None
     own = instance_captions(folder, paths) if section.instance_captions else {}
+    # with its own captions an image keeps the bare instance prompt as one of them: a model taught only
+    # "<prompt>, <caption>" does not draw the subject for the bare prompt (measured: docs/personalization.md)
     return [Sample(f"{INSTANCE_PREFIX}{p.name}", p,
-                   tuple(f"{section.instance_prompt}, {c}" for c in own[p.name]) if own else (section.instance_prompt,),
-                   {}) for p in paths]
+                   (section.instance_prompt, *(f"{section.instance_prompt}, {c}" for c in own.get(p.name, ()))), {})
+            for p in paths]
 
 
 def instance_captions(folder: Path, paths: list[Path]) -> dict[str, tuple[str, ...]]:

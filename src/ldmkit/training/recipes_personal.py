@@ -82,8 +82,9 @@ class DreamBoothSection:
     """The caption of every instance image, with the identifier, e.g. "a photo of zxq person"."""
     instance_captions: bool = False
     """Also read each instance image's own captions (a `NAME.txt` beside it, kohya's sd-scripts layout, or the
-    folder's metadata.jsonl) and train on "<instance_prompt>, <caption>": captions that name what varies between
-    the images (expression, background) keep the identifier from absorbing it, which helps composition."""
+    folder's metadata.jsonl) and train on "<instance_prompt>, <caption>" as well as the bare instance_prompt (one
+    of them at random each time an image is drawn): captions that name what varies between the images
+    (expression, background) keep the identifier from absorbing it, which helps composition."""
     class_prompt: str = ""
     """The subject's class without the identifier, e.g. "a photo of a person"; empty: no prior preservation."""
     class_images: int = 100
