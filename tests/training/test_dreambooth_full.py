@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from safetensors.torch import load_file
 
 from ldmkit.config import load_recipe
@@ -22,16 +22,6 @@ CONFIG = CONFIGS / "dreambooth-full-tiny.yaml"
 UNET_WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 
 
-def subject(folder: Path, n: int = 3) -> Path:
-    """n small pictures of one red circle, shifted a little."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        image = Image.new("RGB", (40, 40), (250, 250, 240))
-        ImageDraw.Draw(image).ellipse((4 + 2 * i, 6, 30 + 2 * i, 32), fill=(200, 40, 30), outline=(0, 0, 0))
-        image.save(folder / f"{i}.png")
-    return folder
-
-
 def overrides(folder: Path, *more: str) -> list[str]:
     return [f"dreambooth.instance_data={folder}", *more]
 
@@ -41,7 +31,7 @@ def _recipe(folder: Path, *more: str) -> UNetRecipe:
 
 
 @pytest.mark.slow
-def test_full_dreambooth_trains_the_whole_unet_into_a_model_folder_naming_the_card(tmp_path):
+def test_full_dreambooth_trains_the_whole_unet_into_a_model_folder_naming_the_card(tmp_path, subject):
     from ldmkit.models.presets import build_components
     from ldmkit.pipeline import Pipeline
 
@@ -81,7 +71,7 @@ def test_full_dreambooth_trains_the_whole_unet_into_a_model_folder_naming_the_ca
         assert r["instance_loss"] != pytest.approx(r["prior_loss"], rel=1e-3)  # two different means
 
 
-def test_batches_hold_subject_then_class_rows_and_only_the_unet_trains(tmp_path):
+def test_batches_hold_subject_then_class_rows_and_only_the_unet_trains(tmp_path, subject):
     from ldmkit.training.objective import min_snr_weights, per_sample_mse, q_sample
     from ldmkit.training.unet import UNetTask
 
@@ -153,7 +143,7 @@ def _killed_run(run_dir: Path, folder: Path, at: int) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_bitwise_equal(toy, tmp_path):
+def test_sigkill_then_resume_ends_bitwise_equal(toy, tmp_path, subject):
     """SIGKILL inside step 5 of 6 (checkpoint at 3), `train resume`: the final UNet equals an uninterrupted run's."""
     folder = subject(tmp_path / "subject")
     ref = run_trainer("unet", CONFIG, tmp_path / "ref", overrides(folder))
@@ -167,7 +157,7 @@ def test_sigkill_then_resume_ends_bitwise_equal(toy, tmp_path):
     assert any(not torch.equal(a[k], base[k]) for k in a)  # steps 4..6 changed the weights the test compares
 
 
-def test_recipe_checks(tmp_path):
+def test_recipe_checks(tmp_path, subject):
     folder = subject(tmp_path / "subject", 1)
     cases = [
         (["data.builtin=shapes"], "`data` has no effect with `dreambooth`"),
