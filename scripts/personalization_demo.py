@@ -269,8 +269,9 @@ def summarise(scores: dict, prompts: dict, models: dict, args) -> dict:
         if lora is None or (name, prompts["id"]) not in scores:
             continue
         own = lambda key: scores[(name, prompts[key])]  # noqa: E731
-        size = sum(f.stat().st_size for f in lora.rglob("*.safetensors")) if lora.is_dir() else lora.stat().st_size
-        row = {"subject": subject(own("id")), "file_bytes": size}
+        # what training wrote: the LoRA file, or a full fine-tune's UNet weights (the rest of its folder is the base's)
+        size = sum(f.stat().st_size for f in lora.glob("unet/*.safetensors")) if lora.is_dir() else lora.stat().st_size
+        row = {"subject": subject(own("id")), "trained_bytes": size}
         for attr in ("sunglasses", "smiling"):
             mine, ref = own(f"id_{attr}"), base(f"class_{attr}")
             matched = scores[f"real_{attr}"]  # real renders of the subject showing the attribute
