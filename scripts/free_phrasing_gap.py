@@ -2,16 +2,19 @@
 
     ldmkit eval MODEL --data DATA --where source=avatars --n 200 --prompt-set free-avatars -o eval-free
     ldmkit eval MODEL --data DATA --where source=avatars --n 200 --prompt-set free-avatars-templates -o eval-tpl
-    python scripts/free_phrasing_gap.py eval-free eval-tpl [--json gap.json]
+    python scripts/free_phrasing_gap.py eval-free eval-tpl [--json gap.json] [--condition guidance=7.5]
 
 Prints the attribute accuracy of both runs, their paired difference (bootstrap 95% interval over images),
 and the accuracy per attribute and per word of the free prompts (weakest words first) beside the control's.
+Runs made with `--sweep` hold several conditions: `--condition LABEL` picks one (the labels are listed if not).
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from ldmkit.errors import UsageError
 from ldmkit.evaluation.phrasing_gap import phrasing_gap
 
 
@@ -21,9 +24,9 @@ def fmt(ci: dict) -> str:
     return f"{ci['estimate']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
-def main(free: Path, control: Path, out: Path | None) -> None:
-    gap = phrasing_gap(free, control)
-    print(f"{gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
+def main(free: Path, control: Path, out: Path | None, condition: str | None = None) -> None:
+    gap = phrasing_gap(free, control, condition=condition)
+    print(f"{gap['condition']}: {gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
     for name in ("free", "templates", "difference"):
         print(f"{name:>11}: {fmt(gap[name])}")
     print("\nper attribute (n, free, templates):")
@@ -42,5 +45,9 @@ if __name__ == "__main__":
     parser.add_argument("free", type=Path, help="eval folder of the free-avatars run")
     parser.add_argument("control", type=Path, help="eval folder of the free-avatars-templates run")
     parser.add_argument("--json", type=Path, help="also write the numbers here (a new file)")
+    parser.add_argument("--condition", help="the condition to compare in --sweep runs, e.g. guidance=7.5")
     args = parser.parse_args()
-    main(args.free, args.control, args.json)
+    try:
+        main(args.free, args.control, args.json, args.condition)
+    except (UsageError, FileExistsError) as err:
+        sys.exit(f"error: {err}")

@@ -129,3 +129,20 @@ def metrics_labels(metrics: dict, data: Path, model: Path) -> list[dict]:
     test = split_rule(model).split(CaptionDataset.open(data), "test")
     rows = [dict(s.labels) for s in test.samples if is_avatars_row(s.labels)]
     return rows[:metrics["data"]["evaluated_images"]]
+
+
+def test_phrasing_gap_compares_one_named_condition_of_sweep_runs():
+    from ldmkit.evaluation.phrasing_gap import _condition_index
+
+    def runs(*labels_per_run):
+        return [{"conditions": [{"label": label} for label in labels]} for labels in labels_per_run]
+
+    assert _condition_index(runs(["model defaults"], ["model defaults"]), None) == 0
+    swept = runs(["guidance=7.5", "guidance=10.0"], ["guidance=7.5", "guidance=10.0"])
+    assert _condition_index(swept, "guidance=10.0") == 1
+    with pytest.raises(UsageError, match=r"2 conditions \(guidance=7.5, guidance=10.0\); choose one"):
+        _condition_index(swept, None)  # never silently the first
+    with pytest.raises(UsageError, match="no condition 'guidance=5'"):
+        _condition_index(swept, "guidance=5")
+    with pytest.raises(UsageError, match="different conditions"):
+        _condition_index(runs(["guidance=7.5"], ["guidance=10.0"]), "guidance=7.5")

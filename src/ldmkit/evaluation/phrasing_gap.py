@@ -1,7 +1,7 @@
 """What free phrasing costs: two `ldmkit eval` runs (`--prompt-set free-avatars` and `free-avatars-templates`,
 same model, data, n and seeds) compared image by image (issue 17).
 
-    gap = phrasing_gap(Path("eval-free"), Path("eval-templates"))
+    gap = phrasing_gap(Path("eval-free"), Path("eval-templates"))   # condition="guidance=7.5" for --sweep runs
     gap["difference"]        # free - templates, mean over images of the per-image accuracy, paired bootstrap CI
     gap["per_word"]          # (column, word) -> accuracy of the free prompts using that word, with the control's
 
@@ -25,8 +25,10 @@ SAME = ("model", "data", "split", "n", "seeds", "where", "steps", "sampler", "gu
 """Settings two runs must share to be compared image by image."""
 
 
-def phrasing_gap(free_dir: Path, control_dir: Path, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Per-image paired comparison of the first condition of two eval folders (see the module docstring)."""
+def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = None, n_boot: int = 1000,
+                 seed: int = 0) -> dict:
+    """Per-image paired comparison of one condition of two eval folders (see the module docstring): `condition`
+    is its label ("guidance=7.5"), needed when the runs swept several."""
     from PIL import Image
 
     from ldmkit.evaluation.attributes import split_rule
@@ -41,6 +43,7 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, n_boot: int = 1000, seed:
     differ = [k for k in SAME if runs[0]["settings"].get(k) != runs[1]["settings"].get(k)]
     if differ:
         raise UsageError(f"the two runs differ in {', '.join(differ)}; rerun them with the same settings")
+    index = _condition_index(runs, condition)
     s = runs[0]["settings"]
     settings = EvalSettings(model=Path(s["model"]), data=Path(s["data"]), out=Path("unused"), split=s["split"],
                             n=s["n"], where=s["where"], prompt_set="free-avatars")
@@ -53,23 +56,39 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, n_boot: int = 1000, seed:
     low = unreliable_attributes(classifier.config.accuracy)
     hits = []  # per run: per image {column: hit}
     for run, folder in zip(runs, (free_dir, control_dir)):
-        records = run["conditions"][0]["images"]
+        records = run["conditions"][index]["images"]
         images = [Image.open(Path(folder) / r["file"]).convert("RGB") for r in records]
         predicted = classifier.predict_images(images)
         hits.append([{c: is_match(guess.get(c), v) for c, v in prompts[r["prompt_index"]].asked.items()
                       if c not in low and c in classifier.config.accuracy}
                      for r, guess in zip(records, predicted)])
-    order = [r["prompt_index"] for r in runs[0]["conditions"][0]["images"]]
-    if order != [r["prompt_index"] for r in runs[1]["conditions"][0]["images"]]:
+    order = [r["prompt_index"] for r in runs[0]["conditions"][index]["images"]]
+    if order != [r["prompt_index"] for r in runs[1]["conditions"][index]["images"]]:
         raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
     scored = [i for i, h in enumerate(hits[0]) if h]
     free = np.array([np.mean(list(hits[0][i].values())) for i in scored])
     control = np.array([np.mean(list(hits[1][i].values())) for i in scored])
     ci = lambda values: interval(bootstrap_ci(np.asarray(values, dtype=float), n_boot=n_boot, seed=seed))  # noqa: E731
-    return {"images": len(scored), "excluded": sorted(low),
+    return {"condition": runs[0]["conditions"][index]["label"], "images": len(scored), "excluded": sorted(low),
             "free": ci(free), "templates": ci(control), "difference": ci(free - control),
             "per_attribute": _grouped(hits, scored, lambda i, c: c, ci),
             "per_word": _grouped(hits, scored, lambda i, c: f"{c}: {prompts[order[i]].words[c]}", ci)}
+
+
+def _condition_index(runs: list[dict], condition: str | None) -> int:
+    """The index of the condition to compare: the only one, or the one labelled `condition` in both runs."""
+    labels = [[c["label"] for c in run["conditions"]] for run in runs]
+    if labels[0] != labels[1]:
+        raise UsageError(f"the two runs hold different conditions ({labels[0]} vs {labels[1]}); rerun them with "
+                         "the same settings")
+    if condition is None:
+        if len(labels[0]) != 1:
+            raise UsageError(f"the runs hold {len(labels[0])} conditions ({', '.join(labels[0])}); choose one "
+                             "(--condition LABEL)")
+        return 0
+    if condition not in labels[0]:
+        raise UsageError(f"no condition {condition!r} in the runs; they hold: {', '.join(labels[0])}")
+    return labels[0].index(condition)
 
 
 def _grouped(hits, scored, key, ci) -> dict:
