@@ -26,7 +26,8 @@ def fmt(ci: dict) -> str:
 
 def main(free: Path, control: Path, out: Path | None, condition: str | None = None) -> None:
     gap = phrasing_gap(free, control, condition=condition)
-    print(f"{gap['condition']}: {gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
+    excluded = ", ".join(gap["excluded"]) or "none"
+    print(f"{gap['condition']}: {gap['images']} images; excluded (classifier < 95%): {excluded}")
     for name in ("free", "templates", "difference"):
         print(f"{name:>11}: {fmt(gap[name])}")
     print("\nper attribute (n, free, templates):")

@@ -9,8 +9,9 @@
 The subject is one `avatars` identity (hair, hair colour, skin, facial hair, clothes) that the default model's
 2,000 training avatars never show together and that the instruments read through the shipped autoencoder
 (`pick`); it is drawn by the built-in renderer with varied expressions and backgrounds, never smiling and never
-with glasses, so "smiling" and "wearing sunglasses" are compositions the LoRA has to make. `train` runs `ldmkit train lora --config configs/dreambooth-demo.yaml` twice: as written (prior
-preservation) and with the class prompt emptied (none). `evaluate` reads every model's images with the default
+with glasses, so "smiling" and "wearing sunglasses" are compositions the LoRA has to make. `train` runs
+`ldmkit train lora --config configs/dreambooth-demo.yaml` twice: as written (prior preservation) and with the class
+prompt emptied (none). `evaluate` reads every model's images with the default
 model's attribute classifier and dual encoder (ldmkit.evaluation.personalization) and compares them with real
 renders of the subject. An instance folder, run folder or drawn image that is already there is reused, never
 overwritten (OUT/results.json and the grid are rewritten).
@@ -52,7 +53,8 @@ def subject_view(index: int, *, instance: bool, wearing: str = "", subject: dict
     kind = "instance" if instance else f"real-{wearing}" if wearing else "real"
     rng = random.Random(f"personalization-demo-{kind}-{index}")
     backgrounds = sorted(BACKGROUNDS)
-    view = {**(subject or SUBJECT), "eyes": rng.choice(sorted(set(EYES) - {"closed"})), "eyebrows": rng.choice(sorted(EYEBROWS)),
+    view = {**(subject or SUBJECT), "eyes": rng.choice(sorted(set(EYES) - {"closed"})),
+            "eyebrows": rng.choice(sorted(EYEBROWS)),
             "mouth": rng.choice(NEUTRAL_MOUTHS if instance else sorted(MOUTHS)),
             "background": backgrounds[index % len(backgrounds)] if instance else rng.choice(backgrounds)}
     if wearing == "sunglasses":
@@ -338,7 +340,7 @@ def summarise(scores: dict, prompts: dict, models: dict, args) -> dict:
               for key in ("real", "real_vae")},
            **{f"real_{w}{vae}": {m: _ci(P.mean_ci(scores[f"real_{w}{vae}"][m])) for m in ("identity", "similarity", w)}
               for w in ("sunglasses", "smiling") for vae in ("", "_vae")},
-           "real_vae_per_attribute": {key: per_attribute(scores[key]["predicted"])
+           "real_per_attribute": {key: per_attribute(scores[key]["predicted"])
                                       for key in ("real", "real_vae", "real_smiling", "real_smiling_vae")},
            "base": {"subject": subject(base("id")), "class_identity": _ci(P.mean_ci(base("class")["identity"])),
                     **{f"plain_{a}_shows": _ci(P.mean_ci(base(f"class_{a}")[a])) for a in ("sunglasses", "smiling")},
@@ -396,7 +398,8 @@ def save_grid(scores: dict, instance: list, prompts: dict, models: dict, path: P
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=("pick", "prepare", "train", "evaluate", "all"))
-    p.add_argument("--candidates", type=int, default=200, help="pick: subjects to draw at most (1..10000)")
+    p.add_argument("--candidates", type=int, default=None, help="pick: subjects to draw at most (1..10000, "
+                   "default 200)")
     p.add_argument("--config", type=Path, default=Path(CONFIG), help="the DreamBooth LoRA recipe")
     p.add_argument("--run", default=RUN, help="run folder of the recipe as written")
     p.add_argument("--run-no-prior", default=RUN_NO_PRIOR, help="run folder without prior preservation")
@@ -417,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.candidates is not None and args.step != "pick":
+        p.error("--candidates is a setting of `pick` only")
+    args.candidates = 200 if args.candidates is None else args.candidates
     if not 1 <= args.candidates <= 10000:
         p.error("--candidates must be in 1..10000")
     if args.step == "pick":
