@@ -146,3 +146,15 @@ def test_phrasing_gap_compares_one_named_condition_of_sweep_runs():
         _condition_index(swept, "guidance=5")
     with pytest.raises(UsageError, match="different conditions"):
         _condition_index(runs(["guidance=7.5"], ["guidance=10.0"]), "guidance=7.5")
+
+
+def test_an_eval_condition_is_labelled_with_the_settings_it_overrides():
+    from ldmkit.evaluation.run import EvalSettings, Sweep, _conditions
+
+    def labels(**kw):
+        return [c.label for c in _conditions(EvalSettings(model=Path("m"), data=Path("d"), out=Path("o"), **kw))]
+
+    assert labels() == ["model defaults"]
+    assert labels(guidance=7.5) == ["guidance=7.5"]  # was "model defaults" although guidance 7.5 was used
+    assert labels(steps=30, sampler="euler") == ["steps=30, sampler=euler"]
+    assert labels(sweep=Sweep("guidance", (3.0, 5.0))) == ["guidance=3.0", "guidance=5.0"]

@@ -316,13 +316,14 @@ def _conditions(settings: EvalSettings) -> list[Condition]:
     base = {"steps": settings.steps, "sampler": settings.sampler, "guidance": settings.guidance}
     values = settings.sweep.values if settings.sweep else (None,)
     ks = (1, settings.best_of) if settings.best_of > 1 else (1,)
+    fixed = ", ".join(f"{k}={v}" for k, v in base.items() if v is not None)  # the label says what was overridden
     out = []
     for value in values:
         kwargs = dict(base)
         if settings.sweep:
             kwargs[settings.sweep.name] = value
         for k in ks:
-            label = f"{settings.sweep.name}={value}" if settings.sweep else "model defaults"
+            label = f"{settings.sweep.name}={value}" if settings.sweep else (fixed or "model defaults")
             out.append(Condition(label + (f", best-of-{k}" if k > 1 else ""), value, k, kwargs,
                                  SamplingSettings(**kwargs)))
     return out
