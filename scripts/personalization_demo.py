@@ -1,6 +1,6 @@
 """The personalization demo of issue 16: teach the shipped default model a person it has never seen.
 
-    python scripts/personalization_demo.py pick                 # how SUBJECT was chosen (prints every candidate)
+    python scripts/personalization_demo.py pick                 # how SUBJECT was chosen (prints each unseen candidate)
     python scripts/personalization_demo.py prepare              # 8 renders of the subject -> the recipe's instance folder
     python scripts/personalization_demo.py train                # DreamBooth LoRA, with and without prior preservation
     python scripts/personalization_demo.py evaluate             # before vs after, bootstrap CIs -> OUT/results.json
@@ -121,7 +121,7 @@ def pick(args) -> dict:
     plain and smiling, score >= READABLE as they are and through the shipped autoencoder. The first subject
     (big black hair, big beard, pastel green hoodie) failed the second half: through the autoencoder the
     classifier reads its hoodie as a crew-neck t-shirt (0.06) and the big beard as a medium one half the time,
-    so no fine-tune could reach 80% of the real renders' identity. Prints every candidate tried."""
+    so no fine-tune could reach 80% of the real renders' identity. Prints each candidate that passes the first half, with its readings."""
     from ldmkit.data.builtin.avatars import HATS, random_attributes
     from ldmkit.models.attributes import load_attribute_classifier
     from ldmkit.models.packaged import default_model_dir
