@@ -121,7 +121,8 @@ def pick(args) -> dict:
     plain and smiling, score >= READABLE as they are and through the shipped autoencoder. The first subject
     (big black hair, big beard, pastel green hoodie) failed the second half: through the autoencoder the
     classifier reads its hoodie as a crew-neck t-shirt (0.06) and the big beard as a medium one half the time,
-    so no fine-tune could reach 80% of the real renders' identity. Prints each candidate that passes the first half, with its readings."""
+    so no fine-tune could reach 80% of the real renders' identity. Prints each candidate that passes the first
+    half, with its readings."""
     from ldmkit.data.builtin.avatars import HATS, random_attributes
     from ldmkit.models.attributes import load_attribute_classifier
     from ldmkit.models.packaged import default_model_dir
