@@ -2,6 +2,7 @@
 
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -100,6 +101,18 @@ def test_builder_phrasings_add_captions_only_when_asked(tmp_path):
         assert b["text"][3:] == [ph.free_phrasing(labels, rng, pool="train").text for _ in range(2)]
     assert (tmp_path / "plain" / "images" / "00003.png").read_bytes() == \
         (tmp_path / "varied" / "images" / "00003.png").read_bytes()
+
+
+def test_a_phrasing_that_repeats_a_caption_is_drawn_again(monkeypatch):
+    """A 6,000-avatar build with 2 phrasings each had 5 `duplicate_line`s before repeats were redrawn."""
+    from ldmkit.data.builtin.card import BuildResult, Record
+
+    draws = iter(["a ginger guy", "a person with red hair", "a ginger guy", "ginger, beard", "never reached"])
+    monkeypatch.setattr(ph, "free_phrasing", lambda labels, rng, pool: SimpleNamespace(text=next(draws)))
+    record = Record("images/00000.png", ("a person with red hair",), {"top": "shaggy"})
+    result = BuildResult("avatars", (record,), {}, {}, ("{x}",))
+    (out,) = ph.with_phrasings(result, seed=0, count=2).records
+    assert out.captions == ("a person with red hair", "a ginger guy", "ginger, beard")
 
 
 @pytest.mark.parametrize("bad", [-1, 17, True, "2", 1.0])

@@ -121,7 +121,7 @@ def test_refuses_a_foreign_folder_and_writes_nothing(source, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_replacing_an_earlier_ship_needs_replace_and_keeps_its_references(source, shipped, tmp_path):
+def test_replacing_an_earlier_ship_needs_replace_and_keeps_references_of_the_same_images(source, shipped, tmp_path):
     out = tmp_path / "default_model"
     shutil.copytree(shipped[0], out)
     meta = json.loads((out / "ldmkit.json").read_text())
@@ -129,9 +129,12 @@ def test_replacing_an_earlier_ship_needs_replace_and_keeps_its_references(source
     (out / "ldmkit.json").write_text(json.dumps(meta))
     with pytest.raises(UsageError, match="--replace"):
         ship_model(ShipSpec(source=source / "model", out=out))
-    ship_model(ShipSpec(source=source / "model", out=out, replace=True))
+    ship_model(ShipSpec(source=source / "model", out=out, replace=True, sampling={"steps": 7}))
     again = json.loads((out / "ldmkit.json").read_text())
     assert again[REFERENCE]["sha256"]["Other-platform"] == "abc"  # same source: other platforms' hashes kept
+    ship_model(ShipSpec(source=source / "model", out=out, replace=True, sampling={"steps": 7, "guidance": 7.5}))
+    again = json.loads((out / "ldmkit.json").read_text())
+    assert again[REFERENCE]["sha256"] == {}  # other sampling defaults draw another reference image
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default_model"]
 
 

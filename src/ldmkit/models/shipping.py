@@ -154,8 +154,10 @@ def _meta(spec: ShipSpec, parts: SourceParts, source_hash: str, text: str, previ
     meta[SHIPPED] = {"source": spec.source.resolve().name, "model": model_in_source, "source_hash": source_hash,
                      "weights_dtype": "float16", "text_encoder": text, "ldmkit_version": ldmkit.__version__,
                      "date": datetime.date.today().isoformat()}
-    old = (previous or {}).get(REFERENCE, {})
-    keep = old.get("sha256", {}) if (previous or {}).get(SHIPPED, {}).get("source_hash") == source_hash else {}
+    previous = previous or {}
+    same_images = (previous.get(SHIPPED, {}).get("source_hash") == source_hash
+                   and previous.get("sampling", {}) == meta["sampling"])  # other defaults draw other images
+    keep = previous.get(REFERENCE, {}).get("sha256", {}) if same_images else {}
     meta[REFERENCE] = {"prompt": REFERENCE_PROMPT, "seed": 0, "sha256": dict(keep)}
     return meta
 

@@ -202,7 +202,8 @@ def check_phrasings(phrasings) -> None:
 
 def with_phrasings(result, seed: int, count: int):
     """The avatars BuildResult with `count` train-pool phrasings added to each record's captions; record i's
-    come from its own generator (seeded by build seed and i), so they are the same whatever n is."""
+    come from its own generator (seeded by build seed and i), so they are the same whatever n is. A draw that
+    repeats one of the record's captions is drawn again (a repeat would be a `duplicate_line` in the build)."""
     from dataclasses import replace
 
     from ldmkit.data.builtin.card import Record
@@ -211,8 +212,14 @@ def with_phrasings(result, seed: int, count: int):
     records = []
     for index, record in enumerate(result.records):
         rng = random.Random(f"avatars-phrasings-{seed}-{index}")
-        extra = tuple(free_phrasing(record.labels, rng, pool="train").text for _ in range(count))
-        records.append(Record(record.file_name, record.captions + extra, record.labels))
+        extra: list[str] = []
+        for _ in range(10 * count):  # bounded: an avatar with fewer distinct phrasings keeps what was found
+            if len(extra) == count:
+                break
+            text = free_phrasing(record.labels, rng, pool="train").text
+            if text not in record.captions and text not in extra:
+                extra.append(text)
+        records.append(Record(record.file_name, record.captions + tuple(extra), record.labels))
     note = (f"each image also has {count} free phrasings after the template captions (1-4 attributes, synonyms, "
             "varied word order; ldmkit/data/builtin/avatar_phrasings.py, train pool)")
     return replace(result, records=tuple(records), notes=(*result.notes, note))
