@@ -3,8 +3,9 @@
     .venv/bin/python scripts/gallery.py [--model DIR] [--out docs/images]
 
 Writes OUT/gallery.png (one row per prompt, seeds 0..3, 2x nearest-neighbour upscaled so 64 px images are
-visible), OUT/trajectory.png and OUT/trajectory.gif (x_t | predicted x0 at every step). The prompts mix
-held-out captions (never trained on; marked in gallery.txt) and names the model was trained on.
+visible), OUT/trajectory.png and OUT/trajectory.gif (x_t | predicted x0 at every step). The first prompts are
+emoji names and captions in the training templates' words; the rows marked "[free]" are written the way people
+write (other sentence shapes and synonyms: docs/quality.md, "Free phrasing").
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ PROMPTS = (
     "a man with a big black beard and a blue hoodie, grinning",
     "a person with a pastel pink afro and sunglasses",
     "a person with a bald head and an eyepatch, looking sad",
+)
+FREE_PROMPTS = (
+    "a ginger guy with a beard",
+    "profile pic: someone with a pink afro and shades",
+    "could you draw a woman with curly hair in a navy hoodie?",
 )
 SEEDS = (0, 1, 2, 3)
 SCALE = 2
@@ -41,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     pipe = Pipeline.from_pretrained(args.model or default_model_dir())
     side = pipe.components.image_size * SCALE
-    label_w = 360
-    grid = Image.new("RGB", (label_w + side * len(SEEDS), side * len(PROMPTS)), "white")
+    label_w = 400
+    rows = [(p, p) for p in PROMPTS] + [(p, f"{p} [free]") for p in FREE_PROMPTS]
+    grid = Image.new("RGB", (label_w + side * len(SEEDS), side * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
-    for row, prompt in enumerate(PROMPTS):
+    for row, (prompt, label) in enumerate(rows):
         images = pipe(prompt, seed=SEEDS[0], num_images=len(SEEDS)).images
-        draw.text((6, row * side + side // 2 - 6), prompt, fill="black")
+        draw.text((6, row * side + side // 2 - 6), label, fill="black")
         for col, image in enumerate(images):
             grid.paste(image.resize((side, side), Image.Resampling.NEAREST), (label_w + col * side, row * side))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -140,6 +140,32 @@ def test_where_restricts_the_evaluated_rows(avatars_eval, tmp_path):
         _held_out(EvalSettings(model=model, data=data, out=tmp_path / "q", where={"mouth": "nope"}), rule)
 
 
+def test_sample_seed_draws_n_images_in_split_order_and_puts_them_first(avatars_eval, tmp_path):
+    from ldmkit.errors import UsageError
+    from ldmkit.evaluation.run import EvalSettings, _held_out
+
+    model, data, holdout = avatars_eval
+    rule = split_rule(model)
+    first = _held_out(EvalSettings(model=model, data=data, out=tmp_path / "a", n=3), rule)
+    whole = [s.image_id for s in first[0].samples]
+    assert len(whole) > 6
+    drawn = [_held_out(EvalSettings(model=model, data=data, out=tmp_path / "b", n=3, sample_seed=seed), rule)
+             for seed in (1, 1, 2)]
+    ids = [[s.image_id for s in held.samples] for held, _, _ in drawn]
+    assert ids[0] == ids[1] != ids[2]  # seeded: the same draw twice, another seed another draw
+    for (held, prompts, labels), order in zip(drawn, ids):
+        assert sorted(order) == sorted(whole)  # every image stays in the real-vs-real reference
+        chosen = order[:3]
+        assert chosen == [i for i in whole if i in chosen]  # in split order
+        assert prompts == [held.samples[k].captions[0] for k in range(3)] and len(labels) == 3
+    assert ids[0][:3] != whole[:3] or ids[2][:3] != whole[:3]
+    everything = _held_out(EvalSettings(model=model, data=data, out=tmp_path / "c", n=999, sample_seed=1), rule)
+    assert [s.image_id for s in everything[0].samples] == whole  # n >= the split: all of it, as without a seed
+    for bad in (-1, 2**32, True, 1.5):
+        with pytest.raises(UsageError, match="--sample-seed must be an integer"):
+            EvalSettings(model=model, data=data, out=tmp_path / "d", sample_seed=bad)
+
+
 def test_cli_where_parses_pairs():
     from ldmkit.cli.eval import parse_where
     from ldmkit.errors import UsageError

@@ -18,6 +18,9 @@ def register(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset folder holding the held-out split")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to use (default test)")
     p.add_argument("--n", type=int, default=32, help="captions (first N images of the split; default 32)")
+    p.add_argument("--sample-seed", type=int, metavar="S",
+                   help="take the N images at random (seed S) instead of the first N, e.g. emoji of every group "
+                        "rather than the start of the alphabet")
     p.add_argument("--seeds", default="0", metavar="S1,S2", help="generation seeds, one image per seed (default 0)")
     p.add_argument("--sweep", metavar="NAME=V1,V2", help="vary guidance, steps or sampler, e.g. guidance=1,3,5,7")
     p.add_argument("--clip", type=Path, metavar="FOLDER",
@@ -65,6 +68,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ldmkit.evaluation.report import REPORT_FILE, fmt
 
     settings = EvalSettings(model=args.model, data=args.data, out=args.out, split=args.split, n=args.n,
+                            sample_seed=args.sample_seed,
                             seeds=parse_seeds(args.seeds), sweep=parse_sweep(args.sweep) if args.sweep else None,
                             clip=args.clip, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                             best_of=args.best_of, n_boot=args.n_boot, where=parse_where(args.where),

@@ -76,6 +76,9 @@ class EvalSettings:
     """Which split's captions and images to use (train, val, test)."""
     n: int = 32
     """How many of the split's images (first by image id) give captions; each gets one image per seed."""
+    sample_seed: int | None = None
+    """None: the first n images of the split; an integer: n images drawn at random with this seed (e.g. emoji
+    from every group, not the start of the alphabet), in split order."""
     seeds: tuple[int, ...] = (0,)
     """Generation seeds; with best_of K the candidates of seed s are seeds s*K .. s*K+K-1."""
     sweep: Sweep | None = None
@@ -110,6 +113,9 @@ class EvalSettings:
             object.__setattr__(self, name, Path(getattr(self, name)))
         if not isinstance(self.n, int) or self.n < 2:
             raise UsageError(f"--n must be an integer >= 2 (metrics need two images), got {self.n!r}")
+        seed = self.sample_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+            raise UsageError(f"--sample-seed must be an integer in [0, 2^32), got {self.sample_seed!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise UsageError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}")
         if not isinstance(self.best_of, int) or self.best_of < 1:
@@ -263,7 +269,8 @@ def _prepare_out(out: Path) -> Path:
 
 
 def _held_out(settings: EvalSettings, rule: SplitRule):
-    """(split dataset restricted to `where`, first caption of each of its first n images, their labels)."""
+    """(split dataset restricted to `where`, the n chosen images first; the first caption of each chosen image,
+    their labels)."""
     from ldmkit.data.dataset import CaptionDataset
 
     held_out = rule.split(CaptionDataset.open(settings.data), settings.split)
@@ -279,6 +286,13 @@ def _held_out(settings: EvalSettings, rule: SplitRule):
         raise DataError(f"the {settings.split!r} split of {settings.data} has {len(held_out)} image(s){where}; the "
                         "metrics need at least 2 (use a larger dataset, another --split or --where)")
     chosen = held_out.samples[:settings.n]
+    if settings.sample_seed is not None and settings.n < len(held_out):
+        import random
+
+        picked = set(random.Random(settings.sample_seed).sample(range(len(held_out)), settings.n))
+        chosen = [s for i, s in enumerate(held_out.samples) if i in picked]
+        # the chosen images first: real[:n] are their real images, the rest stay in the real-vs-real reference
+        held_out = held_out.subset(chosen + [s for i, s in enumerate(held_out.samples) if i not in picked])
     return held_out, [s.captions[0] for s in chosen], [dict(s.labels) for s in chosen]
 
 
