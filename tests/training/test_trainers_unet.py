@@ -160,6 +160,25 @@ def test_fine_tuning_starts_from_a_model_folder(tmp_path):
     assert all(p.requires_grad for p in task.components.unet.parameters())
 
 
+def test_a_model_trained_from_a_shipped_one_does_not_inherit_its_ship_record(tmp_path):
+    import json
+
+    from ldmkit.models.folder import model_hash
+
+    torch.set_num_threads(1)
+    first = train_task("unet", _recipe("train.steps=1"), tmp_path / "first")
+    record_file = first.final_dir / "ldmkit.json"
+    record = json.loads(record_file.read_text())
+    shipped = {"name": "v1", "shipped": {"source_hash": "abc"}, "reference_image": {"sha256": {"x": "0" * 64}},
+               "metrics": {"eval": {"fid": 1.0}}, "recipe": {"file": "r.yaml"}, "dataset_cards": [{"name": "d"}]}
+    record_file.write_text(json.dumps({**record, **shipped}))
+    task = UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "second")
+    meta = task.components.meta
+    assert not set(shipped) & set(meta)  # another model now: its name, ship, image hash and metrics are not its own
+    assert meta["init_model"] == {"from": str(first.final_dir), "model_hash": model_hash(first.final_dir), "name": "v1"}
+    assert meta["sampling"] == record["sampling"]  # what it samples with is kept
+
+
 def test_every_checkpoint_holds_a_model_folder_that_generates(tmp_path):
     from safetensors.torch import load_file
 

@@ -15,15 +15,15 @@ from ldmkit.training.recipes import ModelSection
 def start_components(model: ModelSection, image_size: int | None):
     """`model.init_from`'s components, or a fresh `model.preset` seeded with `model.seed`, set to train at
     `image_size` (None: the model's own image size)."""
-    from ldmkit.models.folder import load_components
+    from ldmkit.models.folder import load_components, model_hash
     from ldmkit.models.presets import build_components
 
-    if model.init_from == "default":  # the shipped default model
+    if model.init_from is not None:
         from ldmkit.models.packaged import default_model_dir
 
-        components = load_components(default_model_dir())
-    elif model.init_from is not None:
-        components = load_components(Path(model.init_from))
+        folder = default_model_dir() if model.init_from == "default" else Path(model.init_from)
+        components = load_components(folder)
+        _forget_the_start_record(components, model.init_from, model_hash(folder))
     else:
         components = build_components(model.preset, seed=model.seed, text_encoder=model.text_encoder,
                                       latent_channels=model.latent_channels)
@@ -39,6 +39,18 @@ def start_components(model: ModelSection, image_size: int | None):
         raise UsageError(f"data.image_size {image_size} must be a multiple of the VAE's factor {factor}")
     components.meta["image_size"] = image_size
     return components
+
+
+START_ONLY = ("name", "shipped", "reference_image", "metrics", "recipe", "stage_recipes", "dataset_cards")
+"""ldmkit.json keys that describe the start model alone (its ship, evaluation and data): a model trained from it
+is another model, so they move to `init_model` (name) or go (the new run records its own training and data)."""
+
+
+def _forget_the_start_record(components, init_from: str, weights_hash: str) -> None:
+    meta = components.meta
+    meta["init_model"] = {"from": init_from, "model_hash": weights_hash, "name": meta.get("name")}
+    for key in START_ONLY:
+        meta.pop(key, None)
 
 
 def write_model_folder(components, path: Path, recipe: Any, extra_meta: dict[str, Any] | None = None) -> None:
