@@ -170,7 +170,8 @@ def test_a_model_trained_from_a_shipped_one_does_not_inherit_its_ship_record(tmp
     record_file = first.final_dir / "ldmkit.json"
     record = json.loads(record_file.read_text())
     shipped = {"name": "v1", "shipped": {"source_hash": "abc"}, "reference_image": {"sha256": {"x": "0" * 64}},
-               "metrics": {"eval": {"fid": 1.0}}, "recipe": {"file": "r.yaml"}, "dataset_cards": [{"name": "d"}]}
+               "metrics": {"eval": {"fid": 1.0}}, "recipe": {"file": "r.yaml"}, "dataset_cards": [{"name": "d"}],
+               "training_eval": [{"step": 1, "clip_score": 20.0}]}
     record_file.write_text(json.dumps({**record, **shipped}))
     task = UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "second")
     meta = task.components.meta

@@ -286,7 +286,10 @@ def _held_out(settings: EvalSettings, rule: SplitRule):
         raise DataError(f"the {settings.split!r} split of {settings.data} has {len(held_out)} image(s){where}; the "
                         "metrics need at least 2 (use a larger dataset, another --split or --where)")
     chosen = held_out.samples[:settings.n]
-    if settings.sample_seed is not None and settings.n < len(held_out):
+    if settings.sample_seed is not None and settings.n >= len(held_out):
+        raise UsageError(f"--sample-seed has no effect: --n {settings.n} takes all {len(held_out)} images of the "
+                         f"{settings.split!r} split{' with these labels' if settings.where else ''}; leave it out")
+    if settings.sample_seed is not None:
         import random
 
         picked = set(random.Random(settings.sample_seed).sample(range(len(held_out)), settings.n))

@@ -41,8 +41,9 @@ def start_components(model: ModelSection, image_size: int | None):
     return components
 
 
-START_ONLY = ("name", "shipped", "reference_image", "metrics", "recipe", "stage_recipes", "dataset_cards")
-"""ldmkit.json keys that describe the start model alone (its ship, evaluation and data): a model trained from it
+START_ONLY = ("name", "shipped", "reference_image", "metrics", "recipe", "stage_recipes", "dataset_cards",
+              "training_eval")
+"""ldmkit.json keys that describe the start model alone (its ship, evaluations and data): a model trained from it
 is another model, so they move to `init_model` (name) or go (the new run records its own training and data)."""
 
 
