@@ -160,6 +160,18 @@ def test_fine_tuning_starts_from_a_model_folder(tmp_path):
     assert all(p.requires_grad for p in task.components.unet.parameters())
 
 
+def test_a_preset_beside_init_from_must_be_the_folders_own(tmp_path):
+    """The architecture comes from model.init_from: another preset name would have no effect, so it is refused;
+    without one the recorded recipe says null, not the fresh-model default."""
+    torch.set_num_threads(1)
+    first = train_task("unet", _recipe("train.steps=1"), tmp_path / "first")  # tiny.yaml: preset tiny
+    with pytest.raises(UsageError, match="model.preset small64 has no effect with model.init_from .* architecture is tiny"):
+        UNetTask(_recipe(f"model.init_from={first.final_dir}", "model.preset=small64"), tmp_path / "second")
+    assert UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "third").components.meta["preset"] == "tiny"
+    recipe = load_recipe(TINY.parent / "default-unet-mix.yaml", UNetRecipe)
+    assert recipe.model.preset is None and recipe.model.init_from == "default"
+
+
 def test_a_model_trained_from_a_shipped_one_does_not_inherit_its_ship_record(tmp_path):
     import json
 

@@ -23,9 +23,14 @@ def start_components(model: ModelSection, image_size: int | None):
 
         folder = default_model_dir() if model.init_from == "default" else Path(model.init_from)
         components = load_components(folder)
+        own = components.meta.get("preset")
+        if model.preset is not None and model.preset != own:
+            raise UsageError(f"model.preset {model.preset} has no effect with model.init_from {model.init_from}, whose "
+                             f"architecture is {own or 'not a named preset'}: drop model.preset, or train a fresh "
+                             f"{model.preset} without model.init_from")
         _forget_the_start_record(components, model.init_from, model_hash(folder))
     else:
-        components = build_components(model.preset, seed=model.seed, text_encoder=model.text_encoder,
+        components = build_components(model.preset or "tiny", seed=model.seed, text_encoder=model.text_encoder,
                                       latent_channels=model.latent_channels)
     if model.vae_from is not None:
         vae = load_components(Path(model.vae_from)).vae

@@ -91,8 +91,9 @@ class DataSection:
 class ModelSection:
     """What the trained model starts from."""
 
-    preset: str = "tiny"
-    """Architecture preset (tiny, small64, sd15, sd21) used when `init_from` is None."""
+    preset: str | None = None
+    """Architecture preset (tiny, small64, sd15, sd21) of a fresh model (None: tiny). With `init_from` it may only
+    name that folder's own preset (the architecture comes from the folder; another name would have no effect)."""
     init_from: str | None = None
     """A model folder to fine-tune instead of building `preset` from scratch ("default": the shipped model)."""
     text_encoder: str | None = None
@@ -105,7 +106,7 @@ class ModelSection:
     """Latent channels of a fresh preset (VAE latents and UNet input/output); None: the preset's (4)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.preset, str) or not self.preset:
+        if self.preset is not None and (not isinstance(self.preset, str) or not self.preset):
             raise UsageError(f"model.preset must be a preset name, got {self.preset!r}")
         check_int("model", "seed", self.seed, minimum=0)
         if self.latent_channels is not None:
