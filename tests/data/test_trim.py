@@ -140,6 +140,27 @@ def test_policy_options():
         standardize(small, 16, trim="yes")
 
 
+def test_fill_fills_the_frame_with_the_subject_and_cuts_its_long_side():
+    """fill = trim version 1's crop (what the shipped default model was trained on): the largest square inside
+    the subject box, where crop keeps the whole subject with a margin."""
+    img = _scene(200, 160, (40, 30, 160, 70))  # a 120 x 40 subject on white
+    out, filled = standardize(img, 16, policy="fill")
+    assert filled.trim_box == (40, 30, 160, 70) and filled.crop_box == (80, 30, 120, 70)  # 40 x 40, centred
+    assert filled.reason == "centre" and np.asarray(out).mean(axis=(0, 1))[1] < 60  # all subject, no white
+    _, cropped = standardize(img, 16)
+    assert cropped.reason == "content" and cropped.crop_box[0] < 40 and cropped.crop_box[2] > 160
+    # a subject with its salient part at one end: the window slides inside the box to keep it
+    img = _scene(200, 160, (40, 30, 160, 70), colour=(235, 190, 190))  # pale, barely salient on white
+    ImageDraw.Draw(img).rectangle([140, 30, 159, 69], fill=(0, 0, 0))
+    _, slid = standardize(img, 16, policy="fill")
+    assert slid.reason == "saliency" and slid.crop_box[2] == 160 and slid.crop_box[1] == 30
+    _, centred = standardize(img, 16, policy="fill", focus="centre")
+    assert centred.crop_box == (80, 30, 120, 70)
+    # a subject that already has the target aspect is taken whole
+    assert standardize(_scene(100, 100, (20, 30, 60, 70)), 16, policy="fill")[1].crop_box == (20, 30, 60, 70)
+    assert trim.Standardizer(policy="fill").cache_id != trim.Standardizer().cache_id
+
+
 def test_standardizer_names_its_policy_for_caches():
     a, b = trim.Standardizer(), trim.Standardizer(focus="centre")
     assert a.cache_id != b.cache_id and f"v{trim.TRIM_VERSION}" in a.cache_id

@@ -89,7 +89,7 @@ class TrainConfig:
         return self.ema_decay > 0.0
 
 
-TRIM_POLICIES = ("crop", "pad")
+TRIM_POLICIES = ("crop", "pad", "fill")
 MAX_VIEWS = 64
 TRIM_FOCI = ("auto", "face", "saliency", "centre")
 
@@ -103,8 +103,10 @@ class TrimSection:
     """Cut uniform borders first (a subject on a plain backdrop is framed, not the backdrop)."""
     focus: Literal["auto", "face", "saliency", "centre"] = "auto"
     """Where a crop that cannot hold the whole subject goes; 'auto' tries face, then saliency, then centre."""
-    fit: Literal["crop", "pad"] = "crop"
-    """'crop' to the square, or 'pad' the short side with the border colour (keeps everything)."""
+    fit: Literal["crop", "pad", "fill"] = "crop"
+    """'crop' to the square (the whole subject when it fits), 'pad' the short side with the border colour (keeps
+    everything), or 'fill' the square with the subject (its long side cut; the crop of trim version 1, which
+    the shipped default model was trained on)."""
 
     def __post_init__(self) -> None:
         check_bool("data.trim", "trim", self.trim)

@@ -3,6 +3,7 @@
     img, record = standardize(Image.open(p), 64)                  # crop, focus chosen automatically
     img, record = standardize(Image.open(p), (96, 64), policy="pad")
     img, record = standardize(Image.open(p), 64, trim=False, focus="centre")   # a plain centre crop
+    img, record = standardize(Image.open(p), 64, policy="fill")   # the subject fills the frame
 
 1. Border trim (`trim=True`): the border colour is the median of the outermost pixels; if (nearly)
    the whole border is within `tolerance` of it, rows/columns holding no pixel farther than that are
@@ -17,7 +18,10 @@
    bust -- keeps its top); else the centre. Saliency moves the window only when that keeps clearly
    more (`SALIENCY_GAIN`), and on a textured backdrop only for wide images (`PHOTO_KEEPS`), so it does
    not do worse than a centre crop on a subject it cannot see. `pad` keeps everything and extends the
-   short side with the border colour (or white).
+   short side with the border colour (or white). `fill` takes the largest window of the target aspect
+   inside the subject box, so the subject fills the frame and its long side is cut (placed by face, then
+   saliency, then the centre, inside the box): this was `crop` before trim version 2, and the shipped
+   default model was trained on it, so continuing that model's training needs `fill` (docs/quality.md).
 3. Resize with Pillow LANCZOS and `reducing_gap` (antialiased, fast for large reductions).
 
 Measured against a centre crop in `benchmarks/trim_vs_centre.py` (docs/benchmarks.md).
@@ -41,7 +45,7 @@ from ldmkit.data.trim_saliency import (  # noqa: F401  (re-exported: part of tri
 )
 from ldmkit.errors import UsageError
 
-POLICIES = ("crop", "pad")
+POLICIES = ("crop", "pad", "fill")
 FOCI = ("auto", "face", "saliency", "centre")
 REASONS = ("content", "face", "saliency", "centre", "pad")
 TRIM_VERSION = 2
@@ -112,6 +116,8 @@ def standardize(img, size: int | tuple[int, int], *, policy: str = "crop", focus
     if policy == "pad":
         crop_box = pad_box(trim_box, aspect)
         point, reason = ((crop_box[0] + crop_box[2]) / 2, (crop_box[1] + crop_box[3]) / 2), "pad"
+    elif policy == "fill":
+        crop_box, point, reason = fill_window(rgb, pixels, trim_box, aspect, focus, background)
     else:
         crop_box, point, reason = crop_window(rgb, pixels, trim_box, aspect, focus, background)
     fill = background if background is not None else (255, 255, 255)
@@ -240,6 +246,30 @@ def crop_window(rgb, pixels: np.ndarray, box: Box, aspect: float, focus: str, ba
         if found is not None:
             point, reason = found, "saliency"
     return place(point, max_w, max_h, (0, 0, img_w, img_h)), point, reason
+
+
+def fill_window(rgb, pixels: np.ndarray, box: Box, aspect: float, focus: str, background):
+    """The largest window of `aspect` inside the subject box `box`, placed inside it by face / saliency /
+    centre: (box, focal point, reason). The subject fills the frame; its long side is cut."""
+    left, top, right, bottom = box
+    win_w, win_h = fit_window(right - left, bottom - top, aspect)
+    centre = (left + (right - left) / 2, top + (bottom - top) / 2)
+    if (win_w, win_h) == (right - left, bottom - top):
+        return box, centre, "centre"  # the subject already has the aspect: nothing to place
+    if focus in ("auto", "face"):
+        face = largest_face(rgb.crop(box))
+        if face is not None:
+            point = (left + (face[0] + face[2]) / 2, top + (face[1] + face[3]) / 2)
+            return place(point, win_w, win_h, box), point, "face"
+    if focus in ("auto", "saliency"):
+        inside = pixels[top:bottom, left:right]
+        # any gain moves it (the subject is cut anyway: keep its most salient part), as trim version 1 did
+        found = saliency_window(inside, (0, 0, right - left, bottom - top), win_w, win_h, background,
+                                bottom_rule=False, gain=1.0 + 1e-6)
+        if found is not None:
+            point = (left + found[0], top + found[1])
+            return place(point, win_w, win_h, box), point, "saliency"
+    return place(centre, win_w, win_h, box), centre, "centre"
 
 
 def fit_window(w: int, h: int, aspect: float) -> tuple[int, int]:

@@ -56,9 +56,10 @@ def side_colour(pixels: np.ndarray, tolerance: float) -> tuple[int, int, int] | 
 
 
 def saliency_window(pixels: np.ndarray, box: Box, win_w: int, win_h: int, background, *,
-                    free: bool = True, bottom_rule: bool = True) -> tuple[float, float] | None:
+                    free: bool = True, bottom_rule: bool = True,
+                    gain: float = SALIENCY_GAIN) -> tuple[float, float] | None:
     """Centre (x, y) of the win_w x win_h window, sliding along the image's long axis over `box`, that keeps
-    the most salient mass; None when that is not clearly more (SALIENCY_GAIN) than the centred window's.
+    the most salient mass; None when that is not clearly more (`gain` times) than the centred window's.
     With bottom_rule, a subject cut by the bottom edge keeps its top instead; with free=False that is the
     only move made."""
     from PIL import Image
@@ -86,7 +87,7 @@ def saliency_window(pixels: np.ndarray, box: Box, win_w: int, win_h: int, backgr
     if not free:
         return None
     best = int(np.argmax(sums))
-    if sums[best] < SALIENCY_GAIN * sums[centred] + 1e-9:
+    if sums[best] < gain * sums[centred] + 1e-9:
         return None
     candidates = np.flatnonzero(sums >= sums[best] * (1 - 1e-6))
     start = candidates[np.argmin(np.abs(candidates - centred))]  # ties: the placement nearest the centre
