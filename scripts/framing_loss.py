@@ -48,7 +48,8 @@ def denoising_loss(components, latents: torch.Tensor, text: torch.Tensor, seed: 
         x0 = latents[start:start + BATCH]  # (B, C, h, w)
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, len(alphas), (len(x0),), generator=generator)
-        pred = components.unet(q_sample(x0, noise, t, alphas), t, encoder_hidden_states=text[start:start + BATCH]).sample
+        states = text[start:start + BATCH]  # (B, L, D)
+        pred = components.unet(q_sample(x0, noise, t, alphas), t, encoder_hidden_states=states).sample
         per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         total += float((min_snr_weights(t, alphas, 5.0, "epsilon") * per_sample).sum())
     return total / len(latents)

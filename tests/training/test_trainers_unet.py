@@ -165,9 +165,11 @@ def test_a_preset_beside_init_from_must_be_the_folders_own(tmp_path):
     without one the recorded recipe says null, not the fresh-model default."""
     torch.set_num_threads(1)
     first = train_task("unet", _recipe("train.steps=1"), tmp_path / "first")  # tiny.yaml: preset tiny
-    with pytest.raises(UsageError, match="model.preset small64 has no effect with model.init_from .* architecture is tiny"):
+    refused = "model.preset small64 has no effect with model.init_from .* architecture is tiny"
+    with pytest.raises(UsageError, match=refused):
         UNetTask(_recipe(f"model.init_from={first.final_dir}", "model.preset=small64"), tmp_path / "second")
-    assert UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "third").components.meta["preset"] == "tiny"
+    third = UNetTask(_recipe(f"model.init_from={first.final_dir}"), tmp_path / "third")
+    assert third.components.meta["preset"] == "tiny"
     recipe = load_recipe(TINY.parent / "default-unet-mix.yaml", UNetRecipe)
     assert recipe.model.preset is None and recipe.model.init_from == "default"
 

@@ -59,7 +59,8 @@ def register(subparsers) -> None:
     preview.add_argument("--focus", choices=("auto", "face", "saliency", "centre"), default="auto",
                          help="where a crop that cannot hold the whole subject goes (data.trim.focus; default auto)")
     preview.add_argument("--fit", choices=("crop", "pad", "fill"), default="crop",
-                         help="crop to the square, pad the short side, or fill the square with the subject (data.trim.fit; default crop)")
+                         help="crop to the square, pad the short side, or fill the square with the subject "
+                              "(data.trim.fit; default crop)")
     preview.set_defaults(func=run_preview)
 
 
