@@ -33,6 +33,8 @@ def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("ship-src")
     c = build_components("tiny", seed=3, text_encoder="minilm")
     save_components(c, root / "model")
+    unet_config = root / "model" / "unet" / "config.json"  # as diffusers writes it after loading from a folder
+    unet_config.write_text(json.dumps({**json.loads(unet_config.read_text()), "_name_or_path": "/build/machine/unet"}))
     torch.manual_seed(0)
     dual = DualEncoder(DualEncoderConfig(embed_dim=8, image_channels=(8, 16), text_hidden=384), c.text_encoder)
     save_dual_encoder(dual, root / "model")
@@ -58,6 +60,11 @@ def test_weights_are_fp16_and_minilm_is_a_reference(source, shipped):
     assert sorted(p.name for p in te.iterdir()) == ["config.json", PACKAGED_REF]
     assert report.text_encoder.startswith("packaged MiniLM")
     assert report.total_bytes == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    # the build machine's paths stay behind; the rest of the config is kept
+    shipped_config = json.loads((out / "unet" / "config.json").read_text())
+    assert "_name_or_path" not in shipped_config
+    assert shipped_config == {k: v for k, v in json.loads((source / "model" / "unet" / "config.json").read_text()).items()
+                              if k != "_name_or_path"}
     assert not list(out.parent.glob(".default_model.*"))  # no temporary folder left behind
 
 

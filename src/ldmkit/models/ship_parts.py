@@ -75,7 +75,8 @@ def to_fp16_safetensors(src: Path, dst: Path) -> None:
 
 
 def copy_component(src: Path, dst: Path) -> None:
-    """Copy a component folder: *.safetensors as fp16, other files as they are; code and pickles refused."""
+    """Copy a component folder: *.safetensors as fp16, its config.json without `_name_or_path` (the path diffusers
+    records of the build machine's folder), other files as they are; code and pickles refused."""
     from ldmkit.models.safety import PICKLE_SUFFIXES, check_no_code
 
     check_no_code(src)
@@ -86,6 +87,10 @@ def copy_component(src: Path, dst: Path) -> None:
             raise UsageError(f"{f} is a pickle weight file; only .safetensors can be shipped (convert it first)")
         if f.suffix == ".safetensors":
             to_fp16_safetensors(f, target)
+        elif f == src / "config.json":
+            config = json.loads(f.read_text(encoding="utf-8"))
+            config.pop("_name_or_path", None)
+            target.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         else:
             shutil.copyfile(f, target)
     for index in dst.rglob("*.safetensors.index.json"):  # sharded weights: the recorded size halved
