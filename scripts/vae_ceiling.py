@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ldmkit.evaluation.attributes import split_rule
+from ldmkit.evaluation.framing import reference_framing
 from ldmkit.evaluation.run import EvalSettings, _avatars_scorer, _held_out, vae_round_trip
 from ldmkit.pipeline import Pipeline
 
@@ -24,7 +25,8 @@ def main(model: Path, data: Path, n: int = 200, vae: Path | None = None) -> None
     held_out, prompts, labels = _held_out(settings, rule)
     pipe = Pipeline.from_pretrained(vae or model)
     size = pipe.components.image_size
-    real = [held_out.image(i).convert("RGB").resize((size, size)) for i in range(len(prompts))]
+    frame = reference_framing(model)  # as `ldmkit eval` frames them: the model's recorded training framing
+    real = [frame(held_out.image(i), size) for i in range(len(prompts))]
     notes: list[str] = []
     score = _avatars_scorer(settings, rule, prompts, labels, notes)
     if score is None:

@@ -85,6 +85,10 @@ def test_metrics_json_has_every_metric_with_ordered_intervals(swept):
             continue
         # FD's basic interval may miss its biased estimate at tiny sizes; frechet.py warns, and the note must say so
         assert key == "fd" and any("FrechetBiasWarning" in note for note in metrics["notes"]), (key, ci)
+    # the tiny model has no training record: its references are centre crops without border trim
+    assert metrics["data"]["reference_framing"] == {
+        "fit": "crop", "focus": "centre", "trim": False,
+        "source": "a centre crop (no training record in the model folder)"}
     env = metrics["environment"]
     assert env["model_hash"] and env["packages"]["torch"] and env["dual_encoder"]["weights_sha256"]
     assert metrics["settings"]["seeds"] == [0, 1] and metrics["settings"]["best_of"] == 2
@@ -183,11 +187,12 @@ def test_sweep_values_take_the_settings_type():
 def test_cli_eval_prints_paths_and_refuses_best_of_without_clip(world, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["eval", str(world["model"]), "--data", str(world["shapes"]), "--n", "3", "--steps", "1",
-               "--sweep", "sampler=euler,ddim", "--n-boot", "50", "-o", str(out)])
+               "--sweep", "sampler=euler,ddim", "--n-boot", "50", "--fit", "stretch", "-o", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0 and str(out / "metrics.json") in printed and "sampler=euler:" in printed
-    assert [c["images"][0]["sampler"] for c in json.loads((out / "metrics.json").read_text())["conditions"]] == [
-        "euler", "ddim"]
+    written = json.loads((out / "metrics.json").read_text())
+    assert [c["images"][0]["sampler"] for c in written["conditions"]] == ["euler", "ddim"]
+    assert written["data"]["reference_framing"]["fit"] == "stretch" and "stretch" in (out / "report.html").read_text()
     rc = main(["eval", str(world["bare"]), "--data", str(world["shapes"]), "--best-of", "2", "-o", str(tmp_path / "x")])
     assert rc == 2 and "no clip/" in capsys.readouterr().err
 

@@ -38,6 +38,9 @@ def register(sub) -> None:
                    help="captions: each image's first caption (default); free-avatars: free phrasings of the split's "
                         "avatars (1-4 attributes, synonyms, other word orders), scored on the named attributes; "
                         "free-avatars-templates: training-style captions scored on the same attributes")
+    p.add_argument("--fit", choices=("crop", "pad", "fill", "stretch"),
+                   help="frame the real images with this fit instead of the model's recorded training framing "
+                        "(data.trim.fit; stretch: a plain resize, the references before round 2)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates per interval (default 1000)")
     p.add_argument("--batch", type=int, default=16,
                    help="images sampled together (default 16; changes images only by float rounding)")
@@ -72,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
                             seeds=parse_seeds(args.seeds), sweep=parse_sweep(args.sweep) if args.sweep else None,
                             clip=args.clip, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                             best_of=args.best_of, n_boot=args.n_boot, where=parse_where(args.where),
-                            attributes=args.attributes, batch=args.batch, prompt_set=args.prompt_set)
+                            attributes=args.attributes, batch=args.batch, prompt_set=args.prompt_set, fit=args.fit)
     if not settings.model.exists():
         raise UsageError(f"model folder {settings.model} does not exist")
     metrics = evaluate(settings)

@@ -62,6 +62,7 @@ def _summary(metrics: dict) -> str:
             ("data", f"{data['root']}, split {data['split']}: {data['evaluated_images']} captions "
                      f"({data['distinct_prompts']} distinct) of {data['images_in_split']} images, {data['image_size']} px"),
             ("seeds", ", ".join(map(str, s["seeds"]))),
+            ("real images framed", _framing(data.get("reference_framing"))),
             ("dual encoder", env.get("dual_encoder", {}).get("path", "none")),
             ("captions over the generator's text limit",
              f"{limits['generator_truncated']} (limit {limits['generator_max_tokens']} tokens)")]
@@ -70,6 +71,13 @@ def _summary(metrics: dict) -> str:
                      f"{limits['scorer_truncated']} (limit {limits['scorer_max_tokens']} tokens; scored truncated)"))
     rows.append(("packages", ", ".join(f"{k} {v}" for k, v in env["packages"].items())))
     return "<table>" + "".join(f"<tr><th>{e(k)}</th><td class='p'>{e(str(v))}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _framing(framing: dict | None) -> str:
+    """'fill (source)' for the references' framing; metrics from before it was recorded used a plain resize."""
+    if not framing:
+        return "stretch (a plain resize; not recorded by this version)"
+    return f"{framing['fit']}, focus {framing['focus']}, trim {framing['trim']} ({framing['source']})"
 
 
 def _metric_table(metrics: dict) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ldmkit.errors import DataError, ModelFolderError, UsageError
 from ldmkit.evaluation.attributes import SplitRule, split_rule
+from ldmkit.evaluation.framing import check_fit, reference_framing
 from ldmkit.evaluation.features import find_dual_encoder, image_embeddings, long_captions
 from ldmkit.evaluation.metric_sets import (alignment_metrics, fidelity_metrics, real_vs_real, run_environment,
                                            write_json)
@@ -107,6 +108,9 @@ class EvalSettings:
     prompt_set: str = "captions"
     """"captions": each image's first caption; "free-avatars" / "free-avatars-templates": free phrasings of the
     split's avatars rows / their training-style controls (ldmkit.evaluation.free_prompts)."""
+    fit: str | None = None
+    """How the real images are framed to the model's size: None frames them as the model was trained (its recorded
+    data.trim; ldmkit.evaluation.framing); 'crop', 'pad', 'fill' or 'stretch' (a plain resize) override it."""
 
     def __post_init__(self) -> None:
         for name in ("model", "data", "out"):
@@ -137,6 +141,8 @@ class EvalSettings:
 
         if self.prompt_set not in PROMPT_SETS:
             raise UsageError(f"--prompt-set must be one of {', '.join(PROMPT_SETS)}, got {self.prompt_set!r}")
+        if self.fit is not None:
+            check_fit(self.fit)
 
     def sampling(self) -> SamplingSettings:
         """The sampling request these settings make (before any sweep value is applied)."""
@@ -161,6 +167,7 @@ def evaluate(settings: EvalSettings) -> dict:
     from ldmkit.evaluation.report import write_report
 
     rule = split_rule(settings.model)
+    framing = reference_framing(settings.model, settings.fit)
     held_out, prompts, labels = _held_out(settings, rule)
     asked = None
     if settings.prompt_set != "captions":  # free phrasings of the same held-out avatars (issue 17)
@@ -180,12 +187,12 @@ def evaluate(settings: EvalSettings) -> dict:
         notes.append(f"no dual encoder: {settings.model} has no clip/ and no --clip was given, so CLIP score, "
                      "retrieval, FD, KID and CMMD are skipped")
     size = pipe.components.image_size
-    real = [held_out.image(i).convert("RGB").resize((size, size)) for i in range(len(held_out))]
+    real = [framing(held_out.image(i), size) for i in range(len(held_out))]
     metrics = {"settings": _settings_dict(settings), "environment": run_environment(settings.model, dual, settings.clip),
                "data": {"root": str(settings.data), "split": settings.split, "images_in_split": len(held_out),
                         "evaluated_images": len(prompts), "distinct_prompts": len(set(prompts)),
-                        "image_size": size, "where": settings.where, "split_rule": rule.describe(),
-                        "prompt_set": settings.prompt_set, "prompts": prompts},
+                        "image_size": size, "reference_framing": framing.describe(), "where": settings.where,
+                        "split_rule": rule.describe(), "prompt_set": settings.prompt_set, "prompts": prompts},
                "notes": notes}
     if pipe.components.meta.get("training_eval"):  # the curve `unet.eval_clip` logged while training
         metrics["training_eval"] = pipe.components.meta["training_eval"]

@@ -50,8 +50,10 @@ class DataSection:
     """Fraction of images in the test split (never trained on)."""
     class_template: str = "a photo of {}"
     """Caption of each image of a class-folder dataset ('{}' is the class name)."""
-    trim: TrimSection = field(default_factory=TrimSection)
-    """How images are brought to image_size: border trim, crop focus, crop or pad (ldmkit data preview shows it)."""
+    trim: TrimSection | None = None
+    """How images are brought to image_size: border trim, crop focus, crop or pad (ldmkit data preview shows it).
+    None: the defaults, except no border trim when the built-in dataset includes `shapes` (its captions name
+    sizes and positions, and trimming a shape's backdrop would zoom in on the shape)."""
     holdout: tuple[dict[str, str], ...] = ()
     """Label combinations never trained on, e.g. [{hair_color: red, mouth: big_smile}]: every image
     matching ANY of them goes to the test split (compositional generalisation, scored as "unseen")."""
@@ -85,6 +87,9 @@ class DataSection:
         from ldmkit.data.splits import check_holdout
 
         object.__setattr__(self, "holdout", check_holdout(self.holdout, "data.holdout"))
+        if self.trim is None:
+            shapes = isinstance(self.builtin, str) and "shapes" in self.builtin.split("+")
+            object.__setattr__(self, "trim", TrimSection(trim=False) if shapes else TrimSection())
 
 
 @dataclass(frozen=True)
