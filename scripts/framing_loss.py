@@ -11,14 +11,13 @@ Epsilon-prediction models only.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ldmkit.data.dataset import CaptionDataset
 from ldmkit.data.trim import POLICIES, standardize
 from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.errors import LdmkitError, UsageError
@@ -29,10 +28,10 @@ MAX_N = 4096
 BATCH = 64
 
 
-def framed_pixels(root: Path, files: list[str], fit: str, size: int) -> torch.Tensor:
-    """(N, 3, size, size) in [-1, 1]: the files framed with `fit`."""
-    images = [standardize(Image.open(root / f), size, policy=fit)[0] for f in files]
-    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]
+def framed_pixels(images: list, fit: str, size: int) -> torch.Tensor:
+    """(N, 3, size, size) in [-1, 1]: the PIL images framed with `fit`."""
+    framed = [standardize(img, size, policy=fit)[0] for img in images]
+    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) for im in framed]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
@@ -56,17 +55,17 @@ def denoising_loss(components, latents: torch.Tensor, text: torch.Tensor, seed: 
 
 
 def main(data: Path, models: list[str], n: int, fits: list[str], seed: int) -> None:
-    rows = [json.loads(line) for line in (data / "metadata.jsonl").read_text().splitlines() if line.strip()]
-    if not rows:
-        raise UsageError(f"{data}: metadata.jsonl lists no images")
-    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    files = [rows[i]["file_name"] for i in pick]
-    captions = [rows[i]["text"][0] if isinstance(rows[i]["text"], list) else rows[i]["text"] for i in pick]
+    dataset = CaptionDataset.open(data)  # any format ldmkit reads; one-line errors for a bad folder
+    if len(dataset) == 0:
+        raise UsageError(f"{data}: the dataset holds no images")
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    images = [dataset.image(i) for i in pick]
+    captions = [dataset.samples[i].captions[0] for i in pick]
     loaded = [load_components(m) for m in models]
     first = loaded[0]
     text = first.text_encoder.encode(captions).float()
     for fit in fits:
-        pixels = framed_pixels(data, files, fit, first.image_size)
+        pixels = framed_pixels(images, fit, first.image_size)
         with torch.no_grad():
             latents = torch.cat([first.vae.encode(pixels[i:i + BATCH]).latent_dist.mean
                                  for i in range(0, len(pixels), BATCH)]) * first.scaling_factor
@@ -76,7 +75,7 @@ def main(data: Path, models: list[str], n: int, fits: list[str], seed: int) -> N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("data", type=Path, help="dataset folder with metadata.jsonl")
+    parser.add_argument("data", type=Path, help="dataset folder (any format ldmkit reads)")
     parser.add_argument("models", nargs="+", help="model folders (the first one's VAE and text encoder are used)")
     parser.add_argument("--n", type=int, default=384, help=f"images to draw (1..{MAX_N}, default 384)")
     parser.add_argument("--fits", default="crop,fill", help="comma-separated data.trim.fit values (default crop,fill)")
@@ -88,8 +87,6 @@ if __name__ == "__main__":
         chosen = [f.strip() for f in args.fits.split(",") if f.strip()]
         if not chosen or any(f not in POLICIES for f in chosen):
             raise UsageError(f"--fits must list values of {POLICIES}, got {args.fits!r}")
-        if not (args.data / "metadata.jsonl").is_file():
-            raise UsageError(f"{args.data}: not a dataset folder (no metadata.jsonl)")
         main(args.data, args.models, args.n, chosen, args.seed)
     except (LdmkitError, OSError) as err:
         sys.exit(f"error: {err}")
