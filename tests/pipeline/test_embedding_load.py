@@ -54,6 +54,9 @@ def test_a_file_ldmkit_writes_gives_the_diffusers_image(tmp_path, num_vectors):
     assert f'TI hashes: "<zxq>: {file_hash(path)}"' in parameters_text(ours.params)
     other = pipe("a red circle", sampler="ddim", steps=2).params
     assert "TI hashes" not in parameters_text(other)  # named only when a prompt uses it, as A1111 does
+    # the tokenizer decides what a prompt uses: CLIP's lowercases, so <ZXQ> in the negative prompt uses <zxq>
+    upper = pipe("a red circle", negative_prompt="a <ZXQ>", sampler="ddim", steps=2).params
+    assert f'TI hashes: "<zxq>: {file_hash(path)}"' in parameters_text(upper) and other.embeddings == ()
 
 
 def table_rows(pipe, token):

@@ -101,7 +101,7 @@ def test_generate_records_them_and_gives_the_diffusers_image(tmp_path, capsys):
     assert diff <= 2
 
 
-def test_ti_hashes_name_the_embeddings_the_prompts_use():
-    loaded = (("<a>", "aaaaaaaaaaaa"), ("<b>", "bbbbbbbbbbbb"), ("<c>", "cccccccccccc"))
-    p = GenerationParams("x <b>y", "not <c>", 4, "ddim", 5.0, 0.0, 3, 32, 32, embeddings=loaded)
-    assert 'TI hashes: "<b>: bbbbbbbbbbbb, <c>: cccccccccccc"' in parameters_text(p)  # <a> is not used
+def test_ti_hashes_name_the_embeddings_in_one_quoted_field():
+    used = (("<b>", "bbbbbbbbbbbb"), ("<c>", "cccccccccccc"))  # with_adapters keeps those the prompts use
+    p = GenerationParams("x <b>y", "not <c>", 4, "ddim", 5.0, 0.0, 3, 32, 32, embeddings=used)
+    assert 'TI hashes: "<b>: bbbbbbbbbbbb, <c>: cccccccccccc"' in parameters_text(p)

@@ -45,10 +45,8 @@ def parameters_text(p: GenerationParams) -> str:
     lora_hashes = ", ".join(f"{name}: {h}" for name, _, h in p.loras if h)
     if lora_hashes:  # A1111's infotext: <lora:NAME:SCALE> in the prompt, hashes in a quoted field (issue 16)
         fields.append("Lora hashes: " + _quoted(lora_hashes))
-    # as A1111: the embeddings the prompts use (the tokenizer splits an added token out of any text holding it)
-    used = [(token, h) for token, h in p.embeddings if token in f"{p.prompt}\n{p.negative_prompt}"]
-    if used:
-        fields.append("TI hashes: " + _quoted(", ".join(f"{token}: {h}" for token, h in used)))
+    if p.embeddings:  # as A1111: the embeddings the prompts use (chosen by the tokenizer, result.with_adapters)
+        fields.append("TI hashes: " + _quoted(", ".join(f"{token}: {h}" for token, h in p.embeddings)))
     lines = [p.prompt + "".join(f" <lora:{name}:{scale:g}>" for name, scale, _ in p.loras)]
     if p.negative_prompt:
         lines.append(f"Negative prompt: {p.negative_prompt}")

@@ -35,7 +35,8 @@ class GenerationParams:
     loras: tuple[tuple[str, float, str], ...] = ()
     """LoRA files applied: (name = the file's stem, scale, A1111 short hash); PNGs show <lora:NAME:SCALE> tags."""
     embeddings: tuple[tuple[str, str], ...] = ()
-    """Textual-inversion embeddings loaded: (token, A1111 short hash); PNGs name those the prompts use (TI hashes)."""
+    """Textual-inversion embeddings the prompt or negative prompt uses, as the tokenizer reads them: (token, A1111
+    short hash), named in PNGs (TI hashes)."""
 
 
 @dataclass
@@ -58,8 +59,20 @@ def with_adapters(params: GenerationParams, pipe) -> GenerationParams:
     lora_state = getattr(pipe, "_lora_state", None)
     loras = tuple((lora_name(source), float(scale), _lora_hash(source)) for source, scale in
                   (lora_state.loaded if lora_state is not None else ()))
-    embeddings = tuple((e.token, e.short_hash) for e in getattr(pipe, "_embeddings", None) or ())
+    embeddings = _used_embeddings(pipe, params, getattr(pipe, "_embeddings", None) or ())
     return replace(params, loras=loras, embeddings=embeddings) if loras or embeddings else params
+
+
+def _used_embeddings(pipe, params: GenerationParams, loaded) -> tuple[tuple[str, str], ...]:
+    """(token, short hash) of the loaded embeddings the prompt or negative prompt uses, as A1111 names them. The
+    tokenizer decides, not a substring test: CLIP's lowercases the text, so "<ZXQ>" in a prompt uses "<zxq>"."""
+    if not loaded:
+        return ()
+    tokenizer = pipe.text_encoder.tokenizer
+    ids = set()
+    for text in (params.prompt, params.negative_prompt):
+        ids.update(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text or "")))
+    return tuple((e.token, e.short_hash) for e in loaded if tokenizer.convert_tokens_to_ids(e.token) in ids)
 
 
 def lora_name(source: str) -> str:
