@@ -40,7 +40,7 @@ def register(sub) -> None:
                         "free-avatars-templates: training-style captions scored on the same attributes")
     p.add_argument("--fit", choices=("crop", "pad", "fill", "stretch"),
                    help="frame the real images with this fit instead of the model's recorded training framing "
-                        "(data.trim.fit; stretch: a plain resize, the references before round 2)")
+                        "(data.trim.fit; stretch: a plain resize, the references before 2026-12-03)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates per interval (default 1000)")
     p.add_argument("--batch", type=int, default=16,
                    help="images sampled together (default 16; changes images only by float rounding)")

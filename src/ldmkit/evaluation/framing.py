@@ -10,7 +10,8 @@ model trained with the subject filling the frame (`fit: fill`) would be measured
 with a margin. The model's ldmkit.json records its recipe's `training.data.trim`; a record from before
 that section existed (the shipped default model's) was trained with trim version 1, whose crop is
 today's `fill`. A folder with no training record (a downloaded Stable Diffusion) gets a centre crop
-without border trim, the framing of the usual diffusers training scripts. `stretch` is the plain resize the references used before round 2.
+without border trim, the framing of the usual diffusers training scripts. `stretch` is the plain resize
+the references used before 2026-12-03.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def reference_framing(model_dir, fit: str | None = None) -> Framing:
         check_policy(framing.fit, framing.focus, framing.trim)
     except (KeyError, TypeError, AttributeError, UsageError) as e:
         raise ModelFolderError(f"{record}: training.data.trim {trim!r} is not a framing ldmkit knows ({e}); "
-                         f"pass --fit {{{','.join(FITS)}}}") from None
+                               f"pass --fit {{{','.join(FITS)}}}") from None
     return framing
 
 

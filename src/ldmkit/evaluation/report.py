@@ -76,7 +76,7 @@ def _summary(metrics: dict) -> str:
 def _framing(framing: dict | None) -> str:
     """'fill (source)' for the references' framing; metrics from before it was recorded used a plain resize."""
     if not framing:
-        return "stretch (a plain resize; not recorded by this version)"
+        return "stretch (a plain resize: metrics written before the framing was recorded)"
     return f"{framing['fit']}, focus {framing['focus']}, trim {framing['trim']} ({framing['source']})"
 
 
