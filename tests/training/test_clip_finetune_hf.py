@@ -30,8 +30,9 @@ def _settings(tmp: Path, clip: Path, *extra: str) -> list[str]:
             "train.checkpoint_every=0", "train.log_every=1", "train.progress_bar=false", *extra]
 
 
-def _reference_recall(folder: Path, dataset):
-    """Held-out recall of the CLIPModel in `folder` computed with transformers alone (no ldmkit model code)."""
+def _reference_recall(folder: Path, dataset, trim):
+    """Held-out recall of the CLIPModel in `folder` computed with transformers alone (no ldmkit model code), on the
+    images framed as the recipe's data.trim frames them."""
     from transformers import CLIPModel, CLIPTokenizer
 
     from ldmkit.models.hf_clip import OPENAI_MEAN, OPENAI_STD
@@ -41,7 +42,7 @@ def _reference_recall(folder: Path, dataset):
     model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
     captions = [c for s in dataset.samples for c in s.captions]
     tok = CLIPTokenizer.from_pretrained(folder)(captions, padding="max_length", max_length=77, return_tensors="pt")
-    pixels = (load_pixels(dataset, 32) + 1) / 2
+    pixels = (load_pixels(dataset, 32, trim) + 1) / 2
     mean, std = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         out = model(input_ids=tok.input_ids, attention_mask=tok.attention_mask, pixel_values=(pixels - mean) / std)
@@ -66,7 +67,7 @@ def test_finetuning_a_clip_model_reports_original_vs_finetuned(tmp_path, capsys)
     report = json.loads((tmp_path / "run" / "clip_report.json").read_text())
     # "before" is the ORIGINAL CLIPModel on the same held-out split, as transformers itself scores it
     task = ClipTask(load_recipe(CONFIGS / "clip-finetune.yaml", ClipRecipe, settings), tmp_path / "probe")
-    reference = _reference_recall(clip, task.held_out)
+    reference = _reference_recall(clip, task.held_out, task.recipe.data.trim)
     assert report["before"] == pytest.approx(reference, abs=1e-9)
     assert report["images"] == len(task.held_out) and report["captions"] == 3 * len(task.held_out)
     for key, row in report["comparison"].items():
