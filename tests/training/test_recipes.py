@@ -74,7 +74,7 @@ def test_unet_run_uses_a_trained_vae_and_its_scaling_factor(tmp_path):
     from ldmkit.training.run_data import load_pixels
 
     with torch.no_grad():
-        mean = trained.encode(load_pixels(task.train, 32)[:2]).latent_dist.mean
+        mean = trained.encode(load_pixels(task.train, 32, recipe.data.trim)[:2]).latent_dist.mean
     torch.testing.assert_close(task.cache.batch([0, 1], torch.Generator(), sample=False).latents, mean,
                                rtol=1e-4, atol=1e-4)
 
