@@ -90,7 +90,7 @@ def _requested_counts(data: DataSection):
     if "+" not in data.builtin:
         return data.builtin_n
     from ldmkit.data.builtin.mix import parse_parts, part_sizes
-    from ldmkit.training.recipes import BUILTIN_DATASETS
+    from ldmkit.training.data_section import BUILTIN_DATASETS
 
     return part_sizes(parse_parts(data.builtin, BUILTIN_DATASETS), data.builtin_n)
 
