@@ -22,10 +22,11 @@ from PIL import Image
 from ldmkit.data.dataset import CaptionDataset
 from ldmkit.data.trim import standardize
 from ldmkit.errors import LdmkitError, UsageError
-from ldmkit.evaluation.attributes import is_match, split_rule, unreliable_attributes
+from ldmkit.evaluation.attributes import split_rule
 from ldmkit.evaluation.avatars_score import find_attribute_classifier
 from ldmkit.evaluation.features import find_dual_encoder, image_embeddings
 from ldmkit.evaluation.free_prompts import free_prompt
+from ldmkit.evaluation.phrasing_gap import attribute_hits
 from ldmkit.evaluation.run import EvalSettings, _held_out
 
 MAX_REFERENCES = 2000
@@ -59,13 +60,11 @@ def routing(folder: Path, dual, ref, is_emoji, scorer: Path) -> list[str]:
     classifier = find_attribute_classifier(settings.model, Path(s["attributes"]) if s.get("attributes") else scorer)
     if classifier is None:
         raise UsageError(f"no attribute classifier for {folder} (its model's, the run's --attributes or the scorer's)")
-    low = unreliable_attributes(classifier.config.accuracy)
     records = run["conditions"][0]["images"]
     images = [Image.open(folder / r["file"]).convert("RGB") for r in records]
     emoji = is_emoji[(image_embeddings(dual, images) @ ref.T).argmax(1)]
-    accuracy = np.array([np.mean([is_match(guess.get(c), v) for c, v in prompts[r["prompt_index"]].asked.items()
-                                  if c not in low and c in classifier.config.accuracy] or [np.nan])
-                         for r, guess in zip(records, classifier.predict_images(images))])
+    hits = attribute_hits(classifier, images, [prompts[r["prompt_index"]] for r in records])
+    accuracy = np.array([np.mean(list(h.values())) if h else np.nan for h in hits])
     scored = ~np.isnan(accuracy)
     named = np.array([any(w in run["data"]["prompts"][r["prompt_index"]] for w in PERSON_WORDS) for r in records])
 

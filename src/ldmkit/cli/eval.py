@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ldmkit.cli.threads_option import add_threads_option
 from ldmkit.errors import UsageError
+from ldmkit.evaluation.framing import FITS
 
 
 def register(sub) -> None:
@@ -38,7 +39,7 @@ def register(sub) -> None:
                    help="captions: each image's first caption (default); free-avatars: free phrasings of the split's "
                         "avatars (1-4 attributes, synonyms, other word orders), scored on the named attributes; "
                         "free-avatars-templates: training-style captions scored on the same attributes")
-    p.add_argument("--fit", choices=("crop", "pad", "fill", "stretch"),
+    p.add_argument("--fit", choices=FITS,
                    help="frame the real images with this fit instead of the model's recorded training framing "
                         "(data.trim.fit; stretch: a plain resize, the references before 2026-12-03)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates per interval (default 1000)")

@@ -58,10 +58,7 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
     for run, folder in zip(runs, (free_dir, control_dir)):
         records = run["conditions"][index]["images"]
         images = [Image.open(Path(folder) / r["file"]).convert("RGB") for r in records]
-        predicted = classifier.predict_images(images)
-        hits.append([{c: is_match(guess.get(c), v) for c, v in prompts[r["prompt_index"]].asked.items()
-                      if c not in low and c in classifier.config.accuracy}
-                     for r, guess in zip(records, predicted)])
+        hits.append(attribute_hits(classifier, images, [prompts[r["prompt_index"]] for r in records]))
     order = [r["prompt_index"] for r in runs[0]["conditions"][index]["images"]]
     if order != [r["prompt_index"] for r in runs[1]["conditions"][index]["images"]]:
         raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
@@ -73,6 +70,15 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
             "free": ci(free), "templates": ci(control), "difference": ci(free - control),
             "per_attribute": _grouped(hits, scored, lambda i, c: c, ci),
             "per_word": _grouped(hits, scored, lambda i, c: f"{c}: {prompts[order[i]].words[c]}", ci)}
+
+
+def attribute_hits(classifier, images: list, prompts: list) -> list[dict[str, bool]]:
+    """Per image, {column: whether the classifier reads the asked value} for the attributes its free prompt
+    (`free_prompts.FreePrompt`) names, leaving out those the classifier reads below 95%."""
+    low = unreliable_attributes(classifier.config.accuracy)
+    return [{c: is_match(guess.get(c), v) for c, v in prompt.asked.items()
+             if c not in low and c in classifier.config.accuracy}
+            for prompt, guess in zip(prompts, classifier.predict_images(images))]
 
 
 def _condition_index(runs: list[dict], condition: str | None) -> int:
