@@ -8,7 +8,8 @@ Each generated image of a `--prompt-set free-avatars` eval is matched to its nea
 dual-encoder features) among the first N avatars and N emoji of DATA, framed with `fill` as the default model
 was trained. Prints, per eval folder, the share of images nearest to an emoji and the attribute accuracy (the
 scorer's classifier, the eval's own prompts) of the avatar-like and the emoji-like images apart, and the same
-for prompts that name a person ("a little person") and bare attribute lists ("profile pic: pink hair").
+for prompts that name a person ("a little person") and bare attribute lists ("profile pic: pink hair"), by how
+many attributes a prompt names and by each attribute it names (a prompt naming two counts in both rows).
 """
 
 import argparse
@@ -74,9 +75,14 @@ def routing(folder: Path, dual, ref, is_emoji, scorer: Path) -> list[str]:
         acc = f"{accuracy[chosen & scored].mean():.3f}" if (chosen & scored).any() else "-"
         return f"  {label:26s} n={n:4d}  nearest an emoji {share}  accuracy {acc}"
 
+    asked = [prompts[r["prompt_index"]].asked for r in records]
+    by_column = [part(f"names {column}", np.array([column in a for a in asked]))
+                 for column in sorted({c for a in asked for c in a})]
+    by_count = [part(f"names {k} attribute{'s' * (k > 1)}", np.array([len(a) == k for a in asked]))
+                for k in sorted({len(a) for a in asked})]
     return [f"{folder} ({len(records)} images, {run['conditions'][0]['label']})",
             part("all", np.ones(len(records), bool)), part("avatar-like", emoji == 0), part("emoji-like", emoji == 1),
-            part("prompt names a person", named), part("bare attribute list", ~named)]
+            part("prompt names a person", named), part("bare attribute list", ~named), *by_count, *by_column]
 
 
 if __name__ == "__main__":

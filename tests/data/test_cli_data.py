@@ -80,6 +80,23 @@ def test_build_and_preview_call_the_builtin_functions(tmp_path, monkeypatch, cap
     assert "3 images" in capsys.readouterr().out
 
 
+def test_preview_frames_a_built_in_folder_as_training_would(tmp_path, monkeypatch, capsys):
+    import ldmkit.data.preview as preview
+    from ldmkit.data.builtin.card import CARD_NAME
+
+    trims = []
+    monkeypatch.setattr(preview, "preview_dataset", lambda root, out, **kw: trims.append(kw["trim"]) or out)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / CARD_NAME).write_text(json.dumps({"name": "shapes"}))
+    out = str(tmp_path / "p.png")
+    for flags in ([], ["--trim"], ["--no-trim"]):
+        assert run(["data", "preview", str(tmp_path / "s"), "-o", out, *flags]) == 0
+    assert trims == [False, True, False]
+    assert capsys.readouterr().out.count("border trim off: the built-in dataset's training default") == 1
+    with pytest.raises(SystemExit):
+        run(["data", "preview", str(tmp_path / "s"), "--trim", "--no-trim"])
+
+
 def test_unknown_format_is_refused_by_the_parser(tmp_path):
     with pytest.raises(SystemExit):
         run(["data", "check", str(tmp_path), "--format", "parquet"])

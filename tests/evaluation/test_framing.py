@@ -64,3 +64,25 @@ def test_built_in_shapes_are_not_border_trimmed():
     assert DataSection(builtin="shapes+emoji", builtin_n=None).trim.trim is False
     assert DataSection(builtin="emoji").trim.trim is True
     assert DataSection(builtin="shapes", trim=TrimSection(trim=True)).trim.trim is True
+
+
+def test_a_folder_built_from_shapes_keeps_its_borders_too(tmp_path):
+    # the builder module declares the default (BORDER_TRIM); a path with a shapes card gets it like `builtin`
+    from ldmkit.data.builtin.card import CARD_NAME
+    from ldmkit.data.builtin.single import border_trim, card_border_trim
+
+    assert (border_trim("shapes"), border_trim("emoji+shapes"), border_trim("emoji+avatars")) == (False, False, True)
+    with pytest.raises(UsageError, match="unknown built-in dataset 'faces'"):
+        border_trim("emoji+faces")
+    for name, card in (("shapes", {"name": "shapes"}), ("emoji", {"name": "emoji"}), ("broken", "{not json"),
+                       ("odd", {"name": "clouds"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / CARD_NAME).write_text(card if isinstance(card, str) else json.dumps(card))
+    assert card_border_trim(tmp_path / "shapes") is False
+    assert card_border_trim(tmp_path / "emoji") is True
+    assert card_border_trim(tmp_path / "broken") is None and card_border_trim(tmp_path / "odd") is None
+    assert card_border_trim(tmp_path / "missing") is None
+    assert DataSection(path=str(tmp_path / "shapes")).trim.trim is False
+    assert DataSection(path=str(tmp_path / "emoji")).trim.trim is True
+    assert DataSection(path=str(tmp_path / "missing")).trim.trim is True
+    assert DataSection(path=str(tmp_path / "shapes"), trim=TrimSection(trim=True)).trim.trim is True

@@ -54,8 +54,12 @@ def register(subparsers) -> None:
                          help="PNG to write (default: <folder name>-preview.png in the current folder)")
     preview.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     preview.add_argument("--size", type=int, default=64, help="standardized side in pixels (default 64)")
-    preview.add_argument("--no-trim", action="store_true",
-                         help="keep uniform borders (recipe: data.trim.trim: false)")
+    trim = preview.add_mutually_exclusive_group()
+    trim.add_argument("--trim", dest="trim", action="store_const", const=True, default=None,
+                      help="cut uniform borders (recipe: data.trim.trim: true; the default, except for a built-in "
+                           "dataset whose training default is no trim, such as shapes)")
+    trim.add_argument("--no-trim", dest="trim", action="store_const", const=False,
+                      help="keep uniform borders (recipe: data.trim.trim: false)")
     preview.add_argument("--focus", choices=("auto", "face", "saliency", "centre"), default="auto",
                          help="where a crop that cannot hold the whole subject goes (data.trim.focus; default auto)")
     preview.add_argument("--fit", choices=("crop", "pad", "fill"), default="crop",
@@ -153,8 +157,15 @@ def run_build(args: argparse.Namespace) -> int:
 def run_preview(args: argparse.Namespace) -> int:
     from ldmkit.data.preview import preview_dataset
 
+    from ldmkit.data.builtin.single import card_border_trim
+
     out = args.out if args.out is not None else Path(f"{args.dir.resolve().name}-preview.png")
-    written = preview_dataset(args.dir, out, n=args.n, size=args.size, policy=args.fit, focus=args.focus,
-                              trim=not args.no_trim)
+    trim = args.trim
+    if trim is None:  # as a recipe on this folder would frame it
+        declared = card_border_trim(args.dir)
+        trim = True if declared is None else declared
+        if not trim:
+            print("border trim off: the built-in dataset's training default (--trim turns it on)")
+    written = preview_dataset(args.dir, out, n=args.n, size=args.size, policy=args.fit, focus=args.focus, trim=trim)
     print(f"wrote {written}")
     return 0

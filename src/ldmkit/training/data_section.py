@@ -1,7 +1,7 @@
 """The `data` section of every trainer's recipe: where the images come from, how they are framed and split.
 
     data = DataSection(builtin="emoji+avatars", builtin_n={"avatars": 2000}, image_size=64)
-    data.trim        # TrimSection: resolved here (no border trim for the built-in shapes)
+    data.trim        # TrimSection: resolved here (no border trim for the built-in shapes, a path's too)
 
 Read from YAML by `ldmkit.config.load_recipe` as part of a recipe (ldmkit.training.recipes).
 """
@@ -46,8 +46,9 @@ class DataSection:
     """Caption of each image of a class-folder dataset ('{}' is the class name)."""
     trim: TrimSection | None = None
     """How images are brought to image_size: border trim, crop focus, crop or pad (ldmkit data preview shows it).
-    None: the defaults, except no border trim when the built-in dataset includes `shapes` (its captions name
-    sizes and positions, and trimming a shape's backdrop would zoom in on the shape)."""
+    None: the defaults, except no border trim for data whose builder declares it (the built-in `shapes`, named
+    by `builtin` or found as the dataset card of the `path` folder: its captions name sizes and positions, and
+    trimming a shape's backdrop would zoom in on the shape)."""
     holdout: tuple[dict[str, str], ...] = ()
     """Label combinations never trained on, e.g. [{hair_color: red, mouth: big_smile}]: every image
     matching ANY of them goes to the test split (compositional generalisation, scored as "unseen")."""
@@ -82,5 +83,14 @@ class DataSection:
 
         object.__setattr__(self, "holdout", check_holdout(self.holdout, "data.holdout"))
         if self.trim is None:
-            shapes = isinstance(self.builtin, str) and "shapes" in self.builtin.split("+")
-            object.__setattr__(self, "trim", TrimSection(trim=False) if shapes else TrimSection())
+            object.__setattr__(self, "trim", TrimSection(trim=self._border_trim()))
+
+    def _border_trim(self) -> bool:
+        """The border-trim default: the built-in dataset's own (ldmkit.data.builtin.single.border_trim), that of
+        the built-in dataset whose card is in `path`, else trim."""
+        from ldmkit.data.builtin.single import border_trim, card_border_trim
+
+        if isinstance(self.builtin, str):
+            return border_trim(self.builtin)
+        from_card = card_border_trim(self.path) if self.path is not None else None
+        return True if from_card is None else from_card

@@ -140,11 +140,14 @@ BACKGROUND = {
     "train": {"sky-blue": "light blue", "pale green": "light green", "grey": "gray"},
     "eval": {"light blue": "light blue", "mint green": "light green", "gray": "gray", "lilac": "lavender"},
 }
-SUBJECTS = {"train": ("a person", "a character", "an avatar of someone", "a cartoon person"),
+SUBJECTS = {"train": ("a person", "a character", "an avatar of someone", "a cartoon person", "a guy", "a woman", "a man",
+                      "a girl", "a kid", "a cartoon figure", "a young person", "a human face"),
             "eval": ("someone", "a cartoon character", "a cute avatar", "a friendly face", "a little person")}
 FRAMES = {  # {s}: subject, {a}: attributes with "with"/"wearing", {l}: a bare list of the attribute phrases
     "train": ("illustration of {s} {a}", "{l}, cartoon avatar", "{s} {a}, flat cartoon style",
-              "avatar image: {s} {a}", "a portrait of {s} {a}"),
+              "avatar image: {s} {a}", "a portrait of {s} {a}", "{l}, person", "portrait, {l}", "cartoon, {l}",
+              "show {s} {a}", "an image of {s} {a}", "generate {s} {a}", "{s} {a}, simple drawing",
+              "can I have {s} {a}?"),
     "eval": ("{s} {a}", "draw me {s} {a}", "{l}", "profile pic: {l}", "could you make {s} {a}?",
              "a drawing of {s} {a}, please", "I'd like {s} {a}"),
 }

@@ -16,6 +16,9 @@ from ldmkit import __version__
 from ldmkit.data.builtin.card import BuildResult, Record, article, image_name, package_version
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+BORDER_TRIM = False
+"""Training's framing default for this data (ldmkit.data.builtin.single.border_trim): no border trim, since the
+captions name sizes and positions on the backdrop, and trimming the backdrop would zoom in on the shape."""
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),

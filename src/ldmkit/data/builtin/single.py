@@ -82,6 +82,30 @@ def check_caption_options(name: str | None, phrasings, emoji_aliases, *, prefix:
             raise UsageError(f"{prefix}{key}={value!r} has no effect: it adds {part} captions, and {why}")
 
 
+def border_trim(name: str) -> bool:
+    """Whether training trims uniform borders off this built-in dataset (or mixture) by default: a builder module
+    declares BORDER_TRIM = False when its backdrop is part of what the captions say (shapes' positions and sizes);
+    a mixture holding such a part is not trimmed either."""
+    parts = name.split("+")
+    unknown = [part for part in parts if part not in DATASETS]
+    if unknown:
+        raise UsageError(f"unknown built-in dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
+    return all(getattr(_builder(part), "BORDER_TRIM", True) for part in parts)
+
+
+def card_border_trim(folder: Path) -> bool | None:
+    """border_trim of the built-in dataset whose card is in `folder` (None: no readable built-in card there)."""
+    import json
+
+    from ldmkit.data.builtin.card import CARD_NAME
+
+    try:
+        name = json.loads((Path(folder) / CARD_NAME).read_text(encoding="utf-8")).get("name")
+        return border_trim(name) if isinstance(name, str) else None
+    except (OSError, ValueError, UsageError):
+        return None
+
+
 def _builder(name: str):
     """The module that builds `name`: it has build(out, *, n, seed, size) -> BuildResult."""
     import importlib
