@@ -211,3 +211,14 @@ def test_cli_ship(source, tmp_path, capsys):
     assert json.loads((out / "ldmkit.json").read_text())["sampling"] == {"steps": 9}
     assert main(["model", "ship", str(source / "model"), "--out", str(tmp_path / "o2"), "--sampler", "nope"]) == 2
     assert "unknown sampler 'nope'" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+def test_platform_key_names_the_cpu_vendor(monkeypatch):
+    # the math libraries pick kernels by vendor: the shipped reference PNG had other bytes on an AMD AVX512 host
+    from ldmkit.models import shipping
+
+    vendor = shipping.cpu_vendor()
+    assert vendor and f"-{vendor}-" in shipping.platform_key()
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    monkeypatch.setattr("platform.processor", lambda: "")
+    assert shipping.cpu_vendor() == "unknown"

@@ -155,9 +155,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from ldmkit.data.preview import preview_dataset
-
     from ldmkit.data.builtin.single import card_border_trim
+    from ldmkit.data.preview import preview_dataset
 
     out = args.out if args.out is not None else Path(f"{args.dir.resolve().name}-preview.png")
     trim = args.trim

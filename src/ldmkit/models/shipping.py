@@ -115,14 +115,33 @@ def _read_record(path: Path, *, json_only: bool) -> Any:
 
 
 def platform_key() -> str:
-    """Label of what a PNG's exact bytes depend on (on one thread): OS, CPU kernels, torch and Pillow versions."""
+    """Label of what a PNG's exact bytes depend on (on one thread): OS, CPU vendor and kernels, torch and Pillow
+    versions. The vendor is there because the math libraries pick kernels by it: one shipped model's reference PNG
+    had other bytes on an AMD AVX512 machine than on the machine that recorded it, with the same key otherwise."""
     import platform
 
     import PIL
     import torch
 
     cpu = torch.backends.cpu.get_cpu_capability()
-    return f"{platform.system()}-{platform.machine()}-{cpu}-torch{torch.__version__}-pillow{PIL.__version__}"
+    return (f"{platform.system()}-{platform.machine()}-{cpu_vendor()}-{cpu}-torch{torch.__version__}"
+            f"-pillow{PIL.__version__}")
+
+
+def cpu_vendor() -> str:
+    """The CPU vendor id ("GenuineIntel", "AuthenticAMD") from /proc/cpuinfo, else the platform's processor name,
+    else "unknown"."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() in ("vendor_id", "CPU implementer"):
+                    return value.strip() or "unknown"
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def _previous_ship(out: Path) -> dict[str, Any] | None:

@@ -140,8 +140,8 @@ BACKGROUND = {
     "train": {"sky-blue": "light blue", "pale green": "light green", "grey": "gray"},
     "eval": {"light blue": "light blue", "mint green": "light green", "gray": "gray", "lilac": "lavender"},
 }
-SUBJECTS = {"train": ("a person", "a character", "an avatar of someone", "a cartoon person", "a guy", "a woman", "a man",
-                      "a girl", "a kid", "a cartoon figure", "a young person", "a human face"),
+SUBJECTS = {"train": ("a person", "a character", "an avatar of someone", "a cartoon person", "a guy", "a woman",
+                      "a man", "a girl", "a kid", "a cartoon figure", "a young person", "a human face"),
             "eval": ("someone", "a cartoon character", "a cute avatar", "a friendly face", "a little person")}
 FRAMES = {  # {s}: subject, {a}: attributes with "with"/"wearing", {l}: a bare list of the attribute phrases
     "train": ("illustration of {s} {a}", "{l}, cartoon avatar", "{s} {a}, flat cartoon style",
