@@ -84,7 +84,6 @@ def test_vae_run_learns_and_sets_the_scaling_factor_from_data(tmp_path):
         with torch.no_grad():
             return float((vae.decode(vae.encode(x).latent_dist.mean).sample - x).abs().mean())
 
-    print(f"reconstruction L1: {reconstruction_l1(final.vae):.4f} trained, {reconstruction_l1(initial.vae):.4f} initial")
     assert reconstruction_l1(final.vae) < 0.92 * reconstruction_l1(initial.vae)
     # the factor makes the training latents unit-variance (the placeholder was 1.0)
     factor = final.scaling_factor

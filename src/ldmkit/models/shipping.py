@@ -116,8 +116,9 @@ def _read_record(path: Path, *, json_only: bool) -> Any:
 
 def platform_key() -> str:
     """Label of what a PNG's exact bytes depend on (on one thread): OS, CPU vendor and kernels, torch and Pillow
-    versions. The vendor is there because the math libraries pick kernels by it: one shipped model's reference PNG
-    had other bytes on an AMD AVX512 machine than on the machine that recorded it, with the same key otherwise."""
+    versions. The vendor was added after the shipped model's reference PNG had other bytes on an AMD AVX512 machine
+    than on the machine that recorded it under the same key without it (math libraries may dispatch by vendor);
+    two CPU models of one vendor and capability can still differ, so a mismatch means "look", not "broken"."""
     import platform
 
     import PIL
