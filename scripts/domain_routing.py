@@ -64,7 +64,7 @@ def routing(folder: Path, dual, ref, is_emoji, scorer: Path) -> list[str]:
     records = run["conditions"][0]["images"]
     images = [Image.open(folder / r["file"]).convert("RGB") for r in records]
     emoji = is_emoji[(image_embeddings(dual, images) @ ref.T).argmax(1)]
-    hits = attribute_hits(classifier, images, [prompts[r["prompt_index"]] for r in records])
+    hits = attribute_hits(classifier, images, [prompts[r["prompt_index"]].asked for r in records])
     accuracy = np.array([np.mean(list(h.values())) if h else np.nan for h in hits])
     scored = ~np.isnan(accuracy)
     named = np.array([any(w in run["data"]["prompts"][r["prompt_index"]] for w in PERSON_WORDS) for r in records])

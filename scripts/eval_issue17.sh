@@ -8,7 +8,8 @@
 #     python scripts/mark_gpu_emoji.py $DATA/ft $DATA/ft-eval                      # taught / held-out emoji
 #   ldmkit data build avatars $DATA/fresh-avatars --n 1100 --seed 101             # 1,000 unseen avatars
 # OUT gets one folder per eval (metrics.json, report.html), gap.txt (free phrasing vs template captions, paired)
-# and routing.txt (how many free prompts were drawn nearest an emoji).
+# and routing.txt (how many free prompts were drawn nearest an emoji). BASE=an earlier OUT (the shipped model's)
+# adds vs-base-*.txt: attribute accuracy against that model's, image by image (scripts/model_gap.py).
 set -euo pipefail
 MODEL=$1; OUT=$2
 DATA=${DATA:-data}
@@ -33,3 +34,8 @@ $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/ft-eval" --split train --where sou
     --n 100 --sample-seed 0 -o "$OUT/taught"
 $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/ft-eval" --split test --where source=emoji --where gpu_trained_emoji=no \
     --n 100 -o "$OUT/heldout"
+if [ -n "${BASE:-}" ]; then
+  for e in free-avatars free-avatars-templates avatars fresh1000; do
+    $PYTHON scripts/model_gap.py "$BASE/$e" "$OUT/$e" > "$OUT/vs-base-$e.txt"
+  done
+fi

@@ -131,6 +131,44 @@ def metrics_labels(metrics: dict, data: Path, model: Path) -> list[dict]:
     return rows[:metrics["data"]["evaluated_images"]]
 
 
+@pytest.mark.slow
+def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_model, tmp_path):
+    from ldmkit.evaluation.phrasing_gap import model_gap
+    from ldmkit.evaluation.run import EvalSettings, evaluate
+    from ldmkit.models.folder import save_components
+    from ldmkit.models.presets import build_components
+
+    model, data = avatars_model
+    other = tmp_path / "other-model"
+    save_components(build_components("tiny", seed=1), other)  # other weights, the same split rule
+    meta = json.loads((other / "ldmkit.json").read_text())
+    meta["training"] = json.loads((model / "ldmkit.json").read_text())["training"]
+    (other / "ldmkit.json").write_text(json.dumps(meta))
+    tables = {}
+    for name, folder, kwargs in (("base", model, {"attributes": model}), ("other", other, {"attributes": model}),
+                                 ("own", model, {}), ("fewer", other, {"attributes": model, "n": 4})):
+        metrics = evaluate(EvalSettings(model=folder, data=data, out=tmp_path / name, steps=2, n_boot=50,
+                                        **{"n": 5, **kwargs}))
+        tables[name] = metrics["conditions"][0]["metrics"]["avatars"]["all"]
+    gap = model_gap(tmp_path / "base", tmp_path / "other", n_boot=50)
+    assert gap["models"] == [str(model), str(other)] and gap["images"] == tables["base"]["images"]
+    for key in ("base", "other"):  # the same numbers as each run's own table
+        assert gap[key]["estimate"] == pytest.approx(tables[key]["mean"]["estimate"])
+        for column, row in gap["per_attribute"].items():
+            assert row[key]["estimate"] == pytest.approx(tables[key]["per_attribute"][column]["estimate"])
+            assert row["n"] == tables[key]["counts"][column]
+    assert gap["difference"]["estimate"] == pytest.approx(gap["other"]["estimate"] - gap["base"]["estimate"])
+    assert gap["difference"]["low"] <= gap["difference"]["estimate"] <= gap["difference"]["high"]
+    with pytest.raises(UsageError, match="compares two models"):
+        model_gap(tmp_path / "base", tmp_path / "base")
+    with pytest.raises(UsageError, match="different prompts"):
+        model_gap(tmp_path / "base", tmp_path / "fewer")
+    with pytest.raises(UsageError, match="attributes"):  # each model read by its own classifier
+        model_gap(tmp_path / "own", tmp_path / "other")
+    with pytest.raises(UsageError, match="metrics.json"):
+        model_gap(tmp_path / "base", tmp_path)
+
+
 def test_phrasing_gap_compares_one_named_condition_of_sweep_runs():
     from ldmkit.evaluation.phrasing_gap import _condition_index
 

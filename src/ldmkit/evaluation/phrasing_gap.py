@@ -1,17 +1,21 @@
-"""What free phrasing costs: two `ldmkit eval` runs (`--prompt-set free-avatars` and `free-avatars-templates`,
-same model, data, n and seeds) compared image by image (issue 17).
+"""Two `ldmkit eval` runs of the same held-out avatars compared image by image (issue 17): what free phrasing
+costs one model, or how two models differ on the same prompts.
 
     gap = phrasing_gap(Path("eval-free"), Path("eval-templates"))   # condition="guidance=7.5" for --sweep runs
     gap["difference"]        # free - templates, mean over images of the per-image accuracy, paired bootstrap CI
     gap["per_word"]          # (column, word) -> accuracy of the free prompts using that word, with the control's
+    cmp = model_gap(Path("eval-shipped"), Path("eval-candidate"))    # same prompts, seeds and classifier
+    cmp["difference"]        # candidate - shipped, paired; cmp["per_attribute"][name]["difference"] likewise
 
 Both runs generate image i from the same seed for the same avatar and are scored on the same attributes, so
-the per-image difference isolates the wording; a paired interval is much narrower than two separate ones.
+the per-image difference isolates what differs (the wording, or the model); a paired interval is much
+narrower than two separate ones.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,64 +25,137 @@ from ldmkit.evaluation.attributes import is_match, unreliable_attributes
 from ldmkit.evaluation.metric_sets import interval
 from ldmkit.metrics.bootstrap import bootstrap_ci
 
-SAME = ("model", "data", "split", "n", "seeds", "where", "steps", "sampler", "guidance", "attributes")
-"""Settings two runs must share to be compared image by image."""
+SAME = ("model", "data", "split", "n", "sample_seed", "seeds", "where", "steps", "sampler", "guidance", "attributes")
+"""Settings two runs must share to be compared image by image (one of them may be allowed to differ)."""
+
+
+@dataclass(frozen=True)
+class PairedHits:
+    """The attribute hits of two eval runs of the same avatars, image by image."""
+
+    condition: str
+    """The label of the compared condition."""
+    excluded: list[str]
+    """Attributes the classifier reads below 95%: not scored."""
+    hits: tuple[list[dict[str, bool]], list[dict[str, bool]]]
+    """Per run, per image: {column: whether the classifier reads an asked value}."""
+    order: list[int]
+    """Per image, its prompt index (the same in both runs)."""
+    asked: list
+    """Per prompt index, what the first run's prompt set asks (free_prompts.FreePrompt, or {column: values})."""
+
+    @property
+    def scored(self) -> list[int]:
+        """The images with at least one scored attribute."""
+        return [i for i, h in enumerate(self.hits[0]) if h]
+
+    def image_means(self, run: int) -> np.ndarray:
+        """Per scored image, the share of its scored attributes that run got right."""
+        return np.array([np.mean(list(self.hits[run][i].values())) for i in self.scored])
 
 
 def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = None, n_boot: int = 1000,
                  seed: int = 0) -> dict:
     """Per-image paired comparison of one condition of two eval folders (see the module docstring): `condition`
     is its label ("guidance=7.5"), needed when the runs swept several."""
+    names = [_read(Path(d))["settings"]["prompt_set"] for d in (free_dir, control_dir)]
+    if names != ["free-avatars", "free-avatars-templates"]:
+        raise UsageError(f"phrasing_gap compares a free-avatars run with a free-avatars-templates run; got {names}")
+    paired = paired_hits(free_dir, control_dir, condition=condition, may_differ="prompt_set")
+    hits, scored, order = paired.hits, paired.scored, paired.order
+    free, control = paired.image_means(0), paired.image_means(1)
+    ci = _ci(n_boot, seed)
+    return {"condition": paired.condition, "images": len(scored), "excluded": paired.excluded,
+            "free": ci(free), "templates": ci(control), "difference": ci(free - control),
+            "per_attribute": _grouped(hits, scored, lambda i, c: c, ci),
+            "per_word": _grouped(hits, scored, lambda i, c: f"{c}: {paired.asked[order[i]].words[c]}", ci)}
+
+
+def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, n_boot: int = 1000,
+              seed: int = 0) -> dict:
+    """Two models' eval runs on the same prompts, seeds and attribute classifier (`--attributes`, named in both
+    runs), compared image by image: {"base", "other", "difference" (other - base), "per_attribute"}."""
+    runs = [_read(Path(d)) for d in (base_dir, other_dir)]
+    if runs[0]["settings"]["model"] == runs[1]["settings"]["model"]:
+        raise UsageError(f"both runs evaluated {runs[0]['settings']['model']}; model_gap compares two models")
+    if not runs[0]["settings"].get("attributes"):
+        raise UsageError("the runs scored each model with its own attribute classifier; rerun both with the same "
+                         "--attributes FOLDER so one instrument reads both")
+    if runs[0]["prompts"] != runs[1]["prompts"]:
+        raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
+    paired = paired_hits(base_dir, other_dir, condition=condition, may_differ="model")
+    base, other = paired.image_means(0), paired.image_means(1)
+    ci = _ci(n_boot, seed)
+    per_attribute = {}
+    for column in sorted({c for i in paired.scored for c in paired.hits[0][i]}):
+        pairs = np.array([(paired.hits[0][i][column], paired.hits[1][i][column]) for i in paired.scored
+                          if column in paired.hits[0][i]], dtype=float)
+        per_attribute[column] = {"n": len(pairs), "base": ci(pairs[:, 0]), "other": ci(pairs[:, 1]),
+                                 "difference": ci(pairs[:, 1] - pairs[:, 0])}
+    return {"condition": paired.condition, "images": len(paired.scored), "excluded": paired.excluded,
+            "models": [run["settings"]["model"] for run in runs], "base": ci(base), "other": ci(other),
+            "difference": ci(other - base), "per_attribute": per_attribute}
+
+
+def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ: str) -> PairedHits:
+    """Read two eval folders that share every setting of SAME (and the prompt set) except `may_differ`, and score
+    the images of one condition of each with the same attribute classifier."""
     from PIL import Image
 
     from ldmkit.evaluation.attributes import split_rule
-    from ldmkit.evaluation.avatars_score import find_attribute_classifier
+    from ldmkit.evaluation.avatars_score import find_attribute_classifier, mentioned_values
     from ldmkit.evaluation.free_prompts import free_prompt
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
-    runs = [_read(Path(d)) for d in (free_dir, control_dir)]
-    names = [run["settings"]["prompt_set"] for run in runs]
-    if names != ["free-avatars", "free-avatars-templates"]:
-        raise UsageError(f"phrasing_gap compares a free-avatars run with a free-avatars-templates run; got {names}")
-    differ = [k for k in SAME if runs[0]["settings"].get(k) != runs[1]["settings"].get(k)]
+    runs = [_read(Path(d)) for d in (first, second)]
+    differ = [k for k in (*SAME, "prompt_set") if k != may_differ
+              and runs[0]["settings"].get(k) != runs[1]["settings"].get(k)]
     if differ:
         raise UsageError(f"the two runs differ in {', '.join(differ)}; rerun them with the same settings")
     index = _condition_index(runs, condition)
     s = runs[0]["settings"]
     settings = EvalSettings(model=Path(s["model"]), data=Path(s["data"]), out=Path("unused"), split=s["split"],
-                            n=s["n"], where=s["where"], prompt_set="free-avatars")
-    _, _, labels = _held_out(settings, split_rule(settings.model))
-    prompts = [free_prompt(row) for row in labels]
+                            n=s["n"], sample_seed=s.get("sample_seed"), where=s["where"], prompt_set=s["prompt_set"])
+    _, captions, labels = _held_out(settings, split_rule(settings.model))
+    if s["prompt_set"] == "captions":
+        asked = [mentioned_values(row, caption) for row, caption in zip(labels, captions)]
+        wanted = asked
+    else:
+        asked = [free_prompt(row) for row in labels]
+        wanted = [prompt.asked for prompt in asked]
     attributes = Path(s["attributes"]) if s.get("attributes") else None
     classifier = find_attribute_classifier(settings.model, attributes)
     if classifier is None:
         raise UsageError(f"{settings.model} has no attribute classifier (and the runs named none)")
     low = unreliable_attributes(classifier.config.accuracy)
-    hits = []  # per run: per image {column: hit}
-    for run, folder in zip(runs, (free_dir, control_dir)):
+    hits = []
+    for run, folder in zip(runs, (first, second)):
         records = run["conditions"][index]["images"]
         images = [Image.open(Path(folder) / r["file"]).convert("RGB") for r in records]
-        hits.append(attribute_hits(classifier, images, [prompts[r["prompt_index"]] for r in records]))
+        hits.append(attribute_hits(classifier, images, [wanted[r["prompt_index"]] for r in records]))
     order = [r["prompt_index"] for r in runs[0]["conditions"][index]["images"]]
     if order != [r["prompt_index"] for r in runs[1]["conditions"][index]["images"]]:
         raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
-    scored = [i for i, h in enumerate(hits[0]) if h]
-    free = np.array([np.mean(list(hits[0][i].values())) for i in scored])
-    control = np.array([np.mean(list(hits[1][i].values())) for i in scored])
-    ci = lambda values: interval(bootstrap_ci(np.asarray(values, dtype=float), n_boot=n_boot, seed=seed))  # noqa: E731
-    return {"condition": runs[0]["conditions"][index]["label"], "images": len(scored), "excluded": sorted(low),
-            "free": ci(free), "templates": ci(control), "difference": ci(free - control),
-            "per_attribute": _grouped(hits, scored, lambda i, c: c, ci),
-            "per_word": _grouped(hits, scored, lambda i, c: f"{c}: {prompts[order[i]].words[c]}", ci)}
+    return PairedHits(runs[0]["conditions"][index]["label"], sorted(low), (hits[0], hits[1]), order, asked)
 
 
-def attribute_hits(classifier, images: list, prompts: list) -> list[dict[str, bool]]:
-    """Per image, {column: whether the classifier reads the asked value} for the attributes its free prompt
-    (`free_prompts.FreePrompt`) names, leaving out those the classifier reads below 95%."""
+def attribute_hits(classifier, images: list, asked: list) -> list[dict[str, bool]]:
+    """Per image, {column: whether the classifier reads one of the asked values} for the attributes its prompt
+    asks for (`asked[i]`: {column: allowed values}), leaving out those the classifier reads below 95%."""
     low = unreliable_attributes(classifier.config.accuracy)
-    return [{c: is_match(guess.get(c), v) for c, v in prompt.asked.items()
+    return [{c: is_match(guess.get(c), v) for c, v in wanted.items()
              if c not in low and c in classifier.config.accuracy}
-            for prompt, guess in zip(prompts, classifier.predict_images(images))]
+            for wanted, guess in zip(asked, classifier.predict_images(images))]
+
+
+def _ci(n_boot: int, seed: int):
+    """values -> their mean with a bootstrap interval (one value: no spread to resample)."""
+    def ci(values) -> dict:
+        values = np.asarray(values, dtype=float)
+        if len(values) == 1:
+            return {"estimate": float(values[0]), "low": float(values[0]), "high": float(values[0])}
+        return interval(bootstrap_ci(values, n_boot=n_boot, seed=seed))
+    return ci
 
 
 def _condition_index(runs: list[dict], condition: str | None) -> int:
@@ -116,4 +193,8 @@ def _read(folder: Path) -> dict:
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise UsageError(f"{folder}: no readable metrics.json of an `ldmkit eval` run ({err})") from None
-    return {"settings": metrics["settings"], "conditions": metrics["conditions"]}
+    try:
+        return {"settings": metrics["settings"], "conditions": metrics["conditions"],
+                "prompts": metrics["data"]["prompts"]}
+    except (KeyError, TypeError) as err:
+        raise UsageError(f"{folder}/metrics.json is not an `ldmkit eval` run's (no {err})") from None

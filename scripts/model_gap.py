@@ -1,0 +1,49 @@
+"""Two models on the same held-out avatars, image by image (issue 17's ship rule: a candidate against the shipped
+model): attribute accuracy of both, and their paired difference with a bootstrap 95% interval over images.
+
+    ldmkit eval src/ldmkit/default_model --attributes src/ldmkit/default_model ... -o eval-shipped
+    ldmkit eval CANDIDATE --attributes src/ldmkit/default_model ... -o eval-candidate    # the same options
+    python scripts/model_gap.py eval-shipped eval-candidate [--json gap.json] [--condition guidance=7.5]
+
+Both runs must share data, split, n, seeds, sampler settings, prompt set and the attribute classifier
+(`--attributes`); only the model differs. A paired interval that excludes 0 is a difference these prompts can
+tell; two marginal intervals that overlap say little.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ldmkit.errors import UsageError
+from ldmkit.evaluation.phrasing_gap import model_gap
+
+
+def fmt(ci: dict) -> str:
+    return f"{ci['estimate']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
+
+
+def main(base: Path, other: Path, out: Path | None, condition: str | None = None) -> None:
+    gap = model_gap(base, other, condition=condition)
+    print(f"{gap['condition']}: {gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
+    print(f"  base:  {gap['models'][0]}\n  other: {gap['models'][1]}")
+    print(f"{'':>15} {'n':>5}  {'base':<24} {'other':<24} other - base")
+    rows = [("all", {"n": gap["images"], **{k: gap[k] for k in ("base", "other", "difference")}})]
+    for name, row in [*rows, *gap["per_attribute"].items()]:
+        print(f"{name:>15} {row['n']:>5}  {fmt(row['base']):<24} {fmt(row['other']):<24} {fmt(row['difference'])}")
+    if out is not None:
+        with open(out, "x", encoding="utf-8") as handle:
+            json.dump(gap, handle, indent=2)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base", type=Path, help="eval folder of the reference model (e.g. the shipped one)")
+    parser.add_argument("other", type=Path, help="eval folder of the candidate, same settings")
+    parser.add_argument("--json", type=Path, help="also write the numbers here (a new file)")
+    parser.add_argument("--condition", help="the condition to compare in --sweep runs, e.g. guidance=7.5")
+    args = parser.parse_args()
+    try:
+        main(args.base, args.other, args.json, args.condition)
+    except (UsageError, FileExistsError) as err:
+        sys.exit(f"error: {err}")
