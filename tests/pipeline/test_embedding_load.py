@@ -12,6 +12,7 @@ from ldmkit.errors import UnsafeFileError, UsageError
 from ldmkit.models.embeddings import embedding_metadata, file_hash, read_embedding, save_embedding
 from ldmkit.models.presets import build_components
 from ldmkit.pipeline import Pipeline
+from ldmkit.pipeline.embedding import loaded_embeddings
 from ldmkit.pipeline.output import parameters_text
 
 PROMPT = "a photo of <zxq> on the left"
@@ -123,3 +124,26 @@ def test_a_multi_vector_token_takes_its_positions(tmp_path):
     n = text.max_length - 2 - 5  # BOS, EOS and the token's five positions
     assert text.dropped_tokens("word " * n + "<v>") == 0
     assert text.dropped_tokens("word " * (n + 1) + "<v>") == 1
+
+
+def test_unload_restores_the_tokenizer_the_table_and_the_image(tmp_path):
+    pipe = Pipeline(build_components("tiny", seed=0))
+    text = pipe.text_encoder
+    rows, vocab = text.model.get_input_embeddings().weight.shape[0], text.tokenizer.get_vocab()
+    base_table = text.model.get_input_embeddings().weight.detach().clone()
+    base = pipe(PROMPT, sampler="ddim", steps=3, guidance=5.0, seed=1)
+    pipe.unload_embeddings()  # nothing loaded: nothing to do
+    pipe.load_embedding(save_embedding(random_vectors(1, seed=2), tmp_path / "one.safetensors"), "<zxq>")
+    pipe.load_embedding(save_embedding(random_vectors(3, seed=5), tmp_path / "three.safetensors"), "<v>")
+    with_them = pipe(PROMPT + " <v>", sampler="ddim", steps=3, guidance=5.0, seed=1)
+    assert text.model.get_input_embeddings().weight.shape[0] == rows + 4 and text.multi_vector
+    pipe.unload_embeddings()
+    assert text.tokenizer.get_vocab() == vocab and text.multi_vector == {}
+    assert torch.equal(text.model.get_input_embeddings().weight, base_table)
+    again = pipe(PROMPT, sampler="ddim", steps=3, guidance=5.0, seed=1)
+    assert np.array_equal(as_array(again.images), as_array(base.images)) and again.params.embeddings == ()
+    assert with_them.params.embeddings and not np.array_equal(as_array(with_them.images), as_array(base.images))
+    # the same tokens load again after an unload, with new vectors
+    pipe.load_embedding(save_embedding(random_vectors(1, seed=9), tmp_path / "other.safetensors"), "<zxq>")
+    assert torch.equal(table_rows(pipe, "<zxq>"), random_vectors(1, seed=9))
+    assert [e.token for e in loaded_embeddings(pipe)] == ["<zxq>"]

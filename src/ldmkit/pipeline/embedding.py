@@ -1,4 +1,5 @@
-"""Textual-inversion embeddings on a pipeline (issue 16): `Pipeline.load_embedding(path, token=None)`.
+"""Textual-inversion embeddings on a pipeline (issue 16): `Pipeline.load_embedding(path, token=None)`, and
+`Pipeline.unload_embeddings()` to remove them all (the tokenizer and embedding table as before the first load).
 
 The file's vectors become new rows of the text encoder's input embedding table under new tokens (diffusers'
 `load_textual_inversion` does the same, and the interop test shows both give the same image); prompts then use
@@ -8,6 +9,7 @@ the token like any word. What was loaded is kept on the pipeline, so each image'
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +46,29 @@ def load_embedding(pipe: Any, path: str | Path, token: str | None = None, *, all
         token = check_token(token)
     else:
         token = check_token(emb.token or Path(path).stem, f"{path}: token (from the file; give FILE:TOKEN to choose)")
-    add_tokens(pipe.text_encoder, token, emb.vectors)
+    text = pipe.text_encoder
+    if getattr(pipe, "_before_embeddings", None) is None:  # what unload_embeddings restores
+        pipe._before_embeddings = (copy.deepcopy(text.tokenizer), text.model.get_input_embeddings().weight.shape[0])
+    add_tokens(text, token, emb.vectors)
     loaded.append(LoadedEmbedding(token, file_hash(path), str(path), int(emb.vectors.shape[0])))
     return token
+
+
+def unload_embeddings(pipe: Any) -> None:
+    """Remove every loaded embedding: the tokenizer as it was before the first load, the embedding table cut back
+    to its rows then (the base rows are never written, so prompts encode bit for bit as before). Nothing loaded:
+    nothing to do."""
+    saved = getattr(pipe, "_before_embeddings", None)
+    if saved is None:
+        return
+    tokenizer, rows = saved
+    text = pipe.text_encoder
+    text.tokenizer = tokenizer
+    if text.model.get_input_embeddings().weight.shape[0] != rows:
+        text.model.resize_token_embeddings(rows)
+    text.multi_vector.clear()
+    loaded_embeddings(pipe).clear()
+    pipe._before_embeddings = None
 
 
 def loaded_embeddings(pipe: Any) -> list[LoadedEmbedding]:

@@ -110,6 +110,7 @@ class Pipeline:
         save_components(self.components, Path(path))
 
     from ldmkit.pipeline.embedding import load_embedding  # Pipeline.load_embedding(path, token=None) (issue 16)
+    from ldmkit.pipeline.embedding import unload_embeddings  # Pipeline.unload_embeddings(): all of them
     # -- LoRA files (issue 16; the work is in ldmkit.pipeline.lora) --------------------------------
 
     def load_lora(self, path: str | Path, scale: float = 1.0) -> list[str]:
