@@ -36,19 +36,32 @@ def main(free: Path, control: Path, out: Path | None, condition: str | None = No
     print("\nper word of the free prompts, weakest first (n, free, templates):")
     for name, row in sorted(gap["per_word"].items(), key=lambda kv: (kv[1]["free"]["estimate"], -kv[1]["n"])):
         print(f"  {name:<48} {row['n']:>3}  {fmt(row['free']):<24} {fmt(row['templates'])}")
+    write_json(gap, out)
+
+
+def write_json(numbers: dict, out: Path | None) -> None:
+    """The numbers as JSON in `out`, a new file (an existing one is refused), when asked."""
     if out is not None:
         with open(out, "x", encoding="utf-8") as handle:
-            json.dump(gap, handle, indent=2)
+            json.dump(numbers, handle, indent=2)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("free", type=Path, help="eval folder of the free-avatars run")
-    parser.add_argument("control", type=Path, help="eval folder of the free-avatars-templates run")
+def cli(doc: str, main, first: str, second: str) -> None:
+    """Parse FIRST SECOND [--json FILE] [--condition LABEL] and run main(first, second, json, condition); a
+    UsageError or an existing --json file is a one-line error."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("first", type=Path, help=first)
+    parser.add_argument("second", type=Path, help=second)
     parser.add_argument("--json", type=Path, help="also write the numbers here (a new file)")
     parser.add_argument("--condition", help="the condition to compare in --sweep runs, e.g. guidance=7.5")
     args = parser.parse_args()
+    if args.json is not None and args.json.exists():
+        sys.exit(f"error: {args.json} exists; name a new file for --json")
     try:
-        main(args.free, args.control, args.json, args.condition)
+        main(args.first, args.second, args.json, args.condition)
     except (UsageError, FileExistsError) as err:
         sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    cli(__doc__, main, "eval folder of the free-avatars run", "eval folder of the free-avatars-templates run")

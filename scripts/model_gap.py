@@ -10,12 +10,10 @@ Both runs must share data, split, n, seeds, sampler settings, prompt set and the
 tell; two marginal intervals that overlap say little.
 """
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
-from ldmkit.errors import UsageError
+from free_phrasing_gap import cli, write_json  # this folder's sibling script: the same command line
+
 from ldmkit.evaluation.phrasing_gap import model_gap
 
 
@@ -31,19 +29,9 @@ def main(base: Path, other: Path, out: Path | None, condition: str | None = None
     rows = [("all", {"n": gap["images"], **{k: gap[k] for k in ("base", "other", "difference")}})]
     for name, row in [*rows, *gap["per_attribute"].items()]:
         print(f"{name:>15} {row['n']:>5}  {fmt(row['base']):<24} {fmt(row['other']):<24} {fmt(row['difference'])}")
-    if out is not None:
-        with open(out, "x", encoding="utf-8") as handle:
-            json.dump(gap, handle, indent=2)
+    write_json(gap, out)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("base", type=Path, help="eval folder of the reference model (e.g. the shipped one)")
-    parser.add_argument("other", type=Path, help="eval folder of the candidate, same settings")
-    parser.add_argument("--json", type=Path, help="also write the numbers here (a new file)")
-    parser.add_argument("--condition", help="the condition to compare in --sweep runs, e.g. guidance=7.5")
-    args = parser.parse_args()
-    try:
-        main(args.base, args.other, args.json, args.condition)
-    except (UsageError, FileExistsError) as err:
-        sys.exit(f"error: {err}")
+    cli(__doc__, main, "eval folder of the reference model (e.g. the shipped one)",
+        "eval folder of the candidate, same settings")
