@@ -1,5 +1,6 @@
-"""`ldmkit model init` (random weights from a preset), `model info` (what a model holds) and `model ship`
-(a model folder or training run -> the fp16 folder shipped inside the package, issue 6).
+"""`ldmkit model init` (random weights from a preset), `model info` (what a model holds), `model ship`
+(a model folder or training run -> the fp16 folder shipped inside the package, issue 6), `model convert`,
+`model compose` (another text encoder) and `model merge` (a weighted sum of two models' weights).
 
 Parsing and printing only; torch/diffusers are imported inside the command functions.
 """
@@ -17,7 +18,7 @@ PRESET_NAMES = ("tiny", "small64", "sd15", "sd21")  # ldmkit.models.presets.PRES
 
 
 def register(subparsers: Any) -> None:
-    """Add `model init` and `model info` to the top-level parser."""
+    """Add `model init`, `info`, `convert`, `ship`, `compose` and `merge` to the top-level parser."""
     model = subparsers.add_parser("model", help="create or inspect model folders")
     sub = model.add_subparsers(dest="model_command", metavar="ACTION")
     model.set_defaults(func=lambda args: (model.print_help(), 2)[1])
@@ -98,6 +99,20 @@ def register(subparsers: Any) -> None:
                          help="CLIPModel / CLIPTextModel folder, model folder, or `train clip` run folder")
     compose.add_argument("--out", type=Path, required=True, help="new folder to write (never an existing path)")
     compose.set_defaults(func=run_compose)
+
+    merge = sub.add_parser(
+        "merge", help="a new model folder whose UNet (or other parts) is a weighted sum of two models'",
+        description="Write a new model folder: a copy of A whose --parts hold (1 - alpha) x A + alpha x B, tensor by "
+                    "tensor (a checkpoint merger; with B fine-tuned from A, a weight-space ensemble that keeps more of "
+                    "A's behaviour as alpha falls). Both must have one architecture for each merged part.",
+    )  # fmt: skip
+    merge.add_argument("a", type=Path, metavar="A", help="model folder; OUT is a copy of it with the parts merged")
+    merge.add_argument("b", type=Path, metavar="B", help="model folder of the same architecture")
+    merge.add_argument("--alpha", type=float, required=True, help="weight of B, strictly between 0 and 1")
+    merge.add_argument("--parts", default="unet", metavar="P[,P]",
+                       help="comma-separated parts to merge: unet, vae, text_encoder (default: unet)")
+    merge.add_argument("--out", type=Path, required=True, help="new folder to write (never an existing path)")
+    merge.set_defaults(func=run_merge)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -244,4 +259,14 @@ def run_compose(args: argparse.Namespace) -> int:
         if report.dropped else ""
     print(f"wrote {report.out}: UNet, VAE and scheduler of {args.base}, text encoder + tokenizer from "
           f"{report.source} (hidden size {report.hidden_size}){dropped}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """`model merge`: (1 - alpha) x A + alpha x B for the named parts, into a new folder."""
+    from ldmkit.models.merge import describe_report, merge_models
+
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    report = merge_models(args.a, args.b, args.out, alpha=args.alpha, parts=parts)
+    print(describe_report(report, args.alpha, args.a, args.b))
     return 0
