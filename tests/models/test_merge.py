@@ -124,3 +124,49 @@ def test_a_packaged_minilm_reference_reads_the_installed_weights(tmp_path):
     assert report.kept_differing == ()  # the reference is the same MiniLM as the full copy
     with pytest.raises(UsageError, match="text_encoder/ holds the same weights in A and B"):
         merge_models(tmp_path / "ref", tmp_path / "full", tmp_path / "n", alpha=0.5, parts=("unet", "text_encoder"))
+
+
+def test_lora_fuse_writes_the_model_generate_lora_samples_and_diffusers_loads_it(world, tmp_path, capsys):
+    """A LoRA on the UNet and the text encoder, fused into a folder: the same images as applying it at generation,
+    untouched files byte for byte, diffusers' UNet equal; refusals in one line."""
+    import diffusers
+
+    from ldmkit.models.lora_files import LoraLayer, target_modules
+    from ldmkit.models.lora_write import save_lora
+    from ldmkit.pipeline import Pipeline
+
+    base = Pipeline.from_pretrained(world / "a")
+    g = torch.Generator().manual_seed(3)
+    layers = {(part, name): LoraLayer(0.3 * torch.randn(4, m.weight.shape[1], generator=g),
+                                      0.3 * torch.randn(m.weight.shape[0], 4, generator=g), 2.0)
+              for part, model in (("unet", base.unet), ("text_encoder", base.text_encoder.model))
+              for name, m in target_modules(model).items() if name.endswith(("to_k", "to_v", "q_proj", "v_proj"))}
+    lora = save_lora(layers, tmp_path / "l.safetensors", dtype=torch.float32)
+    assert main(["lora", "fuse", str(world / "a"), f"{lora}:0.7", "--out", str(tmp_path / "fused")]) == 0
+    assert "unet 16 weights" in capsys.readouterr().out
+
+    base.load_lora(lora, 0.7)
+    applied = base("a red circle", steps=3, seed=2, sampler="ddim").images[0]
+    fused = Pipeline.from_pretrained(tmp_path / "fused")("a red circle", steps=3, seed=2, sampler="ddim").images[0]
+    plain = Pipeline.from_pretrained(world / "a")("a red circle", steps=3, seed=2, sampler="ddim").images[0]
+    a, f, p = (np.asarray(im, dtype=np.int16) for im in (applied, fused, plain))
+    assert np.abs(a - f).max() <= 1 and np.abs(a - p).max() > 2
+    for kept in ("vae/diffusion_pytorch_model.safetensors", "clip/config.json"):
+        assert (tmp_path / "fused" / kept).read_bytes() == (world / "a" / kept).read_bytes()
+    record = json.loads((tmp_path / "fused" / "ldmkit.json").read_text())["fused_loras"]
+    assert record["loras"][0]["scale"] == 0.7 and set(record["layers"]) == {"unet", "text_encoder"}
+    sd = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path / "fused", local_files_only=True,
+                                                           safety_checker=None)
+    for name, value in load_file(str(tmp_path / "fused" / UNET)).items():
+        torch.testing.assert_close(sd.unet.state_dict()[name], value)
+
+    for args, expected in (([f"{lora}:0", "--out", str(tmp_path / "x")], "scale 0"),
+                           ([str(lora), "--out", str(tmp_path / "fused")], "already exists"),
+                           ([str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x")], "no such LoRA file")):
+        assert main(["lora", "fuse", str(world / "a"), *args]) != 0
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    wide = save_lora({("unet", "conv_in"): LoraLayer(torch.zeros(2, 8, 3, 3), torch.zeros(4, 2, 1, 1), 2.0)},
+                     tmp_path / "wide.safetensors")
+    assert main(["lora", "fuse", str(world / "a"), str(wide), "--out", str(tmp_path / "x")]) != 0
+    assert "do not fit" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -1,5 +1,6 @@
 """`ldmkit lora inspect FILE` (format, ranks, alphas, targets, metadata) and `ldmkit lora merge A:0.7 B:0.4 --out C`
-(one file equal to applying A and B with those scales: ranks concatenated, exact; issue 16).
+(one file equal to applying A and B with those scales: ranks concatenated, exact; issue 16) and `ldmkit lora fuse
+MODEL A:0.7 --out NEW` (a new model folder with them in its weights).
 
 Parsing and printing only; torch and safetensors are imported inside the command functions.
 """
@@ -17,7 +18,7 @@ MAX_MERGE_INPUTS = 64
 
 
 def register(subparsers: Any) -> None:
-    """Add `lora inspect` and `lora merge` to the top-level parser."""
+    """Add `lora inspect`, `lora merge` and `lora fuse` to the top-level parser."""
     lora = subparsers.add_parser("lora", help="inspect or merge LoRA files (kohya, PEFT, diffusers layouts)")
     sub = lora.add_subparsers(dest="lora_command", metavar="ACTION")
     lora.set_defaults(func=lambda args: (lora.print_help(), 2)[1])
@@ -40,6 +41,17 @@ def register(subparsers: Any) -> None:
     merge.add_argument("--model", type=Path, default=None, metavar="DIR",
                        help="check every layer against this model folder (needed for --format peft from kohya files)")
     merge.set_defaults(func=run_merge)
+
+    fuse = sub.add_parser(
+        "fuse", help="a new model folder with LoRA files fused into its weights",
+        description="Write a new model folder: MODEL with every FILE fused into its UNet / text encoder weights at "
+                    "its SCALE (W += scale x alpha / rank x up @ down), as `generate --lora` applies them, so "
+                    "`ldmkit eval`, `ldmkit serve` and diffusers use the result like any model folder.",
+    )  # fmt: skip
+    fuse.add_argument("model", type=Path, metavar="MODEL", help="model folder (diffusers layout)")
+    fuse.add_argument("inputs", nargs="+", metavar="FILE[:SCALE]", help="LoRA files, each with a scale (default 1)")
+    fuse.add_argument("--out", type=Path, required=True, help="new folder to write (never an existing path)")
+    fuse.set_defaults(func=run_fuse)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -99,6 +111,20 @@ def run_merge(args: argparse.Namespace) -> int:
     save_lora(layers, args.out, fmt=args.format, metadata=meta,
               dtype=torch.float16 if args.dtype == "fp16" else torch.float32)
     print(f"wrote {args.out}: {len(layers)} layers, rank {_values(ranks)} (sum of the inputs' ranks per module)")
+    return 0
+
+
+def run_fuse(args: argparse.Namespace) -> int:
+    """`lora fuse`: MODEL + LoRA files -> a new model folder with them in its weights."""
+    from ldmkit.pipeline.lora_fuse import fuse_into_folder
+
+    if args.out.exists() or args.out.is_symlink():
+        raise UsageError(f"--out {args.out} already exists; `lora fuse` writes a new folder and never overwrites")
+    record = fuse_into_folder(args.model, lora_specs(args.inputs), args.out)
+    for w in record["warnings"]:
+        print(f"ldmkit: warning: {w}")
+    layers = ", ".join(f"{part} {n}" for part, n in record["layers"].items())
+    print(f"wrote {args.out}: {args.model} with {len(record['loras'])} LoRA file(s) fused ({layers} weights)")
     return 0
 
 

@@ -115,31 +115,93 @@ def _differ(a: dict, b: dict) -> bool:
     return not _weights_equal(a, b)
 
 
-def _merge_part(a: dict, b: dict, alpha: float, target: Path) -> int:
-    """Write (1 - alpha) * A + alpha * B into `target`, one file per file of A (same names, A's dtypes)."""
-    import torch
+def _rewrite_part(index: dict, target: Path, value_of) -> int:
+    """Write one component folder's tensors into `target`, one file per file of `index` (same names, same
+    dtypes): value_of(name, tensor) gives each tensor's new value (float32 or the file's dtype) or None to keep
+    it; returns how many were changed."""
     from safetensors.torch import save_file
 
     cache: dict = {}
     by_file: dict[Path, list[str]] = {}
-    for name, (file, _, _) in a.items():
+    for name, (file, _, _) in index.items():
         by_file.setdefault(file, []).append(name)
-    merged = 0
+    changed = 0
     for file, names in sorted(by_file.items()):
         tensors = {}
         for name in sorted(names):
             x = _reader(cache, file).get_tensor(name)
-            y = _reader(cache, b[name][0]).get_tensor(name)
-            if x.is_floating_point() != y.is_floating_point() or (not x.is_floating_point() and not torch.equal(x, y)):
-                raise UsageError(f"tensor {name!r} is an integer tensor that differs between A and B; a weighted sum "
-                                 "of it means nothing (are these two models of one architecture?)")
-            if x.is_floating_point():
-                x = ((1.0 - alpha) * x.float() + alpha * y.float()).to(x.dtype)
-                merged += 1
+            value = value_of(name, x)
+            if value is not None:
+                x = value.to(x.dtype)
+                changed += 1
             tensors[name] = x.contiguous()
         save_file(tensors, str(target / file.name), metadata={"format": "pt"})
-        shutil.copymode(file, target / file.name)  # safetensors writes 0600; keep A's permissions
-    return merged
+        shutil.copymode(file, target / file.name)  # safetensors writes 0600; keep the source's permissions
+    return changed
+
+
+def _merge_part(a: dict, b: dict, alpha: float, target: Path) -> int:
+    """Write (1 - alpha) * A + alpha * B into `target`, one file per file of A (same names, A's dtypes)."""
+    import torch
+
+    cache: dict = {}
+
+    def blend(name: str, x):
+        y = _reader(cache, b[name][0]).get_tensor(name)
+        if x.is_floating_point() != y.is_floating_point() or (not x.is_floating_point() and not torch.equal(x, y)):
+            raise UsageError(f"tensor {name!r} is an integer tensor that differs between A and B; a weighted sum "
+                             "of it means nothing (are these two models of one architecture?)")
+        return (1.0 - alpha) * x.float() + alpha * y.float() if x.is_floating_point() else None
+
+    return _rewrite_part(a, target, blend)
+
+
+def _write_folder(source: Path, out: Path, parts: dict[str, Any], record: tuple[str, dict], dropped=()) -> int:
+    """Copy `source` to a temporary sibling of `out` (without `dropped` folders), rewrite each part's weights with
+    parts[part](index, target) -> changed count, record ldmkit.json[record key] = record value (A's facts about its
+    own weights dropped), then rename to `out`; a failure leaves no `out`. Returns the tensors changed."""
+    from ldmkit.models.folder import META_FILE, PACKAGED_REF, _read_json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.write-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from a killed earlier call
+    try:
+        shutil.copytree(source, tmp, ignore=lambda folder, names: [n for n in names if Path(folder) == source
+                                                                   and n in dropped])
+        changed = 0
+        for part, write in parts.items():
+            target = tmp / part
+            index = _tensor_index(source / part)
+            for f in [*target.glob("*.safetensors"), target / PACKAGED_REF]:  # rewritten below
+                f.unlink(missing_ok=True)
+            changed += write(index, target)
+        meta = _read_json(source / META_FILE) if (source / META_FILE).is_file() else {}
+        meta = {k: v for k, v in meta.items() if k not in DROPPED_META}
+        meta[record[0]] = record[1]
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return changed
+
+
+def write_changed_weights(source: str | Path, out: str | Path, changed: dict[str, dict[str, Any]],
+                          record: tuple[str, dict]) -> int:
+    """A new folder `out`: `source` with the tensors `changed[part][name]` replaced (cast to each file's dtype;
+    every other file and tensor as it was) and `record` added to ldmkit.json. A name the part's files do not hold
+    is an error. Used by `ldmkit lora fuse` (ldmkit.pipeline.lora)."""
+    source, out = Path(source), Path(out)
+    if out.exists() or out.is_symlink():
+        raise UsageError(f"--out {out} already exists; a new folder is written and nothing is overwritten")
+    for part, values in changed.items():
+        if part not in PARTS:
+            raise UsageError(f"no weights part {part!r}; parts: {', '.join(PARTS)}")
+        missing = sorted(set(values) - set(_tensor_index(source / part)))
+        if missing:
+            raise ModelFolderError(f"{source / part} holds no tensor {missing[0]!r} to replace")
+    writers = {part: (lambda index, target, values=values: _rewrite_part(index, target, lambda name, x: values.get(name)))
+               for part, values in changed.items()}
+    return _write_folder(source, out, writers, record)
 
 
 def _check_request(a: Path, b: Path, out: Path, alpha: float, parts: tuple[str, ...]) -> None:
@@ -167,7 +229,7 @@ def merge_models(a: str | Path, b: str | Path, out: str | Path, *, alpha: float,
                  parts: tuple[str, ...] = ("unet",)) -> MergeReport:
     """Write `out`: `a` with `parts` replaced by (1 - alpha) * A + alpha * B; see the module docstring."""
     from ldmkit.models.compose import _depends_on_text_encoder
-    from ldmkit.models.folder import META_FILE, PACKAGED_REF, _read_json, check_layout, model_hash
+    from ldmkit.models.folder import check_layout, model_hash
 
     a, b, out, parts = Path(a), Path(b), Path(out), tuple(parts)
     _check_request(a, b, out, alpha, parts)
@@ -187,27 +249,12 @@ def merge_models(a: str | Path, b: str | Path, out: str | Path, *, alpha: float,
     kept_differing = tuple(p for p in PARTS if p not in parts and _differ(*indexes[p]))
     dropped = ("clip",) if "text_encoder" in parts and (a / "clip").is_dir() and _depends_on_text_encoder(a / "clip") \
         else ()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.merge-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from a killed earlier call
-    try:
-        shutil.copytree(a, tmp, ignore=lambda folder, names: [n for n in names if Path(folder) == a
-                                                              and n in dropped])
-        tensors = 0
-        for part in parts:
-            target = tmp / part
-            for f in [*target.glob("*.safetensors"), target / PACKAGED_REF]:  # A's weight files, rewritten below
-                f.unlink(missing_ok=True)
-            tensors += _merge_part(*indexes[part], alpha, target)
-        meta = _read_json(a / META_FILE) if (a / META_FILE).is_file() else {}
-        meta = {k: v for k, v in meta.items() if k not in DROPPED_META}
-        meta["merged"] = {"a": str(a.resolve()), "a_hash": model_hash(a), "b": str(b.resolve()), "b_hash": model_hash(b),
-                          "alpha": alpha, "parts": list(parts), "kept_from_a_differing": list(kept_differing),
-                          "dropped": [f"{d}/ (read the merged text encoder)" for d in dropped]}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    record = {"a": str(a.resolve()), "a_hash": model_hash(a), "b": str(b.resolve()), "b_hash": model_hash(b),
+              "alpha": alpha, "parts": list(parts), "kept_from_a_differing": list(kept_differing),
+              "dropped": [f"{d}/ (read the merged text encoder)" for d in dropped]}
+    writers = {part: (lambda index, target, part=part: _merge_part(index, indexes[part][1], alpha, target))
+               for part in parts}
+    tensors = _write_folder(a, out, writers, ("merged", record), dropped)
     return MergeReport(out=out, parts=parts, tensors=tensors, kept_differing=kept_differing, dropped=dropped)
 
 

@@ -134,3 +134,4 @@ def lora_state(pipe: Any) -> LoraState:
         state = LoraState(pipeline_models(pipe))
         pipe._lora_state = state
     return state
+
