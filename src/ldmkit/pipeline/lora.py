@@ -134,4 +134,3 @@ def lora_state(pipe: Any) -> LoraState:
         state = LoraState(pipeline_models(pipe))
         pipe._lora_state = state
     return state
-
