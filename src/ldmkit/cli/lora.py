@@ -118,8 +118,6 @@ def run_fuse(args: argparse.Namespace) -> int:
     """`lora fuse`: MODEL + LoRA files -> a new model folder with them in its weights."""
     from ldmkit.pipeline.lora_fuse import fuse_into_folder
 
-    if args.out.exists() or args.out.is_symlink():
-        raise UsageError(f"--out {args.out} already exists; `lora fuse` writes a new folder and never overwrites")
     record = fuse_into_folder(args.model, lora_specs(args.inputs), args.out)
     for w in record["warnings"]:
         print(f"ldmkit: warning: {w}")
