@@ -83,6 +83,18 @@ def test_values_equal_the_encoders_and_cache_is_reused(dataset, tmp_path):
     assert again.folder == cache.folder and (enc.image_calls, enc.text_calls) == calls
 
 
+def test_progress_counts_every_image_once_and_is_silent_on_reuse(dataset, tmp_path):
+    def run():
+        seen = []
+        build_cache(dataset, tmp_path / "cache", encode_images=Encoders().images, encode_text=Encoders().text,
+                    spec=CacheSpec(image_encoder="pool4", text_encoder="chars", size=16),
+                    preprocess=centre_crop_resize, batch_size=2, shard_size=3, progress=seen.append)
+        return seen
+
+    assert run() == [2, 1, 2] and len(dataset) == 5  # batches of 2 within shards of 3
+    assert run() == []
+
+
 def test_key_changes_rebuild_and_remove_only_stale_caches(dataset, tmp_path):
     enc = Encoders()
     cache_dir = tmp_path / "cache"

@@ -236,3 +236,12 @@ def test_latent_sample_false_trains_on_the_posterior_mean(dropout_task):
         task.recipe = original
     sampled = task.batch([0, 1], torch.Generator().manual_seed(3))["latents"]
     assert not torch.allclose(sampled, a)
+
+
+def test_building_the_latent_cache_shows_a_bar_and_reusing_it_does_not(tmp_path, capsys):
+    torch.set_num_threads(1)
+    recipe = _recipe("train.progress_bar=true", "train.steps=1")
+    train_task("unet", recipe, tmp_path / "run")
+    assert "caching latents and text states" in capsys.readouterr().err
+    UNetTask(recipe, tmp_path / "run")  # the same data and encoders: the cache is reused
+    assert "caching" not in capsys.readouterr().err

@@ -134,11 +134,14 @@ def cache_key(dataset, spec: CacheSpec, preprocess_id: str) -> str:
 
 
 def build_cache(dataset, cache_dir: str | Path, *, encode_images, encode_text, spec: CacheSpec,
-                preprocess=None, augment_view=None, batch_size: int = 32, shard_size: int = 4096, workers: int = 2):
+                preprocess=None, augment_view=None, batch_size: int = 32, shard_size: int = 4096, workers: int = 2,
+                progress=None):
     """The cache for (dataset, encoders, spec) under cache_dir: reused when its key matches, else built.
 
     augment_view(pixels [3, H, W], focus (x, y) fractions, sample, view) -> pixels makes view `view` of a
     standardized image; needed when spec.views > 1 (it must be deterministic: the cache is reused).
+    progress(images) is called after each encoded batch with its image count (a progress bar's update), and
+    only when the cache is built.
 
     Returns a `CachedLatents` (cache_loader.py). Other caches in cache_dir (folders holding an ldmkit
     manifest) are stale by definition and removed once the new one is complete.
@@ -167,7 +170,7 @@ def build_cache(dataset, cache_dir: str | Path, *, encode_images, encode_text, s
     try:
         with torch.no_grad():
             shards, shapes = _write_shards(dataset, partial, (encode_images, encode_text, augment_view), spec,
-                                           preprocess, batch_size, shard_size, workers)
+                                           preprocess, batch_size, shard_size, workers, progress)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # only ever our own half-written folder
         raise
@@ -200,7 +203,7 @@ def _remove_stale(cache_dir: Path, keep: Path) -> None:
 
 
 def _write_shards(dataset, folder: Path, encoders, spec: CacheSpec, preprocess,
-                  batch_size: int, shard_size: int, workers: int) -> tuple[list[dict], dict]:
+                  batch_size: int, shard_size: int, workers: int, progress=None) -> tuple[list[dict], dict]:
     import torch
     from safetensors.torch import save_file
 
@@ -221,6 +224,8 @@ def _write_shards(dataset, folder: Path, encoders, spec: CacheSpec, preprocess,
                     views.append(torch.stack([px if augment_view is None else augment_view(px, focus, s, v)
                                               for (px, focus), s in zip(loaded, batch)]))
                 _encode_batch(batch, views, encode_images, encode_text, spec, tensors)
+                if progress is not None:
+                    progress(len(batch))
             name = f"shard-{len(shards):05d}.safetensors"
             data = _shard_tensors(part, tensors, spec)
             save_file(data, str(folder / name), metadata={"format": CACHE_FORMAT})

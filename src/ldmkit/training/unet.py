@@ -20,6 +20,8 @@ loss. `train lora` (ldmkit.training.lora_task) reuses this start, batch and loss
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -237,9 +239,36 @@ def build_latent_cache(components, dataset, cache_dir: Path, image_size: int, re
     spec = CacheSpec(image_encoder=f"vae-{weights_id(vae)}", text_encoder=f"{text.kind}-{weights_id(text.model)}",
                      size=image_size, flip_variants=aug.flip_p > 0, views=aug.views,
                      augment_id=f"crop_scale={aug.crop_scale},jitter={aug.jitter},seed={seed}" if aug.views > 1 else "")
-    return build_cache(dataset, cache_dir, encode_images=encode_images, encode_text=encode_text, spec=spec,
-                       preprocess=preprocess_for(recipe.data.trim if recipe is not None else None),
-                       augment_view=view_augmenter(aug, seed) if aug.views > 1 else None)
+    bar = CacheBar(len(dataset), enabled=recipe is None or recipe.train.progress_bar)
+    try:
+        return build_cache(dataset, cache_dir, encode_images=encode_images, encode_text=encode_text, spec=spec,
+                           preprocess=preprocess_for(recipe.data.trim if recipe is not None else None),
+                           augment_view=view_augmenter(aug, seed) if aug.views > 1 else None, progress=bar.update)
+    finally:
+        bar.close()
+
+
+class CacheBar:
+    """A tqdm bar on stderr for a latent cache being built (the first process only), opened at its first
+    batch: a reused cache shows nothing."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total, self.bar = total, None
+        self.enabled = enabled and os.environ.get("RANK", "0") == "0"
+
+    def update(self, images: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc="caching latents and text states", unit="image", file=sys.stderr,
+                            dynamic_ncols=True)
+        self.bar.update(images)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def save_prompt_grid(components, prompts: list[str], path: Path, *, steps: int) -> None:
