@@ -3,12 +3,14 @@ and an existing build made with other values is refused (never a silent mix), as
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
 
 from ldmkit.config import load_recipe
 from ldmkit.data.builtin import build_dataset
+from ldmkit.data.builtin.avatar_phrasings import colours_shown, free_phrasing, record_phrasings
 from ldmkit.errors import DataError, UsageError
 from ldmkit.training.data_provenance import data_provenance, summary_lines
 from ldmkit.training.recipes import DataSection, UNetRecipe
@@ -112,3 +114,35 @@ def test_a_mixture_records_and_checks_each_option(tmp_path, emoji_sources):
             open_dataset(DataSection(**{**asked.__dict__, **other}), tmp_path)
     with pytest.raises(DataError, match=r"phrasings 0 \(recipe: 1\), emoji_aliases False \(recipe: True\)"):
         open_dataset(DataSection(**{**asked.__dict__, "path": str(tmp_path / "plain")}), tmp_path)
+
+
+def test_phrasing_colours_name_every_colour_shown_are_recorded_and_checked(tmp_path, capsys):
+    asked = DataSection(path=str(tmp_path / "built"), builtin="avatars", builtin_n=6, image_size=32,
+                        builtin_phrasings=2, builtin_phrasing_colours=True)
+    dataset = open_dataset(asked, tmp_path)
+    plain = tmp_path / "plain"
+    build_dataset("avatars", plain, n=6, seed=0, size=32, phrasings=2)
+    coloured, loose = _texts(tmp_path / "built"), _texts(plain)
+    assert [len(t) for t in coloured] == [len(t) for t in loose] and coloured != loose
+    assert [t[:3] for t in coloured] == [t[:3] for t in loose]  # the template captions are untouched
+    for sample in dataset.samples:  # each added phrasing is a train-pool draw that names the shown colours
+        index = int(Path(sample.path).stem)
+        again = record_phrasings(sample.labels, sample.captions[:3], random.Random(f"avatars-phrasings-0-{index}"), 2,
+                                 colours=True)
+        assert list(sample.captions[3:]) == again
+    rng = random.Random(0)
+    for sample in dataset.samples:
+        need = colours_shown(sample.labels)
+        assert need and {"clothing_color"} <= need
+        draws = [free_phrasing(sample.labels, rng, pool="train") for _ in range(50)]
+        assert any(not need <= d.asked.keys() for d in draws)  # without the option most draws omit a colour
+    card = json.loads((tmp_path / "built" / "dataset_card.json").read_text())
+    assert card["phrasing_colours"] is True and "each names every colour" in card["notes"][-1]
+    assert "free phrasings per avatar: 2 (each naming its colours)" in "\n".join(
+        summary_lines(data_provenance(dataset, asked)))
+    with pytest.raises(DataError, match=r"phrasing_colours True \(recipe: False\)"):
+        open_dataset(DataSection(**{**asked.__dict__, "builtin_phrasing_colours": False}), tmp_path)
+    with pytest.raises(UsageError, match="phrasing_colours=True has no effect without data.builtin_phrasings"):
+        DataSection(builtin="avatars", builtin_phrasing_colours=True)
+    with pytest.raises(UsageError, match="phrasing_colours must be true or false"):
+        DataSection(builtin="avatars", builtin_phrasings=1, builtin_phrasing_colours="yes")

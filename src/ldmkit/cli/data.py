@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     build.add_argument("--phrasings", type=int, default=0, metavar="K",
                        help="add K free phrasings to each avatars image's captions (default 0; recipe key "
                             "data.builtin_phrasings)")
+    build.add_argument("--phrasing-colours", action="store_true",
+                       help="add only free phrasings that name every colour the avatar shows (hair or hat, "
+                            "clothing; recipe key data.builtin_phrasing_colours)")
     build.add_argument("--emoji-aliases", action="store_true",
                        help="add each emoji image's CLDR name and keywords as captions (needs Debian's "
                             "unicode-cldr-core; recipe key data.builtin_emoji_aliases)")
@@ -148,7 +151,8 @@ def run_build(args: argparse.Namespace) -> int:
     from ldmkit.data.builtin import build_dataset
 
     card = build_dataset(args.name, args.out, n=parse_counts(args.n), seed=args.seed, size=args.size,
-                         phrasings=args.phrasings, emoji_aliases=args.emoji_aliases)
+                         phrasings=args.phrasings, emoji_aliases=args.emoji_aliases,
+                         phrasing_colours=args.phrasing_colours)
     print(f"built {args.name} in {args.out}: {card.get('images', '?')} images, "
           f"{card.get('captions', '?')} captions (seed {args.seed})")
     return 0

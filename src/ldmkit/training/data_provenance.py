@@ -76,7 +76,9 @@ def _builtin_card(root: Path, data) -> dict | None:
 def summary_lines(prov: dict) -> list[str]:
     """The provenance as a few lines for people."""
     built = prov["builtin"]
-    extras = ([f"free phrasings per avatar: {built['phrasings']}"] if built and built.get("phrasings") else []) + \
+    extras = ([f"free phrasings per avatar: {built['phrasings']}"
+               + (" (each naming its colours)" if built.get("phrasing_colours") else "")]
+              if built and built.get("phrasings") else []) + \
         (["CLDR emoji aliases"] if built and built.get("emoji_aliases") else [])
     source = (f"built-in {built['name']} (seed {built['seed']}, {built['size']} px"
               f"{''.join(', ' + e for e in extras)})" if built else "your data")

@@ -20,7 +20,8 @@ from ldmkit.errors import DataError, UsageError
 from ldmkit.training.recipes import DataSection
 
 DATASET_FOLDER = "dataset"
-BUILTIN_KEYS = ("builtin", "builtin_n", "builtin_seed", "builtin_phrasings", "builtin_emoji_aliases")
+BUILTIN_KEYS = ("builtin", "builtin_n", "builtin_seed", "builtin_phrasings", "builtin_phrasing_colours",
+                "builtin_emoji_aliases")
 """The data keys that describe the built-in build (dropped together by data_source_overrides)."""
 
 
@@ -42,7 +43,8 @@ def open_dataset(data: DataSection, run_dir: Path, *, summary: bool = True):
         from ldmkit.data.builtin import build_dataset
 
         build_dataset(data.builtin, root, n=data.builtin_n, seed=data.builtin_seed, size=data.image_size,
-                      phrasings=data.builtin_phrasings, emoji_aliases=data.builtin_emoji_aliases)
+                      phrasings=data.builtin_phrasings, emoji_aliases=data.builtin_emoji_aliases,
+                      phrasing_colours=data.builtin_phrasing_colours)
     else:
         check_builtin_build(data, root)
     dataset = CaptionDataset.open(root, class_template=data.class_template)
@@ -75,7 +77,8 @@ def check_builtin_build(data: DataSection, root: Path) -> None:
         raise DataError(f"data.builtin={data.builtin} but {root} holds {what}; to train on that folder unset it "
                         f"(--set data.builtin=null), or give a new data.path to build {data.builtin} there")
     wanted = {"seed": data.builtin_seed, "size": data.image_size, "n": _requested_counts(data),
-              "phrasings": data.builtin_phrasings, "emoji_aliases": data.builtin_emoji_aliases}
+              "phrasings": data.builtin_phrasings, "phrasing_colours": data.builtin_phrasing_colours,
+              "emoji_aliases": data.builtin_emoji_aliases}
     found = {"seed": card.get("seed"), "size": card.get("size"),
              "n": {p: v.get("n_requested") for p, v in card["parts"].items()} if "parts" in card
              else card.get("n_requested"), **caption_options(card)}

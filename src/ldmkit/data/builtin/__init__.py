@@ -16,7 +16,7 @@ __all__ = ["DATASETS", "build_dataset"]
 
 
 def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: int = 0, size: int = 64,
-                  phrasings: int = 0, emoji_aliases: bool = False) -> dict:
+                  phrasings: int = 0, emoji_aliases: bool = False, phrasing_colours: bool = False) -> dict:
     """Write the built-in dataset `name` into `out` and return its dataset card.
 
     name: one of DATASETS, or a mixture such as "emoji+avatars" (see `ldmkit.data.builtin.mix`; n may
@@ -26,6 +26,8 @@ def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: in
     the same dataset (whose files are then replaced).
     phrasings: free phrasings added to each `avatars` image's captions (0: none; an error for a dataset
     without avatars; see `ldmkit.data.builtin.avatar_phrasings`).
+    phrasing_colours: add only phrasings that name every colour the avatar shows (hair or hat, clothing; an
+    error without phrasings).
     emoji_aliases: add captions from the CLDR English annotations to each `emoji` image (an error for a
     dataset without emoji, or without Debian's unicode-cldr-core; see `ldmkit.data.builtin.emoji_aliases`).
     """
@@ -36,5 +38,6 @@ def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: in
 
         check_size(size)
         return build_mix(parse_parts(name, DATASETS), Path(out), n=n, seed=seed, size=size, phrasings=phrasings,
-                         emoji_aliases=emoji_aliases)
-    return build_single(name, Path(out), n=n, seed=seed, size=size, phrasings=phrasings, emoji_aliases=emoji_aliases)
+                         emoji_aliases=emoji_aliases, phrasing_colours=phrasing_colours)
+    return build_single(name, Path(out), n=n, seed=seed, size=size, phrasings=phrasings, emoji_aliases=emoji_aliases,
+                        phrasing_colours=phrasing_colours)

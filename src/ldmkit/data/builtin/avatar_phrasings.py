@@ -203,10 +203,11 @@ def check_phrasings(phrasings) -> None:
         raise UsageError(f"avatars phrasings must be an integer in [0, {MAX_PHRASINGS}], got {phrasings!r}")
 
 
-def with_phrasings(result, seed: int, count: int):
+def with_phrasings(result, seed: int, count: int, *, colours: bool = False):
     """The avatars BuildResult with `count` train-pool phrasings added to each record's captions; record i's
     come from its own generator (seeded by build seed and i), so they are the same whatever n is. A draw that
-    repeats one of the record's captions is drawn again (a repeat would be a `duplicate_line` in the build)."""
+    repeats one of the record's captions is drawn again (a repeat would be a `duplicate_line` in the build).
+    colours: keep only draws that name every colour the avatar shows (`colours_shown`)."""
     from dataclasses import replace
 
     from ldmkit.data.builtin.card import Record
@@ -215,17 +216,38 @@ def with_phrasings(result, seed: int, count: int):
     records = []
     for index, record in enumerate(result.records):
         rng = random.Random(f"avatars-phrasings-{seed}-{index}")
-        extra: list[str] = []
-        for _ in range(10 * count):  # bounded: an avatar with fewer distinct phrasings keeps what was found
-            if len(extra) == count:
-                break
-            text = free_phrasing(record.labels, rng, pool="train").text
-            if text not in record.captions and text not in extra:
-                extra.append(text)
+        extra = record_phrasings(record.labels, record.captions, rng, count, colours=colours)
         records.append(Record(record.file_name, record.captions + tuple(extra), record.labels))
     note = (f"each image also has {count} free phrasings after the template captions (1-4 attributes, synonyms, "
-            "varied word order; ldmkit/data/builtin/avatar_phrasings.py, train pool)")
+            "varied word order; ldmkit/data/builtin/avatar_phrasings.py, train pool)"
+            + ("; each names every colour the avatar shows" if colours else ""))
     return replace(result, records=tuple(records), notes=(*result.notes, note))
+
+
+COLOUR_TRIES = 400
+"""Draws per phrasing when every shown colour must be named (about one draw in six names them all)."""
+
+
+def record_phrasings(labels: Mapping[str, str], captions: Collection[str], rng: random.Random, count: int, *,
+                     colours: bool = False) -> list[str]:
+    """Up to `count` distinct train-pool phrasings of `labels` not among `captions` (fewer when the bounded
+    draws run out); with `colours`, only phrasings that name every colour shown."""
+    need = colours_shown(labels) if colours else set()
+    extra: list[str] = []
+    for _ in range((COLOUR_TRIES if colours else 10) * count):
+        if len(extra) == count:
+            break
+        phrasing = free_phrasing(labels, rng, pool="train")
+        if (not need or need <= phrasing.asked.keys()) and phrasing.text not in captions and phrasing.text not in extra:
+            extra.append(phrasing.text)
+    return extra
+
+
+def colours_shown(labels: Mapping[str, str]) -> set[str]:
+    """The colour columns an avatar shows: its clothing's, and its hat's or (unless bald) its hair's."""
+    if labels["top"] in HATS:
+        return {"hat_color", "clothing_color"}
+    return {"clothing_color"} | ({"hair_color"} if labels["top"] != "no_hair" else set())
 
 
 def _slots(labels: Mapping[str, str], pool: str, rng: random.Random, columns) -> list:
