@@ -143,7 +143,7 @@ def test_lora_fuse_writes_the_model_generate_lora_samples_and_diffusers_loads_it
               for name, m in target_modules(model).items() if name.endswith(("to_k", "to_v", "q_proj", "v_proj"))}
     lora = save_lora(layers, tmp_path / "l.safetensors", dtype=torch.float32)
     assert main(["lora", "fuse", str(world / "a"), f"{lora}:0.7", "--out", str(tmp_path / "fused")]) == 0
-    assert "unet 16 weights" in capsys.readouterr().out
+    assert "unet 16 weights); not copied: clip/ (read the text encoder the LoRA changed)" in capsys.readouterr().out
 
     base.load_lora(lora, 0.7)
     applied = base("a red circle", steps=3, seed=2, sampler="ddim").images[0]
@@ -151,10 +151,16 @@ def test_lora_fuse_writes_the_model_generate_lora_samples_and_diffusers_loads_it
     plain = Pipeline.from_pretrained(world / "a")("a red circle", steps=3, seed=2, sampler="ddim").images[0]
     a, f, p = (np.asarray(im, dtype=np.int16) for im in (applied, fused, plain))
     assert np.abs(a - f).max() <= 1 and np.abs(a - p).max() > 2
-    for kept in ("vae/diffusion_pytorch_model.safetensors", "clip/config.json"):
-        assert (tmp_path / "fused" / kept).read_bytes() == (world / "a" / kept).read_bytes()
+    kept = "vae/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "fused" / kept).read_bytes() == (world / "a" / kept).read_bytes()
+    assert not (tmp_path / "fused" / "clip").exists()  # its projection was trained on the old text encoder
     record = json.loads((tmp_path / "fused" / "ldmkit.json").read_text())["fused_loras"]
     assert record["loras"][0]["scale"] == 0.7 and set(record["layers"]) == {"unet", "text_encoder"}
+    unet_only = save_lora({k: v for k, v in layers.items() if k[0] == "unet"}, tmp_path / "u.safetensors")
+    assert main(["lora", "fuse", str(world / "a"), str(unet_only), "--out", str(tmp_path / "fused-unet")]) == 0
+    assert "not copied" not in capsys.readouterr().out
+    clip_config = Path("clip") / "config.json"
+    assert (tmp_path / "fused-unet" / clip_config).read_bytes() == (world / "a" / clip_config).read_bytes()
     sd = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path / "fused", local_files_only=True,
                                                            safety_checker=None)
     for name, value in load_file(str(tmp_path / "fused" / UNET)).items():

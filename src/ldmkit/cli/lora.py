@@ -122,7 +122,8 @@ def run_fuse(args: argparse.Namespace) -> int:
     for w in record["warnings"]:
         print(f"ldmkit: warning: {w}")
     layers = ", ".join(f"{part} {n}" for part, n in record["layers"].items())
-    print(f"wrote {args.out}: {args.model} with {len(record['loras'])} LoRA file(s) fused ({layers} weights)")
+    dropped = f"; not copied: {', '.join(record['dropped'])}" if record["dropped"] else ""
+    print(f"wrote {args.out}: {args.model} with {len(record['loras'])} LoRA file(s) fused ({layers} weights){dropped}")
     return 0
 
 

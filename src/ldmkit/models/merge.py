@@ -186,10 +186,11 @@ def _write_folder(source: Path, out: Path, parts: dict[str, Any], record: tuple[
 
 
 def write_changed_weights(source: str | Path, out: str | Path, changed: dict[str, dict[str, Any]],
-                          record: tuple[str, dict]) -> int:
+                          record: tuple[str, dict], dropped: tuple[str, ...] = ()) -> int:
     """A new folder `out`: `source` with the tensors `changed[part][name]` replaced (cast to each file's dtype;
-    every other file and tensor as it was) and `record` added to ldmkit.json. A name the part's files do not hold
-    is an error. Used by `ldmkit lora fuse` (ldmkit.pipeline.lora)."""
+    every other file and tensor as it was, except the top-level folders `dropped`) and `record` added to
+    ldmkit.json. A name the part's files do not hold is an error. Used by `ldmkit lora fuse`
+    (ldmkit.pipeline.lora_fuse)."""
     source, out = Path(source), Path(out)
     if out.exists() or out.is_symlink():
         raise UsageError(f"--out {out} already exists; a new folder is written and nothing is overwritten")
@@ -201,7 +202,15 @@ def write_changed_weights(source: str | Path, out: str | Path, changed: dict[str
             raise ModelFolderError(f"{source / part} holds no tensor {missing[0]!r} to replace")
     writers = {part: (lambda index, target, values=values: _rewrite_part(index, target, lambda name, x: values.get(name)))
                for part, values in changed.items()}
-    return _write_folder(source, out, writers, record)
+    return _write_folder(source, out, writers, record, dropped)
+
+
+def clip_reading_text_encoder(folder: Path) -> tuple[str, ...]:
+    """("clip",) when folder's clip/ is ldmkit's own dual encoder on the folder's frozen text encoder: its projection
+    was trained on that encoder's states, so a folder whose text encoder changes must not keep it; else ()."""
+    from ldmkit.models.compose import _depends_on_text_encoder
+
+    return ("clip",) if (folder / "clip").is_dir() and _depends_on_text_encoder(folder / "clip") else ()
 
 
 def _check_request(a: Path, b: Path, out: Path, alpha: float, parts: tuple[str, ...]) -> None:
@@ -228,7 +237,6 @@ def _check_request(a: Path, b: Path, out: Path, alpha: float, parts: tuple[str, 
 def merge_models(a: str | Path, b: str | Path, out: str | Path, *, alpha: float,
                  parts: tuple[str, ...] = ("unet",)) -> MergeReport:
     """Write `out`: `a` with `parts` replaced by (1 - alpha) * A + alpha * B; see the module docstring."""
-    from ldmkit.models.compose import _depends_on_text_encoder
     from ldmkit.models.folder import check_layout, model_hash
 
     a, b, out, parts = Path(a), Path(b), Path(out), tuple(parts)
@@ -247,8 +255,7 @@ def merge_models(a: str | Path, b: str | Path, out: str | Path, *, alpha: float,
         raise UsageError(f"{', '.join(p + '/' for p in same)} {verb} the same weights in A and B: merging {it} changes "
                          f"nothing; leave {it} out of --parts")
     kept_differing = tuple(p for p in PARTS if p not in parts and _differ(*indexes[p]))
-    dropped = ("clip",) if "text_encoder" in parts and (a / "clip").is_dir() and _depends_on_text_encoder(a / "clip") \
-        else ()
+    dropped = clip_reading_text_encoder(a) if "text_encoder" in parts else ()
     record = {"a": str(a.resolve()), "a_hash": model_hash(a), "b": str(b.resolve()), "b_hash": model_hash(b),
               "alpha": alpha, "parts": list(parts), "kept_from_a_differing": list(kept_differing),
               "dropped": [f"{d}/ (read the merged text encoder)" for d in dropped]}

@@ -22,7 +22,7 @@ def fuse_into_folder(model_dir: str | Path, loras: list[tuple[Path, float]], out
     every file the LoRAs do not touch is copied as it is. `ldmkit generate`, `ldmkit eval` and diffusers then
     load `out` like any model folder (`ldmkit lora fuse`). Returns what ldmkit.json records under fused_loras."""
     from ldmkit.models.folder import model_hash
-    from ldmkit.models.merge import write_changed_weights
+    from ldmkit.models.merge import clip_reading_text_encoder, write_changed_weights
     from ldmkit.pipeline import Pipeline
 
     model_dir, out = Path(model_dir), Path(out)
@@ -40,8 +40,10 @@ def fuse_into_folder(model_dir: str | Path, loras: list[tuple[Path, float]], out
     changed: dict[str, dict[str, torch.Tensor]] = {}
     for part, name in touched:
         changed.setdefault(part, {})[f"{name}.weight"] = target_modules(state.models[part])[name].weight.detach()
+    dropped = clip_reading_text_encoder(model_dir) if "text_encoder" in changed else ()
     record = {"model": str(model_dir.resolve()), "model_hash": model_hash(model_dir),
               "loras": [{"file": str(Path(p).resolve()), "scale": s} for p, s in loras],
-              "layers": {part: len(values) for part, values in changed.items()}, "warnings": warnings}
-    write_changed_weights(model_dir, out, changed, ("fused_loras", record))
+              "layers": {part: len(values) for part, values in changed.items()}, "warnings": warnings,
+              "dropped": [f"{d}/ (read the text encoder the LoRA changed)" for d in dropped]}
+    write_changed_weights(model_dir, out, changed, ("fused_loras", record), dropped)
     return record
