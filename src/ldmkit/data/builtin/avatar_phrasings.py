@@ -225,7 +225,8 @@ def with_phrasings(result, seed: int, count: int, *, colours: bool = False):
 
 
 COLOUR_TRIES = 400
-"""Draws per phrasing when every shown colour must be named (about one draw in six names them all)."""
+"""Draws per phrasing when every shown colour must be named (about one train-pool draw in 16 names them all:
+6.1% of 10,000 draws for the first 500 avatars of emoji+avatars --n avatars=6000)."""
 
 
 def record_phrasings(labels: Mapping[str, str], captions: Collection[str], rng: random.Random, count: int, *,
