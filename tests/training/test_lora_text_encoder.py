@@ -70,6 +70,23 @@ def test_text_encoder_lr_without_text_encoder_is_an_error():
         run_trainer("lora", CONFIG, "/nonexistent/run", ["lora.unet_lr=0"])
 
 
+def test_unet_false_trains_the_text_encoder_alone(tmp_path):
+    """kohya's network_train_text_encoder_only: only text-encoder adapters in the file, the UNet untouched."""
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    run_trainer("lora", CONFIG, run, [*FAST, "lora.unet=false", "train.steps=2", "train.checkpoint_every=0",
+                                      "train.lr=0.01"])
+    lora = read_lora(run / "final" / "lora.safetensors")
+    assert lora.layers and {part for part, _ in lora.layers} == {"text_encoder"}
+    assert any(float(layer.up.abs().max()) > 0 for layer in lora.layers.values())  # it trained
+    assert lora.metadata["ss_network_train_text_encoder_only"] == "True" and lora.metadata.get("ss_unet_lr", "") == ""
+    for extra, message in ((["lora.text_encoder=false"], "leaves nothing to train"),
+                           (["lora.unet_lr=0.001"], "unet_lr has no effect with lora.unet: false"),
+                           (["lora.targets=locon"], "locon adds the UNet's convolutions")):
+        with pytest.raises(UsageError, match=message):
+            run_trainer("lora", CONFIG, tmp_path / "x", [*FAST, "lora.unet=false", *extra])
+
+
 def diffusers_pipe(lora_path: Path):
     c = build_components("tiny", seed=0)  # the base lora-tiny starts from
     pipe = diffusers.StableDiffusionPipeline(

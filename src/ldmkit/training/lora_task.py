@@ -62,8 +62,9 @@ class LoraTask(UNetTask):
         lora, c = recipe.lora, self.components
         c.unet.requires_grad_(False)
         c.text_encoder.model.requires_grad_(False)
-        self.targets = lora_targets(c.unet, lora.targets)
-        self._add_adapters(c.unet, self.targets)
+        self.targets = lora_targets(c.unet, lora.targets) if lora.unet else []
+        if self.targets:
+            self._add_adapters(c.unet, self.targets)
         self.te_targets = []
         if lora.text_encoder:
             self.te_targets = text_encoder_targets(c.text_encoder.model, lora.targets)
@@ -101,8 +102,9 @@ class LoraTask(UNetTask):
         """One optimizer group per part, each with its peak lr as a multiple of train.lr (the loop's schedule)."""
         lora, lr = self.recipe.lora, self.recipe.train.lr
         peaks = {"unet": lora.unet_lr or lr, "text_encoder": lora.text_encoder_lr or lr}
-        return [{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": peaks[part] / lr}
-                for part, module in self.modules().items()]
+        groups = [{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": peaks[part] / lr}
+                  for part, module in self.modules().items()]
+        return [g for g in groups if g["params"]]  # lora.unet: false: the UNet runs, but nothing of it trains
 
     def text_batch(self, cached, drop: torch.Tensor) -> dict[str, torch.Tensor]:
         """UNetTask's cached text states; with lora.text_encoder token ids of the drawn captions instead."""
@@ -140,7 +142,9 @@ class LoraTask(UNetTask):
 
     def write_lora(self, path: Path) -> Path:
         lora, lr = self.recipe.lora, self.recipe.train.lr
-        rates = {"ss_unet_lr": f"{lora.unet_lr or lr:g}", "ss_network_train_unet_only": str(not lora.text_encoder),
+        rates = {"ss_unet_lr": f"{lora.unet_lr or lr:g}" if lora.unet else "",
+                 "ss_network_train_unet_only": str(not lora.text_encoder),
+                 "ss_network_train_text_encoder_only": str(not lora.unet),
                  "ss_text_encoder_lr": f"{lora.text_encoder_lr or lr:g}" if lora.text_encoder else ""}  # sd-scripts'
         meta = lora_metadata(rank=lora.rank, alpha=lora.alpha, base_model_hash=self.base_hash(),
                              trigger_words=tuple(lora.trigger_words),

@@ -40,6 +40,9 @@ class LoraSection:
     also the MLPs (fc1/fc2; intermediate.dense/output.dense), as kohya's default."""
     trigger_words: tuple[str, ...] = ()
     """Words the captions use for the subject; written into the file's metadata (`ldmkit lora inspect`)."""
+    unet: bool = True
+    """Add adapters to the UNet; false trains the text encoder's alone (needs text_encoder: true; kohya's
+    network_train_text_encoder_only), the UNet's weights untouched."""
     text_encoder: bool = False
     """Also add adapters to the text encoder (written as kohya `lora_te_...` keys); the prompts are then encoded
     every step instead of read from the latent cache."""
@@ -60,11 +63,21 @@ class LoraSection:
         check_float(owner, "dropout", self.dropout, minimum=0.0, below=1.0)
         check_choice(owner, "targets", self.targets, ("attention", "transformer", "locon"))
         object.__setattr__(self, "trigger_words", tuple(str(w) for w in self.trigger_words))
+        check_bool(owner, "unet", self.unet)
         check_bool(owner, "text_encoder", self.text_encoder)
         check_bool(owner, "diffusers_format", self.diffusers_format)
         for name in ("unet_lr", "text_encoder_lr"):
             if getattr(self, name) is not None:
                 check_float(owner, name, getattr(self, name), positive=True)
+        if not self.unet:
+            if not self.text_encoder:
+                raise UsageError("lora.unet: false leaves nothing to train; set lora.text_encoder: true to train the "
+                                 "text encoder's adapters alone")
+            if self.unet_lr is not None:
+                raise UsageError("lora.unet_lr has no effect with lora.unet: false (no adapters on the UNet)")
+            if self.targets == "locon":
+                raise UsageError("lora.targets: locon adds the UNet's convolutions, which lora.unet: false leaves "
+                                 "alone; on the text encoder it equals transformer: use that")
         if self.text_encoder_lr is not None and not self.text_encoder:
             raise UsageError("lora.text_encoder_lr has no effect without lora.text_encoder: true (no adapters on "
                              "the text encoder)")
