@@ -80,6 +80,11 @@ def test_unet_false_trains_the_text_encoder_alone(tmp_path):
     assert lora.layers and {part for part, _ in lora.layers} == {"text_encoder"}
     assert any(float(layer.up.abs().max()) > 0 for layer in lora.layers.values())  # it trained
     assert lora.metadata["ss_network_train_text_encoder_only"] == "True" and lora.metadata.get("ss_unet_lr", "") == ""
+    plain = diffusers_pipe(None)("a red square", num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                                 output_type="np").images
+    adapted = diffusers_pipe(run / "final" / "lora.safetensors")(
+        "a red square", num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert np.abs(adapted - plain).max() > 1e-3  # diffusers reads the text-encoder-only file and applies it
     for extra, message in ((["lora.text_encoder=false"], "leaves nothing to train"),
                            (["lora.unet_lr=0.001"], "unet_lr has no effect with lora.unet: false"),
                            (["lora.targets=locon"], "locon adds the UNet's convolutions")):
@@ -87,14 +92,15 @@ def test_unet_false_trains_the_text_encoder_alone(tmp_path):
             run_trainer("lora", CONFIG, tmp_path / "x", [*FAST, "lora.unet=false", *extra])
 
 
-def diffusers_pipe(lora_path: Path):
+def diffusers_pipe(lora_path: Path | None):
     c = build_components("tiny", seed=0)  # the base lora-tiny starts from
     pipe = diffusers.StableDiffusionPipeline(
         vae=c.vae, text_encoder=c.text_encoder.model, tokenizer=c.text_encoder.tokenizer, unet=c.unet,
         scheduler=diffusers.DDIMScheduler.from_config(c.scheduler_config), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    pipe.load_lora_weights(str(lora_path))
+    if lora_path is not None:
+        pipe.load_lora_weights(str(lora_path))
     return pipe
 
 
