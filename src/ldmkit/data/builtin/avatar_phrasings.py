@@ -239,7 +239,7 @@ def record_phrasings(labels: Mapping[str, str], captions: Collection[str], rng: 
         if len(extra) == count:
             break
         phrasing = free_phrasing(labels, rng, pool="train")
-        if (not need or need <= phrasing.asked.keys()) and phrasing.text not in captions and phrasing.text not in extra:
+        if need <= phrasing.asked.keys() and phrasing.text not in captions and phrasing.text not in extra:
             extra.append(phrasing.text)
     return extra
 
