@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ldmkit.cli import main
 from ldmkit.config import load_recipe
 from ldmkit.data.builtin import build_dataset
 from ldmkit.data.builtin.avatar_phrasings import colours_shown, free_phrasing, record_phrasings
@@ -144,5 +145,11 @@ def test_phrasing_colours_name_every_colour_shown_are_recorded_and_checked(tmp_p
         open_dataset(DataSection(**{**asked.__dict__, "builtin_phrasing_colours": False}), tmp_path)
     with pytest.raises(UsageError, match="phrasing_colours=True has no effect without data.builtin_phrasings"):
         DataSection(builtin="avatars", builtin_phrasing_colours=True)
+    for name in ("avatars", "emoji+avatars"):  # the command line: one line, before any folder is made
+        out = tmp_path / f"refused-{name}"
+        assert main(["data", "build", name, str(out), "--phrasing-colours"]) == 2
+        err = capsys.readouterr().err
+        assert "phrasing_colours=True has no effect without phrasings" in err and "Traceback" not in err
+        assert not out.exists()
     with pytest.raises(UsageError, match="phrasing_colours must be true or false"):
         DataSection(builtin="avatars", builtin_phrasings=1, builtin_phrasing_colours="yes")

@@ -150,9 +150,6 @@ def parse_counts(items: list[str] | None) -> int | dict[str, int] | None:
 def run_build(args: argparse.Namespace) -> int:
     from ldmkit.data.builtin import build_dataset
 
-    if args.phrasing_colours and not args.phrasings:
-        raise UsageError("--phrasing-colours has no effect without --phrasings K: it chooses which free phrasings "
-                         "are added")
     card = build_dataset(args.name, args.out, n=parse_counts(args.n), seed=args.seed, size=args.size,
                          phrasings=args.phrasings, emoji_aliases=args.emoji_aliases,
                          phrasing_colours=args.phrasing_colours)
