@@ -23,13 +23,18 @@ def confusion(folder: Path, column: str, classifier=None):
     from ldmkit.evaluation.avatars_score import find_attribute_classifier, mentioned_values
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    s = metrics["settings"]
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        s = metrics["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SystemExit(f"error: {folder} holds no readable metrics.json of `ldmkit eval`") from None
     if s["prompt_set"] != "captions":
-        raise SystemExit(f"{folder}: a template-caption run is needed, this one used {s['prompt_set']}")
+        raise SystemExit(f"error: {folder}: a template-caption run is needed, this one used {s['prompt_set']}")
     settings = EvalSettings(model=Path(s["model"]), data=Path(s["data"]), out=Path("unused"), split=s["split"],
                             n=s["n"], sample_seed=s.get("sample_seed"), where=s["where"], prompt_set=s["prompt_set"])
     _, captions, labels = _held_out(settings, split_rule(settings.model))
+    if labels and column not in labels[0]:
+        raise SystemExit(f"error: no label column {column!r}; the data has {', '.join(sorted(labels[0]))}")
     asked = [mentioned_values(row, caption) for row, caption in zip(labels, captions)]
     if classifier is None:
         classifier = find_attribute_classifier(settings.model, Path(s["attributes"]) if s.get("attributes") else None)
@@ -55,6 +60,8 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="ldmkit eval output folders")
     parser.add_argument("--top", type=int, default=8, help="misreads to list (default 8)")
     args = parser.parse_args()
+    if not 1 <= args.top <= 100:
+        parser.error(f"--top must be in 1..100, got {args.top}")
     classifier = None
     for folder in args.folders:
         right, total, wrong, classifier = confusion(folder, args.column, classifier)
