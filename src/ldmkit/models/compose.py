@@ -107,6 +107,12 @@ def _depends_on_text_encoder(clip: Path) -> bool:
     return config.get("model_type") != "clip" and not config.get("text_tuned", False)
 
 
+def clip_reading_text_encoder(folder: Path) -> tuple[str, ...]:
+    """("clip",) when folder's clip/ is ldmkit's own dual encoder on the folder's frozen text encoder: its projection
+    was trained on that encoder's states, so a folder whose text encoder changes must not keep it; else ()."""
+    return ("clip",) if (folder / "clip").is_dir() and _depends_on_text_encoder(folder / "clip") else ()
+
+
 def compose_text_encoder(base: str | Path, text_source: str | Path, out: str | Path) -> ComposeReport:
     """Write `out`: `base` with its text_encoder/ and tokenizer/ replaced by `text_source`'s; see the module doc."""
     from ldmkit.models.folder import META_FILE, _read_json, check_layout, model_hash
@@ -125,7 +131,7 @@ def compose_text_encoder(base: str | Path, text_source: str | Path, out: str | P
     limit = getattr(text.model.config, "max_position_embeddings", None)
     if limit and int(text.tokenizer.model_max_length) > int(limit):  # prompts are padded to this length
         text.tokenizer.model_max_length = int(limit)
-    dropped = ("clip",) if (base / "clip").is_dir() and _depends_on_text_encoder(base / "clip") else ()
+    dropped = clip_reading_text_encoder(base)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.compose-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from a killed earlier call

@@ -205,14 +205,6 @@ def write_changed_weights(source: str | Path, out: str | Path, changed: dict[str
     return _write_folder(source, out, writers, record, dropped)
 
 
-def clip_reading_text_encoder(folder: Path) -> tuple[str, ...]:
-    """("clip",) when folder's clip/ is ldmkit's own dual encoder on the folder's frozen text encoder: its projection
-    was trained on that encoder's states, so a folder whose text encoder changes must not keep it; else ()."""
-    from ldmkit.models.compose import _depends_on_text_encoder
-
-    return ("clip",) if (folder / "clip").is_dir() and _depends_on_text_encoder(folder / "clip") else ()
-
-
 def _check_request(a: Path, b: Path, out: Path, alpha: float, parts: tuple[str, ...]) -> None:
     if out.exists() or out.is_symlink():
         raise UsageError(f"--out {out} already exists; `model merge` writes a new folder and never overwrites")
@@ -237,6 +229,7 @@ def _check_request(a: Path, b: Path, out: Path, alpha: float, parts: tuple[str, 
 def merge_models(a: str | Path, b: str | Path, out: str | Path, *, alpha: float,
                  parts: tuple[str, ...] = ("unet",)) -> MergeReport:
     """Write `out`: `a` with `parts` replaced by (1 - alpha) * A + alpha * B; see the module docstring."""
+    from ldmkit.models.compose import clip_reading_text_encoder
     from ldmkit.models.folder import check_layout, model_hash
 
     a, b, out, parts = Path(a), Path(b), Path(out), tuple(parts)
