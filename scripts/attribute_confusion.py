@@ -20,7 +20,8 @@ def confusion(folder: Path, column: str, classifier=None):
     from PIL import Image
 
     from ldmkit.evaluation.attributes import split_rule
-    from ldmkit.evaluation.avatars_score import find_attribute_classifier, mentioned_values
+    from ldmkit.data.builtin.avatar_mentions import mentioned_values
+    from ldmkit.evaluation.avatars_score import find_attribute_classifier
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
     try:

@@ -27,7 +27,7 @@ from ldmkit.evaluation.attributes import split_rule
 from ldmkit.evaluation.avatars_score import find_attribute_classifier
 from ldmkit.evaluation.features import find_dual_encoder, image_embeddings
 from ldmkit.evaluation.free_prompts import free_prompt
-from ldmkit.evaluation.phrasing_gap import attribute_hits
+from ldmkit.metrics.attribute_match import attribute_hits
 from ldmkit.evaluation.run import EvalSettings, _held_out
 
 MAX_REFERENCES = 2000

@@ -3,7 +3,8 @@
 import pytest
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.attributes import attribute_accuracy, compositional_split, unreliable_attributes
+from ldmkit.evaluation.attributes import attribute_accuracy, compositional_split
+from ldmkit.metrics.attribute_match import unreliable_attributes
 
 TRUE = [{"hair": "red", "glasses": "yes", "smile": "no"},
         {"hair": "black", "glasses": "no", "smile": "yes"},

@@ -8,7 +8,8 @@ import pytest
 
 from ldmkit.data.builtin.avatars import captions_for
 from ldmkit.evaluation.attributes import SplitRule, split_rule
-from ldmkit.evaluation.avatars_score import avatars_attribute_scores, mentioned_values
+from ldmkit.data.builtin.avatar_mentions import mentioned_values
+from ldmkit.evaluation.avatars_score import avatars_attribute_scores
 
 _spec = importlib.util.spec_from_file_location("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
 fx = importlib.util.module_from_spec(_spec)

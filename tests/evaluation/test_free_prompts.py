@@ -9,7 +9,8 @@ import pytest
 
 from ldmkit.data.builtin.avatars import captions_for, random_attributes
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.avatars_score import avatars_attribute_scores, mentioned_values
+from ldmkit.data.builtin.avatar_mentions import mentioned_values
+from ldmkit.evaluation.avatars_score import avatars_attribute_scores
 from ldmkit.evaluation.free_prompts import NEVER_NAMED, free_prompt, prompt_set
 
 _spec = importlib.util.spec_from_file_location("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))

@@ -102,3 +102,91 @@ def test_retrieval_ranks_among_distinct_captions_and_ties_count_against_the_imag
     assert row["retrieval_top1"] == pytest.approx(2 / 3)
     assert row["retrieval_top5"] == 1.0
     assert row["prompts"] == 3
+
+
+class StubClassifier:
+    """Reads back the guesses it is given, with the per-attribute accuracies of a trained one."""
+
+    def __init__(self, accuracy, guesses):
+        from types import SimpleNamespace
+
+        self.config, self.guesses = SimpleNamespace(accuracy=accuracy), guesses
+
+    def predict_images(self, images):
+        assert len(images) == len(self.guesses)
+        return self.guesses
+
+
+def test_attribute_accuracy_by_hand():
+    """Avatars only (an emoji row is not scored), the attributes each caption names, minus those the classifier
+    reads below 95% (eyebrows here); the mean over images of each image's share."""
+    from ldmkit.data.builtin.avatars import captions_for
+    from ldmkit.training.run_eval import attribute_accuracy
+
+    face = {"top": "bob", "hair_color": "red", "hat_color": "none", "skin": "pale", "eyes": "wink",
+            "eyebrows": "angry", "mouth": "smile", "facial_hair": "none", "accessory": "sunglasses",
+            "clothing": "hoodie", "clothing_color": "blue_01", "background": "pink"}
+    caption = captions_for(face)[0]  # names top, hair colour, accessory, eyebrows, mouth
+    right = {"top": "bob", "hair_color": "red", "accessory": "sunglasses", "eyebrows": "sad", "mouth": "smile"}
+    accuracy = {"top": 0.99, "hair_color": 0.99, "accessory": 0.99, "eyebrows": 0.5, "mouth": 0.99}
+    classifier = StubClassifier(accuracy, [right, {**right, "hair_color": "black"}])
+    row = attribute_accuracy(classifier, ["img0", "emoji", "img1"], [caption, "red heart", caption],
+                             [face, {"source": "emoji", "name": "red heart"}, face])
+    assert row == {"attribute_accuracy": pytest.approx((4 / 4 + 3 / 4) / 2), "attribute_images": 2}
+    assert attribute_accuracy(classifier, ["emoji"], ["red heart"], [{"source": "emoji"}]) == {}
+    unsure = StubClassifier({name: 0.9 for name in accuracy}, [right])  # reads nothing reliably
+    assert attribute_accuracy(unsure, ["img0"], [caption], [face]) == {"attribute_images": 0}
+
+
+def test_eval_rows_carry_the_samples_and_wall_time_of_their_step(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 2, "loss": 1.0, "samples": 16, "elapsed_s": 3.5}\n'
+        '{"step": 2, "event": "nonfinite_skip"}\n'
+        '{"step": 4, "loss": 0.9, "samples": 32, "elapsed_s": 7.25}\n')
+    for step in (2, 4, 6):  # step 6 has no metrics row (an old run folder): the row stays as it was
+        append_eval_row(tmp_path, step, {"clip_score": 1.0, "retrieval_top1": 0.1, "retrieval_top5": 0.2, "prompts": 4})
+    rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("samples"), r.get("elapsed_s")) for r in rows] == [(2, 16, 3.5), (4, 32, 7.25),
+                                                                               (6, None, None)]
+
+
+def test_progress_rows_count_samples_and_wall_time_across_a_resume(tmp_path, monkeypatch):
+    """elapsed_s is the training loop's wall time summed over attempts: a resumed run continues from the last
+    row it keeps (the rows past its checkpoint are dropped), not from zero."""
+    from ldmkit.training import progress
+
+    clock = iter(float(t) for t in range(0, 1000, 10))  # every call 10 s later
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+
+    def attempt(start, stop):
+        log = progress.ProgressLog(tmp_path, total_steps=6, start_step=start, samples_per_step=8, log_every=2,
+                                   enabled=True, show_bar=False)
+        for step in range(start + 1, stop + 1):
+            log.update(step, {"loss": 1.0})
+        log.flush(stop)
+
+    attempt(0, 4)  # a crash after step 4; its checkpoint was at step 2
+    first = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    attempt(2, 6)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["samples"]) for r in rows] == [(2, 16), (4, 32), (6, 48)]
+    assert rows[0] == first[0] and 0 < first[0]["elapsed_s"] < first[1]["elapsed_s"]
+    assert rows[0]["elapsed_s"] < rows[1]["elapsed_s"] < rows[2]["elapsed_s"]
+    assert rows[1]["elapsed_s"] - rows[0]["elapsed_s"] == first[1]["elapsed_s"] - first[0]["elapsed_s"]
+
+
+def test_spread_takes_every_source_of_a_sorted_split():
+    from ldmkit.training.unet import spread
+
+    split = ["avatars"] * 6 + ["emoji"] * 4
+    assert spread(split, 5) == ["avatars", "avatars", "avatars", "emoji", "emoji"]
+    assert spread(split, 20) == split
+
+
+def test_eval_attributes_needs_the_in_training_evaluation():
+    from ldmkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="unet.eval_attributes has no effect without unet.eval_clip"):
+        load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.eval_attributes=somewhere"])
+    recipe = load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.eval_clip=a", "unet.eval_attributes=b"])
+    assert recipe.unet.eval_attributes == "b"

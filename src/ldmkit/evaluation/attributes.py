@@ -3,7 +3,7 @@
 For datasets with exact labels (cartoon faces, shapes), a classifier predicts each attribute of a
 generated image and is compared with the attributes asked for in the prompt:
 
-    table = attribute_accuracy(predicted, asked, exclude=unreliable_attributes(classifier_acc))
+    table = attribute_accuracy(predicted, asked, exclude=unreliable_attributes(classifier_acc))  # metrics.attribute_match
     split = compositional_split(train_labels, asked, ["hair", "glasses"])
     attribute_accuracy([predicted[i] for i in split.unseen], [asked[i] for i in split.unseen])
 
@@ -17,8 +17,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ldmkit.errors import UsageError
-
-RELIABLE_CLASSIFIER_ACCURACY = 0.95
+from ldmkit.metrics.attribute_match import is_match
 
 
 @dataclass(frozen=True)
@@ -90,22 +89,6 @@ def attribute_accuracy(predicted: Sequence[Mapping[str, object]], true: Sequence
     per_attribute = {name: correct[name] / counts[name] for name in kept}
     return AttributeAccuracy(mean=sum(per_attribute.values()) / len(per_attribute), per_attribute=per_attribute,
                              counts={name: counts[name] for name in kept}, excluded=excluded)
-
-
-def is_match(predicted: object, true: object) -> bool:
-    """predicted == true, or predicted in true when true is a frozenset of acceptable values."""
-    return predicted in true if isinstance(true, frozenset) else predicted == true
-
-
-def unreliable_attributes(classifier_accuracy: Mapping[str, float], *,
-                          threshold: float = RELIABLE_CLASSIFIER_ACCURACY) -> frozenset[str]:
-    """Attributes whose classifier accuracy (on real, labelled images) is below threshold."""
-    if not 0 < threshold <= 1:
-        raise UsageError(f"threshold must be in (0, 1]; got {threshold!r}")
-    for name, value in classifier_accuracy.items():
-        if not 0 <= value <= 1:
-            raise UsageError(f"classifier accuracy of {name!r} must be a fraction in [0, 1]; got {value!r}")
-    return frozenset(name for name, value in classifier_accuracy.items() if value < threshold)
 
 
 def combination(labels: Mapping[str, object], attributes: Sequence[str], *, where: str = "labels") -> tuple:

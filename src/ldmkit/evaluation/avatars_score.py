@@ -1,7 +1,7 @@
 """Attribute accuracy of generated `avatars` images, read by a trained attribute classifier.
 
     classifier = find_attribute_classifier(model_dir, None)          # MODEL/attributes/, or None
-    asked = [mentioned_values(labels, caption) for ...]              # what each prompt says
+    asked = [mentioned_values(labels, caption) for ...]              # what each prompt says (data.builtin.avatar_mentions)
     table = avatars_attribute_scores(classifier.predict_images(images), asked, classifier.config.accuracy,
                                      unseen=[...])                   # all / seen / unseen, bootstrap CIs
 
@@ -21,12 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.attributes import attribute_accuracy, is_match, unreliable_attributes
+from ldmkit.evaluation.attributes import attribute_accuracy
+from ldmkit.metrics.attribute_match import is_match, unreliable_attributes
 from ldmkit.metrics.bootstrap import bootstrap_ci
-
-SILENT_EXCEPTIONS = {"accessory": "no glasses"}
-"""A value with an empty phrase is not mentioned, unless the caption says this instead (no accessory)."""
-
 
 def find_attribute_classifier(model_dir: Path, attributes_path: Path | None):
     """The classifier of `attributes_path` if given (an error when it holds none), else MODEL/attributes/
@@ -36,29 +33,6 @@ def find_attribute_classifier(model_dir: Path, attributes_path: Path | None):
 
     return find_component(model_dir, attributes_path, option="--attributes", folder=ATTRIBUTES_FOLDER,
                           load=load_attribute_classifier)
-
-
-def mentioned_values(labels: Mapping[str, str], caption: str) -> dict[str, frozenset[str]]:
-    """Attribute -> the values `caption` allows, for the attributes it mentions; {} when labels are not an
-    avatar's or the caption is not one the builder writes for them."""
-    from ldmkit.data.builtin.avatars import (ACCESSORIES, EYEBROWS, EYES, FACIAL_HAIR, avatar_values,
-                                             avatars_value_sets, captions_for, is_avatars_row)
-
-    if not is_avatars_row(labels):
-        return {}
-    captions = captions_for(dict(labels))
-    if caption not in captions:
-        return {}
-    phrases = {"eyes": EYES, "eyebrows": EYEBROWS, "facial_hair": FACIAL_HAIR, "accessory": ACCESSORIES}
-    everything = avatar_values()
-    out = {}
-    for column, allowed in avatars_value_sets(labels, captions.index(caption)).items():
-        silent = column in phrases and phrases[column][labels[column]] == ""
-        if silent and SILENT_EXCEPTIONS.get(column, "\0") not in caption:
-            continue
-        if len(allowed) < len(everything[column]):
-            out[column] = allowed
-    return out
 
 
 def avatars_attribute_scores(predicted: Sequence[Mapping[str, str]], asked: Sequence[Mapping[str, frozenset[str]]],

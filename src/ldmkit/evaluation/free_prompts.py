@@ -46,7 +46,7 @@ def free_prompt(labels: Mapping[str, str]) -> FreePrompt:
     """The free prompt of an avatars row, drawn from a generator seeded by its label values."""
     from ldmkit.data.builtin.avatar_phrasings import free_phrasing
     from ldmkit.data.builtin.avatars import avatar_values, captions_for
-    from ldmkit.evaluation.avatars_score import mentioned_values
+    from ldmkit.data.builtin.avatar_mentions import mentioned_values
 
     key = "|".join(labels[column] for column in avatar_values())
     rng = random.Random(f"free-avatars-{key}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.attributes import is_match, unreliable_attributes
+from ldmkit.metrics.attribute_match import attribute_hits, unreliable_attributes
 from ldmkit.evaluation.metric_sets import interval
 from ldmkit.metrics.bootstrap import bootstrap_ci
 
@@ -103,7 +103,8 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
     from PIL import Image
 
     from ldmkit.evaluation.attributes import split_rule
-    from ldmkit.evaluation.avatars_score import find_attribute_classifier, mentioned_values
+    from ldmkit.data.builtin.avatar_mentions import mentioned_values
+    from ldmkit.evaluation.avatars_score import find_attribute_classifier
     from ldmkit.evaluation.free_prompts import free_prompt
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
@@ -137,15 +138,6 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
     if order != [r["prompt_index"] for r in runs[1]["conditions"][index]["images"]]:
         raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
     return PairedHits(runs[0]["conditions"][index]["label"], sorted(low), (hits[0], hits[1]), order, asked)
-
-
-def attribute_hits(classifier, images: list, asked: list) -> list[dict[str, bool]]:
-    """Per image, {column: whether the classifier reads one of the asked values} for the attributes its prompt
-    asks for (`asked[i]`: {column: allowed values}), leaving out those the classifier reads below 95%."""
-    low = unreliable_attributes(classifier.config.accuracy)
-    return [{c: is_match(guess.get(c), v) for c, v in wanted.items()
-             if c not in low and c in classifier.config.accuracy}
-            for wanted, guess in zip(asked, classifier.predict_images(images))]
 
 
 def _ci(n_boot: int, seed: int):

@@ -40,10 +40,25 @@ def write_report(metrics: dict, out: Path) -> Path:
     return path
 
 
+TRAINING_EVAL_COLUMNS = (("step", "step", "{}"), ("samples", "samples", "{:,}"),
+                         ("elapsed_s", "wall time (min)", "{:.1f}"), ("clip_score", "CLIP score", "{:.2f}"),
+                         ("retrieval_top1", "retrieval top-1", "{:.3f}"), ("retrieval_top5", "retrieval top-5", "{:.3f}"),
+                         ("prompts", "prompts", "{}"), ("attribute_accuracy", "avatars attribute accuracy", "{:.3f}"),
+                         ("attribute_images", "avatars scored", "{}"))
+"""The columns of the in-training evaluation table: (key in eval.jsonl, heading, format); a column no row has
+(runs logged before it existed) is left out, a row without it shows an en dash."""
+
+
 def _training_eval_table(rows: list[dict]) -> str:
-    head = "<tr><th>step</th><th>CLIP score</th><th>retrieval top-1</th><th>retrieval top-5</th><th>prompts</th></tr>"
-    body = "".join(f"<tr><td>{r['step']}</td><td>{r['clip_score']:.2f}</td><td>{r['retrieval_top1']:.3f}</td>"
-                   f"<td>{r['retrieval_top5']:.3f}</td><td>{r['prompts']}</td></tr>" for r in rows)
+    columns = [c for c in TRAINING_EVAL_COLUMNS if any(c[0] in r for r in rows)]
+    head = "<tr>" + "".join(f"<th>{heading}</th>" for _, heading, _ in columns) + "</tr>"
+
+    def cell(row: dict, key: str, form: str) -> str:
+        if key not in row:
+            return "–"
+        return form.format(row[key] / 60 if key == "elapsed_s" else row[key])
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(r, k, f)}</td>" for k, _, f in columns) + "</tr>" for r in rows)
     return f"<table>{head}{body}</table>"
 
 

@@ -194,7 +194,8 @@ def _avatars_scorer(settings: EvalSettings, rule: SplitRule, prompts: list[str],
     """score(images, prompt_indices) -> the avatars attribute table, or None when there is nothing to score;
     `asked` (what each prompt asks for) defaults to what the builder's caption pins down."""
     from ldmkit.data.splits import matches_holdout
-    from ldmkit.evaluation.avatars_score import avatars_attribute_scores, find_attribute_classifier, mentioned_values
+    from ldmkit.data.builtin.avatar_mentions import mentioned_values
+    from ldmkit.evaluation.avatars_score import avatars_attribute_scores, find_attribute_classifier
 
     if asked is None:
         asked = [mentioned_values(row, prompt) for row, prompt in zip(labels, prompts)]

@@ -60,6 +60,7 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
                 if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
                     save_checkpoint(run, _exporter(run, task))
                 if cfg.validate_every and run.step % cfg.validate_every == 0:
+                    log.flush(run.step)  # metrics.jsonl has this step's samples and wall time for the eval row
                     _validate(run, task)
             checkpoint = save_checkpoint(run, _exporter(run, task)) if run.step > 0 else None
             final_dir = None

@@ -1,9 +1,10 @@
 """What a run reports while it trains: tqdm on stderr, metrics.jsonl, loss_curve.png, TensorBoard if installed.
 
 Only the main process writes. metrics.jsonl gets one JSON object per log interval (step, means of
-loss / lr / grad_norm / task metrics over the interval, samples_per_s) and one per event
-("event": "nonfinite_skip", ...). On resume, lines past the checkpoint's step are dropped so the
-curve has no repeated steps.
+loss / lr / grad_norm / task metrics over the interval, samples_per_s, and the run's totals so far:
+samples trained on and elapsed_s, the training loop's wall time summed over every resume) and one per
+event ("event": "nonfinite_skip", ...). On resume, lines past the checkpoint's step are dropped so the
+curve has no repeated steps, and elapsed_s continues from the last line kept.
 """
 
 from __future__ import annotations
@@ -35,6 +36,35 @@ def truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def metrics_row(run_dir: Path, step: int) -> dict[str, Any] | None:
+    """RUN_DIR/metrics.jsonl's interval row of `step` (not an event), or None."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut off by a crash
+        if isinstance(row, dict) and row.get("step") == step and "event" not in row:
+            return row
+    return None
+
+
+def _elapsed_so_far(path: Path) -> float:
+    """elapsed_s of the last row of metrics.jsonl that has one (0 for a new run or one logged before it existed)."""
+    if not path.is_file():
+        return 0.0
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            value = json.loads(line).get("elapsed_s")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+    return 0.0
 
 
 _PLOTS_OFF_SAID = []
@@ -115,13 +145,15 @@ class ProgressLog:
         self.enabled = enabled
         self.pending: dict[str, list[float]] = {}
         self.pending_steps = 0
-        self.last_time = time.perf_counter()
+        self.last_time = self.began = time.perf_counter()
+        self.elapsed_before = 0.0  # the wall time of earlier attempts of this run (resumed from a checkpoint)
         self.last_plot = 0.0
         self.tensorboard = None
         self.bar = None
         if not enabled:
             return
         truncate_metrics(self.metrics_path, start_step)
+        self.elapsed_before = _elapsed_so_far(self.metrics_path)
         self.tensorboard = _tensorboard(Path(run_dir))
         if show_bar:
             from tqdm import tqdm
@@ -155,6 +187,8 @@ class ProgressLog:
             finite = [v for v in values if math.isfinite(v)]
             row[key] = sum(finite) / len(finite) if finite else None
         row["samples_per_s"] = self.pending_steps * self.samples_per_step / max(now - self.last_time, 1e-9)
+        row["samples"] = step * self.samples_per_step
+        row["elapsed_s"] = round(self.elapsed_before + now - self.began, 3)
         self._write(row)
         if self.bar is not None:
             loss = row.get("loss")

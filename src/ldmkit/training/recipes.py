@@ -94,7 +94,11 @@ class UNetSection:
     """A model folder holding clip/ (or a clip/ folder): at every validation, K val captions are generated and
     scored with it (CLIP score, prompt retrieval among the K) into RUN_DIR/eval.jsonl and eval_curve.png."""
     eval_prompts: int = 32
-    """K, the number of val captions of that in-training evaluation (one image each)."""
+    """K, the number of val captions of that in-training evaluation (one image each), evenly spaced over the val
+    split (so a mixture's sources each get their share)."""
+    eval_attributes: str | None = None
+    """An attribute classifier (a model folder holding attributes/, or a `train attributes` run's final/): that
+    evaluation also reads the avatars among the K images and records their attribute accuracy."""
 
     def __post_init__(self) -> None:
         owner = "unet"
@@ -108,6 +112,11 @@ class UNetSection:
         check_int(owner, "eval_prompts", self.eval_prompts, minimum=2)
         if self.eval_clip is not None and not isinstance(self.eval_clip, str):
             raise UsageError(f"unet.eval_clip must be a folder path, got {self.eval_clip!r}")
+        if self.eval_attributes is not None and not isinstance(self.eval_attributes, str):
+            raise UsageError(f"unet.eval_attributes must be a folder path, got {self.eval_attributes!r}")
+        if self.eval_clip is None and self.eval_attributes is not None:
+            raise UsageError("unet.eval_attributes has no effect without unet.eval_clip (the in-training evaluation "
+                             "it adds to)")
         if self.eval_clip is None and self.eval_prompts != 32:
             raise UsageError(f"unet.eval_prompts ({self.eval_prompts}) has no effect without unet.eval_clip (the dual "
                              "encoder that scores those prompts while training)")

@@ -30,7 +30,7 @@ import torch
 from ldmkit.diffusion.schedules import NoiseSchedule
 from ldmkit.training.model_start import start_components, write_model_folder
 from ldmkit.training.objective import min_snr_weights, offset_noise, per_sample_mse, q_sample, velocity
-from ldmkit.training.recipes import DataSection, DreamBoothSection, UNetRecipe
+from ldmkit.training.recipes import DataSection, DreamBoothSection, UNetRecipe, UNetSection
 from ldmkit.training.run_data import open_run_data, weights_id
 
 CACHE_FOLDER = "cache"
@@ -72,19 +72,26 @@ class UNetTask:
         self.alphas_cumprod = NoiseSchedule.from_scheduler_config(c.scheduler_config).alphas_cumprod()
         self.num_timesteps = len(self.alphas_cumprod)
         self.null_text = c.text_encoder.encode([""])[0].float()  # the empty prompt CFG contrasts with
-        self.dual_encoder = None
-        if obj.eval_clip is not None:  # checked now, not at the first validation hours later
-            from ldmkit.models.dual_encoder import load_dual_encoder
-
-            self.dual_encoder = load_dual_encoder(obj.eval_clip)
-            if len(self.val) < 2:
-                from ldmkit.errors import UsageError
-
-                raise UsageError(f"unet.eval_clip needs at least 2 val images to rank captions; the val split has "
-                                 f"{len(self.val)} (raise data.val_fraction)")
+        self.dual_encoder = self.attributes = None
+        if obj.eval_clip is not None and recipe.train.validate_every:  # now, not at the first validation hours later
+            self._load_eval_instruments(obj)
         c.unet.requires_grad_(True)
         c.vae.requires_grad_(False)
         c.text_encoder.model.requires_grad_(False)
+
+    def _load_eval_instruments(self, obj: UNetSection) -> None:
+        """The dual encoder (unet.eval_clip) and attribute classifier (unet.eval_attributes) that score every
+        validation; the val split must hold 2+ images for retrieval to rank anything."""
+        from ldmkit.errors import UsageError
+        from ldmkit.models.attributes import load_attribute_classifier
+        from ldmkit.models.dual_encoder import load_dual_encoder
+
+        if len(self.val) < 2:
+            raise UsageError(f"unet.eval_clip needs at least 2 val images to rank captions; the val split has "
+                             f"{len(self.val)} (raise data.val_fraction)")
+        self.dual_encoder = load_dual_encoder(obj.eval_clip)
+        if obj.eval_attributes is not None:
+            self.attributes = load_attribute_classifier(obj.eval_attributes)
 
     def _start_dreambooth(self, section: DreamBoothSection) -> None:
         """The train split: the subject images + the class images the base model draws now (before any training,
@@ -155,12 +162,13 @@ class UNetTask:
                                                                                 "dataset": self.dataset_meta})
         save_prompt_grid(self.components, self.validation_prompts(), Path(path) / "samples.png",
                          steps=self.recipe.unet.validation_steps)
-        captions = [s.captions[0] for s in self.val.samples[:self.recipe.unet.eval_prompts]]
-        if self.dual_encoder is not None and len(captions) >= 2:  # held-out captions only; retrieval needs 2+
+        samples = spread(self.val.samples, self.recipe.unet.eval_prompts)
+        if self.dual_encoder is not None and len(samples) >= 2:  # held-out captions only; retrieval needs 2+
             from ldmkit.training.run_eval import append_eval_row, evaluate_alignment
 
-            row = evaluate_alignment(self.components, self.dual_encoder, captions,
-                                     steps=self.recipe.unet.validation_steps)
+            row = evaluate_alignment(self.components, self.dual_encoder, [s.captions[0] for s in samples],
+                                     steps=self.recipe.unet.validation_steps, attributes=self.attributes,
+                                     labels=[s.labels for s in samples])
             append_eval_row(self.run_dir, step, row)
 
     def validation_prompts(self) -> list[str]:
@@ -188,6 +196,14 @@ class UNetTask:
         rows = read_eval_rows(self.run_dir)
         meta = {"dataset": self.dataset_meta}  # the data actually trained on, classes included (`model info`)
         return {**meta, "training_eval": rows} if rows else meta
+
+
+def spread(items: list, k: int) -> list:
+    """k items evenly spaced over `items` (all of them when there are no more than k): a split sorted by
+    folder, as a mixture's is, gives each of its sources its share rather than the first source only."""
+    if len(items) <= k:
+        return list(items)
+    return [items[i * len(items) // k] for i in range(k)]
 
 
 def view_augmenter(augment, seed: int):
