@@ -1,12 +1,13 @@
-"""Two models on the same held-out avatars, image by image (issue 17's ship rule: a candidate against the shipped
-model): attribute accuracy of both, and their paired difference with a bootstrap 95% interval over images.
+"""Two models, or one model with two sampling settings, on the same held-out avatars, image by image (issue 17's
+ship rule: a candidate against the shipped model): attribute accuracy of both, and their paired difference with
+a bootstrap 95% interval over images.
 
     ldmkit eval src/ldmkit/default_model --attributes src/ldmkit/default_model ... -o eval-shipped
     ldmkit eval CANDIDATE --attributes src/ldmkit/default_model ... -o eval-candidate    # the same options
     python scripts/model_gap.py eval-shipped eval-candidate [--json gap.json] [--condition guidance=7.5]
 
-Both runs must share data, split, n, seeds, sampler settings, prompt set and the attribute classifier
-(`--attributes`); only the model differs. A paired interval that excludes 0 is a difference these prompts can
+Both runs must share data, split, n, seeds, prompt set and the attribute classifier (`--attributes`); the model,
+--steps, --sampler and --guidance may differ (e.g. the shipped model with --sampler euler_ancestral). A paired interval that excludes 0 is a difference these prompts can
 tell; two marginal intervals that overlap say little.
 """
 
@@ -24,7 +25,9 @@ def fmt(ci: dict) -> str:
 def main(base: Path, other: Path, out: Path | None, condition: str | None = None) -> None:
     gap = model_gap(base, other, condition=condition)
     print(f"{gap['condition']}: {gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
-    print(f"  base:  {gap['models'][0]}\n  other: {gap['models'][1]}")
+    for name, model, sampling in zip(("base: ", "other:"), gap["models"], gap["sampling"]):
+        chosen = ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None) or "the model's defaults"
+        print(f"  {name} {model} ({chosen})")
     print(f"{'':>15} {'n':>5}  {'base':<24} {'other':<24} other - base")
     rows = [("all", {"n": gap["images"], **{k: gap[k] for k in ("base", "other", "difference")}})]
     for name, row in [*rows, *gap["per_attribute"].items()]:

@@ -147,7 +147,8 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     (other / "ldmkit.json").write_text(json.dumps(meta))
     tables = {}
     for name, folder, kwargs in (("base", model, {"attributes": model}), ("other", other, {"attributes": model}),
-                                 ("own", model, {}), ("fewer", other, {"attributes": model, "n": 4})):
+                                 ("own", model, {}), ("fewer", other, {"attributes": model, "n": 4}),
+                                 ("ancestral", model, {"attributes": model, "sampler": "euler_ancestral"})):
         metrics = evaluate(EvalSettings(model=folder, data=data, out=tmp_path / name, steps=2, n_boot=50,
                                         **{"n": 5, **kwargs}))
         tables[name] = metrics["conditions"][0]["metrics"]["avatars"]["all"]
@@ -160,8 +161,12 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
             assert row["n"] == tables[key]["counts"][column]
     assert gap["difference"]["estimate"] == pytest.approx(gap["other"]["estimate"] - gap["base"]["estimate"])
     assert gap["difference"]["low"] <= gap["difference"]["estimate"] <= gap["difference"]["high"]
-    with pytest.raises(UsageError, match="compares two models"):
+    with pytest.raises(UsageError, match="compares two models, or one model with two sampling settings"):
         model_gap(tmp_path / "base", tmp_path / "base")
+    # one model, two samplers: the same pairing, the sampling settings reported
+    sampler = model_gap(tmp_path / "base", tmp_path / "ancestral", n_boot=50)
+    assert sampler["models"] == [str(model)] * 2 and [s["sampler"] for s in sampler["sampling"]] == [None, "euler_ancestral"]
+    assert sampler["other"]["estimate"] == pytest.approx(tables["ancestral"]["mean"]["estimate"])
     with pytest.raises(UsageError, match="different prompts"):
         model_gap(tmp_path / "base", tmp_path / "fewer")
     with pytest.raises(UsageError, match="attributes"):  # each model read by its own classifier

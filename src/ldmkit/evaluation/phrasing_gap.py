@@ -26,7 +26,9 @@ from ldmkit.evaluation.metric_sets import interval
 from ldmkit.metrics.bootstrap import bootstrap_ci
 
 SAME = ("model", "data", "split", "n", "sample_seed", "seeds", "where", "steps", "sampler", "guidance", "attributes")
-"""Settings two runs must share to be compared image by image (one of them may be allowed to differ)."""
+"""Settings two runs must share to be compared image by image (some of them may be allowed to differ)."""
+SAMPLING = ("steps", "sampler", "guidance")
+"""The sampling settings model_gap may compare as well as models (None: the model's own default)."""
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,20 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
 
 def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, n_boot: int = 1000,
               seed: int = 0) -> dict:
-    """Two models' eval runs on the same prompts, seeds and attribute classifier (`--attributes`, named in both
-    runs), compared image by image: {"base", "other", "difference" (other - base), "per_attribute"}."""
+    """Two eval runs on the same prompts, seeds and attribute classifier (`--attributes`, named in both runs) that
+    differ in the model, its sampling settings (--steps, --sampler, --guidance) or both, compared image by image:
+    {"base", "other", "difference" (other - base), "per_attribute", "models", "sampling"}."""
     runs = [_read(Path(d)) for d in (base_dir, other_dir)]
-    if runs[0]["settings"]["model"] == runs[1]["settings"]["model"]:
-        raise UsageError(f"both runs evaluated {runs[0]['settings']['model']}; model_gap compares two models")
+    differing = ("model", *SAMPLING)
+    if all(runs[0]["settings"].get(k) == runs[1]["settings"].get(k) for k in differing):
+        raise UsageError(f"both runs evaluated {runs[0]['settings']['model']} with the same sampling settings; "
+                         "model_gap compares two models, or one model with two sampling settings")
     if not runs[0]["settings"].get("attributes"):
         raise UsageError("the runs scored each model with its own attribute classifier; rerun both with the same "
                          "--attributes FOLDER so one instrument reads both")
     if runs[0]["prompts"] != runs[1]["prompts"]:
         raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
-    paired = paired_hits(base_dir, other_dir, condition=condition, may_differ="model")
+    paired = paired_hits(base_dir, other_dir, condition=condition, may_differ=differing)
     base, other = paired.image_means(0), paired.image_means(1)
     ci = _ci(n_boot, seed)
     per_attribute = {}
@@ -93,13 +98,14 @@ def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, 
         per_attribute[column] = {"n": len(pairs), "base": ci(pairs[:, 0]), "other": ci(pairs[:, 1]),
                                  "difference": ci(pairs[:, 1] - pairs[:, 0])}
     return {"condition": paired.condition, "images": len(paired.scored), "excluded": paired.excluded,
-            "models": [run["settings"]["model"] for run in runs], "base": ci(base), "other": ci(other),
+            "models": [run["settings"]["model"] for run in runs],
+            "sampling": [{k: run["settings"].get(k) for k in SAMPLING} for run in runs], "base": ci(base), "other": ci(other),
             "difference": ci(other - base), "per_attribute": per_attribute}
 
 
-def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ: str) -> PairedHits:
-    """Read two eval folders that share every setting of SAME (and the prompt set) except `may_differ`, and score
-    the images of one condition of each with the same attribute classifier."""
+def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ: str | tuple[str, ...]) -> PairedHits:
+    """Read two eval folders that share every setting of SAME (and the prompt set) except those of `may_differ`,
+    and score the images of one condition of each with the same attribute classifier."""
     from PIL import Image
 
     from ldmkit.evaluation.attributes import split_rule
@@ -109,7 +115,8 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
     runs = [_read(Path(d)) for d in (first, second)]
-    differ = [k for k in (*SAME, "prompt_set") if k != may_differ
+    may_differ = (may_differ,) if isinstance(may_differ, str) else may_differ
+    differ = [k for k in (*SAME, "prompt_set") if k not in may_differ
               and runs[0]["settings"].get(k) != runs[1]["settings"].get(k)]
     if differ:
         raise UsageError(f"the two runs differ in {', '.join(differ)}; rerun them with the same settings")
@@ -151,8 +158,11 @@ def _ci(n_boot: int, seed: int):
 
 
 def _condition_index(runs: list[dict], condition: str | None) -> int:
-    """The index of the condition to compare: the only one, or the one labelled `condition` in both runs."""
+    """The index of the condition to compare: the only one (its label names the sampling settings, which may
+    differ), or the one labelled `condition` in both runs."""
     labels = [[c["label"] for c in run["conditions"]] for run in runs]
+    if condition is None and len(labels[0]) == len(labels[1]) == 1:
+        return 0
     if labels[0] != labels[1]:
         raise UsageError(f"the two runs hold different conditions ({labels[0]} vs {labels[1]}); rerun them with "
                          "the same settings")
