@@ -39,6 +39,7 @@ SMILING = frozenset({"smile", "twinkle"})  # mouths whose caption phrase says sm
 GRINNING = frozenset({"big_smile"})  # "grinning": a broad smile, which the strict reading above does not count
 SUNGLASSES = frozenset({"sunglasses", "wayfarers", "kurt"})  # accessories whose phrase says sunglasses
 GUIDANCE = 5.0  # every generated image: the default model's guidance when docs/personalization.md was measured
+SAMPLER = "dpmpp_2m"  # and its default sampler then (euler_ancestral since 2026-12-04)
 INSTANCE_IMAGES, REAL_IMAGES, SIZE = 8, 32, 64
 PICK_SEED, PICK_VIEWS, MAX_SHARED, READABLE = "personalization-demo-subject", 16, 3, 0.95  # how `pick` chose SUBJECT
 CONFIG, RUN, RUN_NO_PRIOR = "configs/dreambooth-demo.yaml", "runs/dreambooth-demo", "runs/dreambooth-demo-noprior"
@@ -206,8 +207,8 @@ def train(args) -> dict:
 
 
 def read_images(pipe, prompts: list[str], n: int, cache: Path) -> dict[str, list]:
-    """n images per prompt, seeds 0..n-1 (the same seeds for every model), guidance GUIDANCE, the model's default
-    sampler and steps. Images already in `cache` (one folder per model file and prompt) are read back instead
+    """n images per prompt, seeds 0..n-1 (the same seeds for every model), guidance GUIDANCE, sampler SAMPLER, the
+    model's default steps. Images already in `cache` (one folder per model file and prompt) are read back instead
     of drawn again."""
     from PIL import Image
 
@@ -216,7 +217,7 @@ def read_images(pipe, prompts: list[str], n: int, cache: Path) -> dict[str, list
 
     todo = [(p, s) for p in prompts for s in range(n) if not path(p, s).is_file()]
     if todo:
-        results = pipe.generate_batch([p for p, _ in todo], [s for _, s in todo], guidance=GUIDANCE)
+        results = pipe.generate_batch([p for p, _ in todo], [s for _, s in todo], guidance=GUIDANCE, sampler=SAMPLER)
         for (p, s), result in zip(todo, results):
             path(p, s).parent.mkdir(parents=True, exist_ok=True)
             result.images[0].save(path(p, s))

@@ -91,6 +91,17 @@ def test_class_images_are_reused_redrawn_when_missing_and_refused_when_settings_
     other_model = build_components("tiny", seed=1)
     with pytest.raises(UsageError, match="base_weights"):
         class_image_paths(other_model, section, tmp_path, 32)
+    # the base model's default sampler is recorded by name: a model whose default changed since does not add
+    # images of another sampler to the folder, and naming the old one explicitly reuses it
+    import dataclasses
+    import json
+
+    assert json.loads((tmp_path / "class_images" / "manifest.json").read_text())["sampler"] == "pndm"  # tiny: PNDM
+    redefault = dataclasses.replace(components, meta={**components.meta, "sampling": {"sampler": "euler_ancestral"}})
+    with pytest.raises(UsageError, match="sampler"):
+        class_image_paths(redefault, section, tmp_path, 32)
+    pinned = DreamBoothSection(**{**section.__dict__, "class_sampler": "pndm"})
+    assert [p.read_bytes() for p in class_image_paths(redefault, pinned, tmp_path, 32)] == grown[:3]
 
 
 def _train(run_dir, folder, kill_at=None):
@@ -128,6 +139,9 @@ def test_recipe_checks(tmp_path, subject):
         (["dreambooth.class_prompt="], "class_images, dreambooth.class_steps, dreambooth.class_guidance have no"),
         (["dreambooth.instance_prompt=a photo of a circle"], "must differ"),
         (["dreambooth.class_images=1001"], "at most 1000"),
+        (["dreambooth.class_sampler=eulr"], "unknown sampler 'eulr'"),
+        (["dreambooth.class_prompt=", "dreambooth.class_images=100", "dreambooth.class_steps=25",
+          "dreambooth.class_guidance=null", "dreambooth.class_sampler=ddim"], "class_sampler has no effect"),
         (["unet.eval_clip=somewhere"], "eval_clip has no effect"),
         (["unet.class_conditional=true"], "class_conditional has no effect"),
     ]

@@ -75,20 +75,23 @@ def instance_captions(folder: Path, paths: list[Path]) -> dict[str, tuple[str, .
     return {p.name: found[p.name] for p in paths}
 
 
-def class_settings(section: DreamBoothSection, base_id: str) -> dict:
-    """What decides the class images: prompt, sampler settings, base weights (seeds are 0..N-1)."""
-    return {"prompt": section.class_prompt, "steps": section.class_steps, "guidance": section.class_guidance,
-            "base_weights": base_id, "seeds": "image i from seed i"}
+def class_settings(section: DreamBoothSection, base_id: str, sampler: str) -> dict:
+    """What decides the class images: prompt, sampler settings (`sampler`: the one drawing them, by name), base
+    weights (seeds are 0..N-1)."""
+    return {"prompt": section.class_prompt, "sampler": sampler, "steps": section.class_steps,
+            "guidance": section.class_guidance, "base_weights": base_id, "seeds": "image i from seed i"}
 
 
 def class_image_paths(components, section: DreamBoothSection, run_dir: Path, image_size: int) -> list[Path]:
     """RUN/class_images/0000.png.. drawn by `components` (the base model, before any training), reusing those already
     there; UsageError when the folder was drawn with other settings or another base model."""
+    from ldmkit.pipeline import Pipeline
     from ldmkit.training.run_data import weights_id
 
     folder = Path(run_dir) / CLASS_FOLDER
-    settings = {**class_settings(section, weights_id(components.unet, components.vae, components.text_encoder.model)),
-                "image_size": image_size}
+    sampler = section.class_sampler or Pipeline(components).defaults()["sampler"]
+    base_id = weights_id(components.unet, components.vae, components.text_encoder.model)
+    settings = {**class_settings(section, base_id, sampler), "image_size": image_size}
     manifest = folder / CLASS_MANIFEST
     if manifest.is_file():
         try:
@@ -112,11 +115,12 @@ def class_image_paths(components, section: DreamBoothSection, run_dir: Path, ima
               for at in range(0, section.class_images, GENERATE_CHUNK)]
     todo = [chunk for chunk in chunks if not all(paths[i].is_file() for i in chunk)]
     if todo:
-        _draw(components, section, image_size, todo, paths)
+        _draw(components, section, image_size, todo, paths, sampler)
     return paths
 
 
-def _draw(components, section: DreamBoothSection, image_size: int, chunks: list[range], paths: list[Path]) -> None:
+def _draw(components, section: DreamBoothSection, image_size: int, chunks: list[range], paths: list[Path],
+          sampler: str) -> None:
     """Sample the class images of `chunks`, writing each image as soon as its chunk is done."""
     import io
 
@@ -128,7 +132,8 @@ def _draw(components, section: DreamBoothSection, image_size: int, chunks: list[
     done = 0
     for chunk in chunks:
         results = pipe.generate_batch([section.class_prompt] * len(chunk), list(chunk), steps=section.class_steps,
-                                      guidance=section.class_guidance, width=image_size, height=image_size)
+                                      sampler=sampler, guidance=section.class_guidance, width=image_size,
+                                      height=image_size)
         for i, result in zip(chunk, results):
             buffer = io.BytesIO()
             result.images[0].save(buffer, format="PNG")

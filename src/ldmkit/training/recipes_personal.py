@@ -106,6 +106,9 @@ class DreamBoothSection:
     """Sampler steps of each class image (the base model's default sampler), 1..200."""
     class_guidance: float | None = None
     """Classifier-free guidance of the class images; None: the base model's default."""
+    class_sampler: str | None = None
+    """Sampler of the class images (`ldmkit samplers`); None: the base model's default, recorded by name with the
+    images so that a changed default cannot mix two priors in one folder."""
     prior_loss_weight: float = 1.0
     """loss = instance loss + prior_loss_weight * class loss (each batch: train.batch_size of each)."""
 
@@ -129,10 +132,16 @@ class DreamBoothSection:
                              f"{MAX_CLASS_STEPS}, got {self.class_images} and {self.class_steps}")
         if self.class_guidance is not None:
             check_float(owner, "class_guidance", self.class_guidance, minimum=0.0, maximum=100.0)
+        if self.class_sampler is not None:
+            from ldmkit.diffusion.registry import get_sampler
+
+            if not isinstance(self.class_sampler, str):
+                raise UsageError(f"dreambooth.class_sampler must be a sampler name, got {self.class_sampler!r:.80}")
+            get_sampler(self.class_sampler)  # an unknown name: a one-line error listing the samplers
         check_float(owner, "prior_loss_weight", self.prior_loss_weight, minimum=0.0)
         if not self.class_prompt.strip():
             changed = [name for name, default in (("class_images", 100), ("class_steps", 25), ("class_guidance", None),
-                                                  ("prior_loss_weight", 1.0)) if getattr(self, name) != default]
+                                                  ("class_sampler", None), ("prior_loss_weight", 1.0)) if getattr(self, name) != default]
             if changed:
                 raise UsageError(f"dreambooth.{', dreambooth.'.join(changed)} ha{'s' if len(changed) == 1 else 've'} "
                                  "no effect without dreambooth.class_prompt (no prior preservation)")
