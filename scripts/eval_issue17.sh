@@ -17,6 +17,9 @@ LDMKIT=${LDMKIT:-ldmkit}
 PYTHON=${PYTHON:-python}
 SHIPPED=src/ldmkit/default_model
 S=(--clip "$SHIPPED" --attributes "$SHIPPED" --seeds 0 --guidance 5)
+# EVAL_ARGS: more `ldmkit eval` options for every eval, e.g. EVAL_ARGS="--sampler dpmpp_2m" (the default until 2026-12-04)
+read -r -a EXTRA <<< "${EVAL_ARGS:-}"
+S+=("${EXTRA[@]}")
 mkdir -p "$OUT"
 # free phrasing: 200 held-out avatars as people write (the eval pool), and the same attributes in template words
 for set in free-avatars free-avatars-templates; do
