@@ -7,7 +7,8 @@ a bootstrap 95% interval over images.
     python scripts/model_gap.py eval-shipped eval-candidate [--json gap.json] [--condition guidance=7.5]
 
 Both runs must share data, split, n, seeds, prompt set and the attribute classifier (`--attributes`); the model,
---steps, --sampler and --guidance may differ (e.g. the shipped model with --sampler euler_ancestral). A paired interval that excludes 0 is a difference these prompts can
+--steps, --sampler and --guidance may differ (e.g. the shipped model with --sampler euler_ancestral). A paired
+interval that excludes 0 is a difference these prompts can
 tell; two marginal intervals that overlap say little.
 """
 

@@ -165,7 +165,8 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
         model_gap(tmp_path / "base", tmp_path / "base")
     # one model, two samplers: the same pairing, the sampling settings reported
     sampler = model_gap(tmp_path / "base", tmp_path / "ancestral", n_boot=50)
-    assert sampler["models"] == [str(model)] * 2 and [s["sampler"] for s in sampler["sampling"]] == [None, "euler_ancestral"]
+    assert sampler["models"] == [str(model)] * 2
+    assert [s["sampler"] for s in sampler["sampling"]] == [None, "euler_ancestral"]
     assert sampler["other"]["estimate"] == pytest.approx(tables["ancestral"]["mean"]["estimate"])
     with pytest.raises(UsageError, match="different prompts"):
         model_gap(tmp_path / "base", tmp_path / "fewer")

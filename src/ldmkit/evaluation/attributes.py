@@ -3,7 +3,7 @@
 For datasets with exact labels (cartoon faces, shapes), a classifier predicts each attribute of a
 generated image and is compared with the attributes asked for in the prompt:
 
-    table = attribute_accuracy(predicted, asked, exclude=unreliable_attributes(classifier_acc))  # metrics.attribute_match
+    table = attribute_accuracy(predicted, asked, exclude=unreliable_attributes(classifier_acc))  # see metrics
     split = compositional_split(train_labels, asked, ["hair", "glasses"])
     attribute_accuracy([predicted[i] for i in split.unseen], [asked[i] for i in split.unseen])
 

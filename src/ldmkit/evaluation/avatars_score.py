@@ -1,7 +1,7 @@
 """Attribute accuracy of generated `avatars` images, read by a trained attribute classifier.
 
     classifier = find_attribute_classifier(model_dir, None)          # MODEL/attributes/, or None
-    asked = [mentioned_values(labels, caption) for ...]              # what each prompt says (data.builtin.avatar_mentions)
+    asked = [mentioned_values(labels, caption) for ...]              # what each prompt says (data.builtin)
     table = avatars_attribute_scores(classifier.predict_images(images), asked, classifier.config.accuracy,
                                      unseen=[...])                   # all / seen / unseen, bootstrap CIs
 

@@ -99,7 +99,8 @@ def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, 
                                  "difference": ci(pairs[:, 1] - pairs[:, 0])}
     return {"condition": paired.condition, "images": len(paired.scored), "excluded": paired.excluded,
             "models": [run["settings"]["model"] for run in runs],
-            "sampling": [{k: run["settings"].get(k) for k in SAMPLING} for run in runs], "base": ci(base), "other": ci(other),
+            "sampling": [{k: run["settings"].get(k) for k in SAMPLING} for run in runs],
+            "base": ci(base), "other": ci(other),
             "difference": ci(other - base), "per_attribute": per_attribute}
 
 

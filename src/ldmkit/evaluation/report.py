@@ -42,7 +42,8 @@ def write_report(metrics: dict, out: Path) -> Path:
 
 TRAINING_EVAL_COLUMNS = (("step", "step", "{}"), ("samples", "samples", "{:,}"),
                          ("elapsed_s", "wall time (min)", "{:.1f}"), ("clip_score", "CLIP score", "{:.2f}"),
-                         ("retrieval_top1", "retrieval top-1", "{:.3f}"), ("retrieval_top5", "retrieval top-5", "{:.3f}"),
+                         ("retrieval_top1", "retrieval top-1", "{:.3f}"),
+                         ("retrieval_top5", "retrieval top-5", "{:.3f}"),
                          ("prompts", "prompts", "{}"), ("attribute_accuracy", "avatars attribute accuracy", "{:.3f}"),
                          ("attribute_images", "avatars scored", "{}"))
 """The columns of the in-training evaluation table: (key in eval.jsonl, heading, format); a column no row has

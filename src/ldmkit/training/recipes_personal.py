@@ -140,8 +140,9 @@ class DreamBoothSection:
             get_sampler(self.class_sampler)  # an unknown name: a one-line error listing the samplers
         check_float(owner, "prior_loss_weight", self.prior_loss_weight, minimum=0.0)
         if not self.class_prompt.strip():
-            changed = [name for name, default in (("class_images", 100), ("class_steps", 25), ("class_guidance", None),
-                                                  ("class_sampler", None), ("prior_loss_weight", 1.0)) if getattr(self, name) != default]
+            defaults = (("class_images", 100), ("class_steps", 25), ("class_guidance", None), ("class_sampler", None),
+                        ("prior_loss_weight", 1.0))
+            changed = [name for name, default in defaults if getattr(self, name) != default]
             if changed:
                 raise UsageError(f"dreambooth.{', dreambooth.'.join(changed)} ha{'s' if len(changed) == 1 else 've'} "
                                  "no effect without dreambooth.class_prompt (no prior preservation)")
