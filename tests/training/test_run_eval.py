@@ -121,7 +121,7 @@ def test_attribute_accuracy_by_hand():
     """Avatars only (an emoji row is not scored), the attributes each caption names, minus those the classifier
     reads below 95% (eyebrows here); the mean over images of each image's share."""
     from ldmkit.data.builtin.avatars import captions_for
-    from ldmkit.training.run_eval import attribute_accuracy
+    from ldmkit.training.run_eval import avatars_attribute_row
 
     face = {"top": "bob", "hair_color": "red", "hat_color": "none", "skin": "pale", "eyes": "wink",
             "eyebrows": "angry", "mouth": "smile", "facial_hair": "none", "accessory": "sunglasses",
@@ -130,12 +130,12 @@ def test_attribute_accuracy_by_hand():
     right = {"top": "bob", "hair_color": "red", "accessory": "sunglasses", "eyebrows": "sad", "mouth": "smile"}
     accuracy = {"top": 0.99, "hair_color": 0.99, "accessory": 0.99, "eyebrows": 0.5, "mouth": 0.99}
     classifier = StubClassifier(accuracy, [right, {**right, "hair_color": "black"}])
-    row = attribute_accuracy(classifier, ["img0", "emoji", "img1"], [caption, "red heart", caption],
+    row = avatars_attribute_row(classifier, ["img0", "emoji", "img1"], [caption, "red heart", caption],
                              [face, {"source": "emoji", "name": "red heart"}, face])
     assert row == {"attribute_accuracy": pytest.approx((4 / 4 + 3 / 4) / 2), "attribute_images": 2}
-    assert attribute_accuracy(classifier, ["emoji"], ["red heart"], [{"source": "emoji"}]) == {}
+    assert avatars_attribute_row(classifier, ["emoji"], ["red heart"], [{"source": "emoji"}]) == {}
     unsure = StubClassifier({name: 0.9 for name in accuracy}, [right])  # reads nothing reliably
-    assert attribute_accuracy(unsure, ["img0"], [caption], [face]) == {"attribute_images": 0}
+    assert avatars_attribute_row(unsure, ["img0"], [caption], [face]) == {"attribute_images": 0}
 
 
 def test_eval_rows_carry_the_samples_and_wall_time_of_their_step(tmp_path):

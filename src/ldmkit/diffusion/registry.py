@@ -66,7 +66,7 @@ def get_sampler(name: str) -> SamplerSpec:
     try:
         return SAMPLERS[name]
     except KeyError:
-        raise UsageError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}") from None
+        raise UsageError(f"unknown sampler {name!r:.80}; choose one of: {', '.join(SAMPLERS)}") from None
 
 
 def sampler_for_scheduler(config: dict) -> str | None:

@@ -63,7 +63,7 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
     names = [_read(Path(d))["settings"]["prompt_set"] for d in (free_dir, control_dir)]
     if names != ["free-avatars", "free-avatars-templates"]:
         raise UsageError(f"phrasing_gap compares a free-avatars run with a free-avatars-templates run; got {names}")
-    paired = paired_hits(free_dir, control_dir, condition=condition, may_differ="prompt_set")
+    paired = paired_hits(free_dir, control_dir, condition=condition, may_differ=("prompt_set",))
     hits, scored, order = paired.hits, paired.scored, paired.order
     free, control = paired.image_means(0), paired.image_means(1)
     ci = _ci(n_boot, seed)
@@ -104,7 +104,7 @@ def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, 
             "difference": ci(other - base), "per_attribute": per_attribute}
 
 
-def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ: str | tuple[str, ...]) -> PairedHits:
+def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ: tuple[str, ...]) -> PairedHits:
     """Read two eval folders that share every setting of SAME (and the prompt set) except those of `may_differ`,
     and score the images of one condition of each with the same attribute classifier."""
     from PIL import Image
@@ -116,7 +116,6 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
     runs = [_read(Path(d)) for d in (first, second)]
-    may_differ = (may_differ,) if isinstance(may_differ, str) else may_differ
     differ = [k for k in (*SAME, "prompt_set") if k not in may_differ
               and runs[0]["settings"].get(k) != runs[1]["settings"].get(k)]
     if differ:

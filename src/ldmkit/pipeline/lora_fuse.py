@@ -21,8 +21,8 @@ def fuse_into_folder(model_dir: str | Path, loras: list[tuple[Path, float]], out
     at generation (W += scale * alpha / rank * up @ down, summed in float32), written in each weight file's dtype;
     every file the LoRAs do not touch is copied as it is. `ldmkit generate`, `ldmkit eval` and diffusers then
     load `out` like any model folder (`ldmkit lora fuse`). Returns what ldmkit.json records under fused_loras."""
-    from ldmkit.models.folder import model_hash
     from ldmkit.models.compose import clip_reading_text_encoder
+    from ldmkit.models.folder import model_hash
     from ldmkit.models.merge import write_changed_weights
     from ldmkit.pipeline import Pipeline
 

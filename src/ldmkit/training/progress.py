@@ -22,20 +22,23 @@ LOSS_CURVE = "loss_curve.png"
 PLOT_EVERY_S = 30.0
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines with "step" > `step` (written before a crash, about to be redone)."""
+def truncate_metrics(path: Path, step: int) -> list[dict[str, Any]]:
+    """Drop metric lines with "step" > `step` (written before a crash, about to be redone); the rows kept."""
     if not path.is_file():
-        return
-    kept = []
+        return []
+    kept, rows = [], []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            if int(json.loads(line).get("step", 0)) <= step:
+            row = json.loads(line)
+            if int(row.get("step", 0)) <= step:
                 kept.append(line)
+                rows.append(row)
         except (ValueError, TypeError, AttributeError):
             continue  # a line cut off by the crash
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
+    return rows
 
 
 def metrics_row(run_dir: Path, step: int) -> dict[str, Any] | None:
@@ -53,15 +56,10 @@ def metrics_row(run_dir: Path, step: int) -> dict[str, Any] | None:
     return None
 
 
-def _elapsed_so_far(path: Path) -> float:
-    """elapsed_s of the last row of metrics.jsonl that has one (0 for a new run or one logged before it existed)."""
-    if not path.is_file():
-        return 0.0
-    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            value = json.loads(line).get("elapsed_s")
-        except (ValueError, AttributeError):
-            continue
+def _elapsed_so_far(rows: list[dict[str, Any]]) -> float:
+    """elapsed_s of the last row that has one (0 for a new run or one logged before it existed)."""
+    for row in reversed(rows):
+        value = row.get("elapsed_s")
         if isinstance(value, (int, float)) and math.isfinite(value):
             return float(value)
     return 0.0
@@ -152,8 +150,7 @@ class ProgressLog:
         self.bar = None
         if not enabled:
             return
-        truncate_metrics(self.metrics_path, start_step)
-        self.elapsed_before = _elapsed_so_far(self.metrics_path)
+        self.elapsed_before = _elapsed_so_far(truncate_metrics(self.metrics_path, start_step))
         self.tensorboard = _tensorboard(Path(run_dir))
         if show_bar:
             from tqdm import tqdm

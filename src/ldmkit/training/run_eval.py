@@ -27,7 +27,7 @@ def evaluate_alignment(components, dual_encoder, captions: list[str], *, steps: 
                        attributes=None, labels: list[dict] | None = None) -> dict[str, float]:
     """CLIP score and prompt-retrieval top-1/top-5 of one generated image per caption (seed i for caption i);
     with an attribute classifier and each caption's row labels, also the attribute accuracy of the avatars
-    among them (attribute_accuracy over attribute_images; `ldmkit eval`'s rule, see attribute_accuracy)."""
+    among them (attribute_accuracy over attribute_images; `ldmkit eval`'s rule, see avatars_attribute_row)."""
     from ldmkit.data.images import images_to_pixels
     from ldmkit.metrics.retrieval import distinct_prompts, prompt_retrieval
     from ldmkit.pipeline import Pipeline
@@ -44,11 +44,11 @@ def evaluate_alignment(components, dual_encoder, captions: list[str], *, steps: 
     row = {"clip_score": float((100 * own_sim.clamp_min(0)).mean()), "retrieval_top1": ranks.top1,
            "retrieval_top5": ranks.top5, "prompts": len(captions)}
     if attributes is not None and labels is not None:
-        row.update(attribute_accuracy(attributes, [r.images[0] for r in results], captions, labels))
+        row.update(avatars_attribute_row(attributes, [r.images[0] for r in results], captions, labels))
     return row
 
 
-def attribute_accuracy(classifier, images: list, captions: list[str], labels: list[dict]) -> dict[str, float]:
+def avatars_attribute_row(classifier, images: list, captions: list[str], labels: list[dict]) -> dict[str, float]:
     """Over the images whose caption the avatars builder wrote: the mean per image of the share of the attributes
     its caption names that the classifier reads back (attributes it reads below 95% on real images left out).
     {} when none of them is such an avatar; {"attribute_images": 0} when the classifier reads none of the named
