@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     staged.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value in EVERY stage's recipe (after the stage's own), e.g. --set "
                              "train.steps=2 for a smoke run (repeatable)")
+    staged.add_argument("--budget-minutes", type=float, metavar="N",
+                        help="wall-time budget of the training stages together (the file's budget_minutes "
+                             "otherwise; 0: none): each stage's steps are fitted to its share of the time left")
     add_threads_option(staged)
     staged.set_defaults(func=run_recipe)
     resume = sub.add_parser("resume", help="resume the run in a run folder with its stored recipe")
@@ -115,6 +118,7 @@ def run_resume(args: argparse.Namespace) -> int:
 def run_recipe(args: argparse.Namespace) -> int:
     from ldmkit.workflows.stages import run_stages
 
-    done = run_stages(args.stages_file, args.out, overrides=args.overrides, log=lambda line: print(line, file=sys.stderr))
+    done = run_stages(args.stages_file, args.out, overrides=args.overrides, budget_minutes=args.budget_minutes,
+                      log=lambda line: print(line, file=sys.stderr))
     print(json.dumps({"out": str(args.out), "stages": dict(done)}))
     return 130 if done and done[-1][1] == "interrupted" else 0

@@ -10,6 +10,7 @@ from ldmkit.errors import UsageError
 
 LR_SCHEDULES = ("constant", "cosine")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
+MAX_MINUTES = 60.0 * 24 * 366  # a year: a budget is a bounded number
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class TrainConfig:
     """Use torch deterministic algorithms (bitwise reproducible on CPU; slower on GPU)."""
     progress_bar: bool = True
     """Show a tqdm progress bar on stderr (main process only)."""
+    max_minutes: float | None = None
+    """Wall-time budget of the run in minutes (the loop's time, summed over resumes like metrics.jsonl's
+    elapsed_s): the step count is fitted to it after the first steps are timed, capped by `steps`, and the
+    learning-rate schedule ends at the fitted count (ldmkit.training.time_budget); None: no budget."""
 
     def __post_init__(self) -> None:
         owner = "TrainConfig"
@@ -82,6 +87,8 @@ class TrainConfig:
         check_choice(owner, "mixed_precision", self.mixed_precision, MIXED_PRECISIONS)
         check_bool(owner, "deterministic", self.deterministic)
         check_bool(owner, "progress_bar", self.progress_bar)
+        if self.max_minutes is not None:
+            check_float(owner, "max_minutes", self.max_minutes, positive=True, maximum=MAX_MINUTES)
 
     @property
     def ema_enabled(self) -> bool:

@@ -118,6 +118,7 @@ def restore_checkpoint(run: RunState, folder: Path) -> None:
     run.nonfinite_in_a_row = state["nonfinite_in_a_row"]
     run.nonfinite_total = state["nonfinite_total"]
     run.scaler_skips = state["scaler_skips"]
+    run.fitted_steps = state.get("fitted_steps")  # absent in checkpoints of runs without a time budget
     scaler = run.accelerator.scaler
     if scaler is not None and state["grad_scaler"] is not None:
         scaler.load_state_dict(state["grad_scaler"])
@@ -194,6 +195,7 @@ def _scalars(run: RunState) -> dict:
         "nonfinite_in_a_row": run.nonfinite_in_a_row,
         "nonfinite_total": run.nonfinite_total,
         "scaler_skips": run.scaler_skips,
+        "fitted_steps": run.fitted_steps,
         "grad_scaler": scaler.state_dict() if scaler is not None else None,
         "num_processes": run.accelerator.num_processes,
         "modules": sorted(run.modules),

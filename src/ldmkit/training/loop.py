@@ -20,6 +20,7 @@ import torch
 from ldmkit.config.training import TrainConfig
 from ldmkit.cpu_threads import training_governor
 from ldmkit.errors import UsageError
+from ldmkit.training import time_budget
 from ldmkit.training.checkpoint import find_resume_point, restore_checkpoint, save_checkpoint
 from ldmkit.training.checkpoint_files import checkpoint_name
 from ldmkit.training.ema import EMA
@@ -33,14 +34,18 @@ from ldmkit.training.schedule import build_optimizer, lr_at
 from ldmkit.training.signals import StopSignals
 from ldmkit.training.state import RunState
 from ldmkit.training.task import TrainResult, TrainTask
+from ldmkit.training.time_budget import TimeBudget, loop_deadline
 
 FINAL = "final"
 
 
-def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any = None) -> TrainResult:
+def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any = None,
+          deadline: float | None = None) -> TrainResult:
     """Train `task` to `cfg.steps` in `run_dir`, resuming from its newest complete checkpoint if any.
 
-    `recipe` (any dataclass) is stored as the run's resolved config.yaml; default: `cfg`.
+    `recipe` (any dataclass) is stored as the run's resolved config.yaml; default: `cfg`. `deadline` (a
+    `time_budget.now()` value, e.g. a recipe stage's share of its budget) and `cfg.max_minutes` fit the step
+    count to the time left (ldmkit.training.time_budget).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -50,30 +55,47 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
         acc = run.accelerator
         log = ProgressLog(run_dir, total_steps=cfg.steps, start_step=run.step, samples_per_step=run.samples_per_step,
                           log_every=cfg.log_every, enabled=acc.is_main_process, show_bar=cfg.progress_bar)
+        budget = _time_budget(run, log, deadline)
+        log.retotal(run.total_steps)  # a resumed budgeted run keeps its fitted count until it fits again
         governor = training_governor(cfg.deterministic, acc.device.type)  # threads = cores others leave free
         try:
-            while run.step < cfg.steps and not _stop_requested(run, stop):
+            if budget is not None:
+                _follow_budget(run, budget, log, refit=False)  # a deadline already past: no step starts
+            while run.step < run.total_steps and not _stop_requested(run, stop):
                 logs = _optimizer_step(run, task, log)
                 if governor is not None:
                     logs["threads"] = governor.poll()  # metrics.jsonl shows how many the step after this gets
                 log.update(run.step, logs)
+                refit = False
+                if budget is not None:
+                    budget.step_done(run.step, start_step)
                 if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
-                    save_checkpoint(run, _exporter(run, task))
+                    with _timed(budget, "checkpoint"):
+                        save_checkpoint(run, _exporter(run, task))
+                    refit = True
                 if cfg.validate_every and run.step % cfg.validate_every == 0:
                     log.flush(run.step)  # metrics.jsonl has this step's samples and wall time for the eval row
-                    _validate(run, task)
+                    with _timed(budget, "validation"):
+                        _validate(run, task)
+                    refit = True
+                if budget is not None:
+                    _follow_budget(run, budget, log, refit=refit)
+            if (budget is not None and cfg.validate_every and run.step % cfg.validate_every
+                    and start_step < run.step == run.total_steps < cfg.steps):
+                log.flush(run.step)  # the budget ended the run early: validate the model it ends with
+                _validate(run, task)
             checkpoint = save_checkpoint(run, _exporter(run, task)) if run.step > 0 else None
             final_dir = None
-            if run.step >= cfg.steps and (run.step > start_step or not (run_dir / FINAL).exists()):
+            if run.step >= run.total_steps and (run.step > start_step or not (run_dir / FINAL).exists()):
                 final_dir = _save_final(run, task)
-            elif run.step >= cfg.steps:
+            elif run.step >= run.total_steps:
                 final_dir = run_dir / FINAL
         finally:
             log.close(run.step)
             if governor is not None:
                 governor.restore()
     return TrainResult(
-        run_dir=run_dir, step=run.step, resumed_from_step=resumed_from, interrupted=run.step < cfg.steps,
+        run_dir=run_dir, step=run.step, resumed_from_step=resumed_from, interrupted=run.step < run.total_steps,
         nonfinite_skipped=run.nonfinite_total, samples_seen=run.step * run.samples_per_step,
         checkpoint=checkpoint, final_dir=final_dir,
     )
@@ -117,7 +139,7 @@ def _optimizer_step(run: RunState, task: TrainTask, log: ProgressLog) -> dict[st
     from accelerate.utils import send_to_device
 
     acc, cfg = run.accelerator, run.cfg
-    lr = lr_at(run.step, cfg)
+    lr = lr_at(run.step, cfg, run.total_steps)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     losses: list[float] = []
@@ -216,6 +238,49 @@ def _save_final(run: RunState, task: TrainTask) -> Path:
             task.save_final(path)
     run.accelerator.wait_for_everyone()
     return path
+
+
+def _time_budget(run: RunState, log: ProgressLog, deadline: float | None) -> TimeBudget | None:
+    """This attempt's TimeBudget, or None (then the run ends at cfg.steps whatever an earlier attempt fitted)."""
+    cfg = run.cfg
+    end = loop_deadline(cfg.max_minutes, log.elapsed_before, deadline)
+    if end is None:
+        run.fitted_steps = None
+        return None
+    return TimeBudget(deadline=end, cap=cfg.steps, validate_every=cfg.validate_every,
+                      checkpoint_every=cfg.checkpoint_every)
+
+
+@contextlib.contextmanager
+def _timed(budget: TimeBudget | None, kind: str) -> Iterator[None]:
+    began = time_budget.now()
+    yield
+    if budget is not None:
+        budget.overhead(kind, time_budget.now() - began)
+
+
+def _follow_budget(run: RunState, budget: TimeBudget, log: ProgressLog, *, refit: bool) -> None:
+    """Stop now when the deadline has passed; fit the step count once calibrated and again after each
+    validation / checkpoint. Every process ends at the same (smallest) count."""
+    total, first_fit = run.total_steps, False
+    if budget.expired():
+        total = run.step
+    elif budget.calibrated(run.step) and (refit or budget.fits == 0):
+        first_fit = budget.fits == 0
+        total = budget.fit(run.step)
+    acc = run.accelerator
+    if acc.num_processes > 1:
+        total = int(acc.gather(torch.tensor([total], device=acc.device)).min().item())
+    if total == 0:
+        raise UsageError(f"{run.run_dir}: the time budget ran out before the first training step (what came "
+                         "before it, e.g. building caches, took the time); nothing was trained: give more time")
+    if total == run.total_steps and not first_fit:
+        return
+    rate = budget.seconds_per_step(run.step) if budget.timed_from is not None else None
+    log.event(run.step, "time_budget", total_steps=total, left_s=round(budget.deadline - time_budget.now(), 1),
+              s_per_step=None if rate is None else round(rate, 4))
+    run.fitted_steps = total
+    log.retotal(total)
 
 
 def _stop_requested(run: RunState, stop: StopSignals) -> bool:

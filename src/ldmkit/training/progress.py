@@ -169,6 +169,13 @@ class ProgressLog:
         if step % self.log_every == 0 or step == self.total_steps:
             self.flush(step)
 
+    def retotal(self, total_steps: int) -> None:
+        """The run now ends at `total_steps` (a time budget fitted it)."""
+        self.total_steps = total_steps
+        if self.bar is not None:
+            self.bar.total = total_steps
+            self.bar.refresh()
+
     def event(self, step: int, kind: str, **data: Any) -> None:
         """Write a one-off event line (e.g. a skipped non-finite step)."""
         if self.enabled:

@@ -10,13 +10,14 @@ from torch import nn
 from ldmkit.config.training import TrainConfig
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step `step` (0-based): a pure function, so resuming needs only the step."""
+def lr_at(step: int, cfg: TrainConfig, total: int | None = None) -> float:
+    """Learning rate of optimizer step `step` (0-based) of a run of `total` steps (None: cfg.steps; a time
+    budget fits a smaller one): a pure function, so resuming needs only the step and the total."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
         return cfg.lr
-    decay_steps = max(1, cfg.steps - cfg.warmup_steps)
+    decay_steps = max(1, (cfg.steps if total is None else total) - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -46,10 +46,17 @@ class RunState:
     """fp16 steps the gradient scaler skipped for overflowing gradients (not counted as non-finite)."""
     nonfinite_reports: list[dict] = field(default_factory=list)
     """What was non-finite in the latest skipped steps (written to nonfinite.json when the run stops)."""
+    fitted_steps: int | None = None
+    """The step count a time budget fitted (ldmkit.training.time_budget); None: cfg.steps."""
 
     def __post_init__(self) -> None:
         if self.step < 0:
             raise ValueError(f"RunState.step must be >= 0, got {self.step}")
+
+    @property
+    def total_steps(self) -> int:
+        """Where this run ends: cfg.steps, or less when a time budget fitted fewer."""
+        return self.cfg.steps if self.fitted_steps is None else min(self.fitted_steps, self.cfg.steps)
 
     @property
     def samples_per_step(self) -> int:

@@ -41,8 +41,9 @@ def task_class(kind: str):
     return getattr(importlib.import_module(module), name)
 
 
-def train_task(kind: str, recipe, run_dir: str | Path):
-    """Train (or resume) trainer `kind` with its typed `recipe` in `run_dir`; returns the loop's TrainResult."""
+def train_task(kind: str, recipe, run_dir: str | Path, *, deadline: float | None = None):
+    """Train (or resume) trainer `kind` with its typed `recipe` in `run_dir`; returns the loop's TrainResult.
+    `deadline` (ldmkit.training.time_budget.now() seconds) fits the step count to the time left."""
     from ldmkit.training.loop import train
     from ldmkit.training.processes import main_process_first
 
@@ -53,10 +54,11 @@ def train_task(kind: str, recipe, run_dir: str | Path):
     with main_process_first():  # process 0 builds the dataset (and cache) once; the others open it
         mark_run(run_dir, kind)
         built = task(recipe, run_dir)
-    return train(built, recipe.train, run_dir, recipe=recipe)
+    return train(built, recipe.train, run_dir, recipe=recipe, deadline=deadline)
 
 
-def run_trainer(kind: str, config: str | Path | None, run_dir: str | Path, overrides: Sequence[str] = ()):
+def run_trainer(kind: str, config: str | Path | None, run_dir: str | Path, overrides: Sequence[str] = (), *,
+                deadline: float | None = None):
     """Train `kind` with the recipe file `config` (None: the recipe's defaults) plus dotted overrides in `run_dir`."""
     if kind not in RECIPES:
         raise UsageError(f"unknown trainer {shown(kind)}; known trainers: {', '.join(TRAINERS)}")
@@ -71,10 +73,11 @@ def run_trainer(kind: str, config: str | Path | None, run_dir: str | Path, overr
         base, source = read_yaml_mapping(Path(config)), str(config)
     base = data_source_overrides(base, overrides)  # --set data.path=DIR replaces the recipe's data.builtin
     recipe = from_dict(RECIPES[kind], apply_overrides(RECIPES[kind], base, overrides), source=source)
-    return train_task(kind, recipe, Path(run_dir))
+    return train_task(kind, recipe, Path(run_dir), deadline=deadline)
 
 
-def resume_run(run_dir: str | Path, overrides: Sequence[str] = (), *, restart: bool = False):
+def resume_run(run_dir: str | Path, overrides: Sequence[str] = (), *, restart: bool = False,
+               deadline: float | None = None):
     """Resume the run in `run_dir` with its stored recipe (overrides such as train.steps=N may extend it).
 
     The newest checkpoint whose SHA-256 hashes verify is used; when checkpoints exist but none verifies,
@@ -90,4 +93,4 @@ def resume_run(run_dir: str | Path, overrides: Sequence[str] = (), *, restart: b
         from ldmkit.training.checkpoint import restart_run
 
         restart_run(run_dir)
-    return run_trainer(kind, run_dir / RECIPE_FILE, run_dir, overrides)
+    return run_trainer(kind, run_dir / RECIPE_FILE, run_dir, overrides, deadline=deadline)

@@ -31,10 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ldmkit.config.checks import check_float
 from ldmkit.config.recipe import read_yaml_mapping
+from ldmkit.config.training import MAX_MINUTES
 from ldmkit.errors import UsageError, shown
 
-STAGE_KEYS = ("name", "trainer", "config", "set", "ship", "eval")
+STAGE_KEYS = ("name", "trainer", "config", "set", "share", "ship", "eval")
+TOP_KEYS = ("stages", "budget_minutes")
+LEDGER = "budget.json"  # OUT/budget.json: wall seconds each training stage has spent, summed over attempts
 OUT_PLACEHOLDER = "out"
 SHIP_OPTIONS = {"name": str, "sampler": str, "steps": int, "guidance": (int, float), "max_mb": (int, float)}
 EVAL_OPTIONS = {"model": str, "data": str, "split": str, "n": int, "seeds": list, "sweep": str, "clip": str,
@@ -58,6 +62,9 @@ class Stage:
     """Dotted overrides, with {stage} placeholders not yet filled in."""
     options: dict[str, Any] = field(default_factory=dict)
     """A ship or eval stage's options (checked against SHIP_OPTIONS / EVAL_OPTIONS)."""
+    share: float = 1.0
+    """A training stage's weight in the recipe's time budget (`budget_minutes`): each stage gets this share
+    of the time the stages before it left, against the shares of the stages still to come."""
 
     def __post_init__(self):
         from ldmkit.training.recipes import RECIPES
@@ -80,6 +87,7 @@ class Stage:
                 raise UsageError(f"stage {shown(self.name)}: {self.trainer} option {key}={shown(value)} has the "
                                  f"wrong type; expected {' or '.join(t.__name__ for t in types)}")
 
+        check_float(f"stage {shown(self.name)}", "share", self.share, positive=True, maximum=1e6)
         if self.kind == "eval" and "model" not in self.options:
             raise UsageError(f"stage {shown(self.name)}: eval needs `model:` (e.g. \"{{model}}\", a ship stage's "
                              "result)")
@@ -117,8 +125,10 @@ def load_stages(path: str | Path) -> list[Stage]:
     """Read and check a stages file; errors name the file, the stage and the key."""
     path = Path(path)
     data = read_yaml_mapping(path)
-    if set(data) != {"stages"} or not isinstance(data["stages"], list) or not data["stages"]:
-        raise UsageError(f"{path}: expected one key `stages:` holding a non-empty list of stages")
+    if ("stages" not in data or not set(data) <= set(TOP_KEYS) or not isinstance(data["stages"], list)
+            or not data["stages"]):
+        raise UsageError(f"{path}: expected a key `stages:` holding a non-empty list of stages (and optionally "
+                         "`budget_minutes:`)")
     stages, seen = [], set()
     for i, item in enumerate(data["stages"]):
         where = f"{path}: stage {i + 1}"
@@ -132,10 +142,10 @@ def load_stages(path: str | Path) -> list[Stage]:
         need = ("name", "trainer", "config") if kind == "trainer" else ("name", kind)
         missing = [k for k in need if k not in item]
         if kind != "trainer":
-            unknown += [k for k in ("config", "set") if k in item]
+            unknown += [k for k in ("config", "set", "share") if k in item]
         if unknown or missing:
             raise UsageError(f"{where}: unknown keys {unknown}, missing keys {missing}; allowed: "
-                             + (", ".join(STAGE_KEYS[:4]) if kind == "trainer" else f"name, {kind}"))
+                             + (", ".join(STAGE_KEYS[:5]) if kind == "trainer" else f"name, {kind}"))
         if kind == "trainer" and str(item["trainer"]) in ("ship", "eval"):
             raise UsageError(f"{where}: write `{item['trainer']}: {{options}}` instead of `trainer: {item['trainer']}`")
         if kind == "trainer":
@@ -143,7 +153,7 @@ def load_stages(path: str | Path) -> list[Stage]:
             if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
                 raise UsageError(f"{where}: `set` must be a list of 'key=value' strings")
             stage = Stage(str(item["name"]), str(item["trainer"]), (path.parent / str(item["config"])).resolve(),
-                          tuple(overrides))
+                          tuple(overrides), share=item.get("share", 1.0))
             if not stage.config.is_file():
                 raise UsageError(f"{where}: recipe file {stage.config} does not exist")
         else:
@@ -155,7 +165,62 @@ def load_stages(path: str | Path) -> list[Stage]:
             raise UsageError(f"{where}: stage name {shown(stage.name)} is used twice")
         seen.add(stage.name)
         stages.append(stage)
+    if "budget_minutes" not in data and any("share" in item for item in data["stages"]):
+        raise UsageError(f"{path}: a stage's `share` has no effect without `budget_minutes:` (the recipe's time "
+                         "budget it divides)")
     return stages
+
+
+def recipe_budget(path: str | Path) -> float | None:
+    """The stages file's `budget_minutes` (the wall time of its training stages together), or None."""
+    path = Path(path)
+    minutes = read_yaml_mapping(path).get("budget_minutes")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
+                                or not 0 < minutes <= MAX_MINUTES):
+        raise UsageError(f"{path}: budget_minutes must be a number of minutes > 0 and <= {MAX_MINUTES:g}, got "
+                         f"{shown(minutes)}")
+    return minutes
+
+
+def stage_deadline(stage: Stage, pending: list[Stage], minutes: float, spent: dict[str, float], log) -> float:
+    """The time_budget.now() by which training stage `stage` must end: its share (against the shares of the
+    training stages still to run, itself included) of what the budget has left after every training stage's
+    attempts so far (`spent`, seconds by stage)."""
+    from ldmkit.training import time_budget
+
+    left = minutes * 60.0 - sum(spent.values())
+    if left <= 0:
+        raise UsageError(f"stage {stage.name}: the recipe's time budget ({minutes:g} min) is spent: its training "
+                         f"stages took {sum(spent.values()) / 60:.1f} min; give more with --budget-minutes N "
+                         "(0: no budget)")
+    allotted = left * stage.share / sum(s.share for s in pending)
+    log(f"stage {stage.name}: {allotted / 60:.1f} min of the {left / 60:.1f} min the budget ({minutes:g} min) has "
+        "left (steps fitted to it)")
+    return time_budget.now() + allotted
+
+
+def _read_ledger(out: Path) -> dict[str, float]:
+    import json
+
+    path = out / LEDGER
+    if not path.is_file():
+        return {}
+    try:
+        spent = json.loads(path.read_text(encoding="utf-8"))["spent_s"]
+        return {str(k): float(v) for k, v in spent.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"{path} is not a budget ledger ldmkit wrote; it was left as it is: move it away to "
+                         "run the recipe") from None
+
+
+def _write_ledger(out: Path, spent: dict[str, float]) -> None:
+    import json
+    import os
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{LEDGER}.tmp"
+    tmp.write_text(json.dumps({"spent_s": {k: round(v, 3) for k, v in spent.items()}}, indent=1), encoding="utf-8")
+    os.replace(tmp, out / LEDGER)
 
 
 def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage: str,
@@ -175,7 +240,7 @@ def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage
 
 
 def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
-               log=print) -> list[tuple[str, str]]:
+               budget_minutes: float | None = None, log=print) -> list[tuple[str, str]]:
     """Run every stage in order; returns (stage, what happened) pairs: skipped | resumed | trained | interrupted
     (training stages), skipped | shipped (ship), skipped | evaluated (eval).
 
@@ -184,17 +249,25 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
     attributes classifier, which has no model section; a section no training stage has is an error before
     anything runs. A stage that resumes keeps the recipe stored in its run folder. Overrides starting with
     `eval.` or `ship.` set an option of every eval / ship stage instead (e.g. `eval.n=50`). Each stage's
-    wall time is logged."""
-    from ldmkit.training.trainers import resume_run, run_trainer, trainer_of
+    wall time is logged.
 
+    A time budget (`budget_minutes`, else the file's; 0: none) bounds the wall time of the training stages
+    together, dataset builds and caches included: each stage's steps are fitted to its share of what is left
+    (`stage_deadline`), and OUT/budget.json keeps what each stage has spent over every attempt."""
     stages, out = load_stages(path), Path(out).resolve()  # absolute: run folders record these paths
     overrides, stages = _stage_kind_overrides(overrides, stages)
     applies = _override_targets(overrides, stages)
+    if budget_minutes is None:
+        budget_minutes = recipe_budget(path)
+    elif not 0 <= budget_minutes <= MAX_MINUTES:
+        raise UsageError(f"--budget-minutes must be 0 (no budget) to {MAX_MINUTES:g}, got {budget_minutes:g}")
+    budget_minutes = budget_minutes or None  # 0 turns the file's budget off
+    spent = _read_ledger(out) if budget_minutes else {}
     finals: dict[str, Path] = {}
     done: list[tuple[str, str]] = []
     began = time.perf_counter()
     for stage in stages:
-        run_dir, start = out / stage.name, time.perf_counter()
+        start = time.perf_counter()
         if stage.finished(out):
             status = "skipped"
         elif stage.kind == "ship":
@@ -203,17 +276,17 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
         elif stage.kind == "eval":
             _eval_stage(stage, out, finals, log)
             status = "evaluated"
-        elif trainer_of(run_dir) is not None:
-            result = resume_run(run_dir)
-            status = "interrupted" if result.interrupted else "resumed"
-        elif run_dir.exists() and any(run_dir.iterdir()):
-            raise UsageError(f"stage {stage.name}: {run_dir} holds files but no training run; it was left as it "
-                             "is: move it away to train the stage")
         else:
-            own = tuple(o for o in overrides if stage.name in applies[o])
-            result = run_trainer(stage.trainer, stage.config, run_dir,
-                                 fill_placeholders(stage.overrides + own, finals, stage.name, out))
-            status = "interrupted" if result.interrupted else "trained"
+            deadline = None
+            if budget_minutes:
+                pending = [s for s in stages[stages.index(stage):] if s.kind == "train" and not s.finished(out)]
+                deadline = stage_deadline(stage, pending, budget_minutes, spent, log)
+            try:
+                status = _train_stage(stage, out, finals, overrides, applies, deadline)
+            finally:
+                if budget_minutes:
+                    spent[stage.name] = spent.get(stage.name, 0.0) + time.perf_counter() - start
+                    _write_ledger(out, spent)
         log(f"stage {stage.name} ({stage.trainer}): {status} in {_minutes(time.perf_counter() - start)} "
             f"-> {stage.result(out)}")
         done.append((stage.name, status))
@@ -222,6 +295,24 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
         finals[stage.name] = stage.result(out)
     log(f"recipe {path}: {len(done)} of {len(stages)} stages in {_minutes(time.perf_counter() - began)}")
     return done
+
+
+def _train_stage(stage: Stage, out: Path, finals: dict[str, Path], overrides: tuple[str, ...],
+                 applies: dict[str, set[str]], deadline: float | None) -> str:
+    """Train or resume one training stage: "trained", "resumed" or "interrupted"."""
+    from ldmkit.training.trainers import resume_run, run_trainer, trainer_of
+
+    run_dir = out / stage.name
+    if trainer_of(run_dir) is not None:
+        result = resume_run(run_dir, deadline=deadline)
+        return "interrupted" if result.interrupted else "resumed"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"stage {stage.name}: {run_dir} holds files but no training run; it was left as it "
+                         "is: move it away to train the stage")
+    own = tuple(o for o in overrides if stage.name in applies[o])
+    result = run_trainer(stage.trainer, stage.config, run_dir,
+                         fill_placeholders(stage.overrides + own, finals, stage.name, out), deadline=deadline)
+    return "interrupted" if result.interrupted else "trained"
 
 
 def _override_targets(overrides: tuple[str, ...], stages: list[Stage]) -> dict[str, set[str]]:
