@@ -188,5 +188,13 @@ def test_eval_attributes_needs_the_in_training_evaluation():
 
     with pytest.raises(UsageError, match="unet.eval_attributes has no effect without unet.eval_clip"):
         load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.eval_attributes=somewhere"])
-    recipe = load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.eval_clip=a", "unet.eval_attributes=b"])
+    recipe = load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.eval_clip=a", "unet.eval_attributes=b",
+                                                             "train.validate_every=5"])
     assert recipe.unet.eval_attributes == "b"
+
+
+def test_eval_clip_needs_validations():
+    from ldmkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="unet.eval_clip \\(a\\) has no effect with train.validate_every 0"):
+        load_recipe(CONFIGS / "tiny.yaml", UNetRecipe, ["unet.eval_clip=a", "train.validate_every=0"])

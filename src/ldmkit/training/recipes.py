@@ -168,6 +168,9 @@ class UNetRecipe:
         if self.data is None and self.dreambooth is None and self.TRAINER != "lora":  # `train lora` has no default
             object.__setattr__(self, "data", DataSection(builtin="shapes"))
         check_dreambooth(self.data, self.unet, self.dreambooth, self.TRAINER)
+        if self.unet.eval_clip is not None and not self.train.validate_every:
+            raise UsageError(f"unet.eval_clip ({self.unet.eval_clip}) has no effect with train.validate_every 0: the "
+                             "in-training evaluation runs at each validation; set train.validate_every N")
 
 
 @dataclass(frozen=True)
