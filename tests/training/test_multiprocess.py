@@ -26,12 +26,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(run_dir: Path, steps: int, ids: Path) -> dict:
+def _launch(run_dir: Path, steps: int, ids: Path | None, *extra: str) -> dict:
     accelerate = Path(sys.executable).with_name("accelerate")
     # --multi_gpu selects accelerate's torchrun launcher; with no GPU the loop joins the processes over gloo
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(Path(__file__).with_name("toy_task.py")), str(run_dir), f"steps={steps}", f"ids_log={ids}", *ARGS]
+           str(Path(__file__).with_name("toy_task.py")), str(run_dir), f"steps={steps}",
+           *([f"ids_log={ids}"] if ids is not None else []), *ARGS, *extra]
     # CPU processes over gloo, even on a machine with a GPU (hide it)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -68,3 +69,14 @@ def test_two_processes_match_one_process_with_twice_the_batch(toy, tmp_path):
                 # mean of two per-process means == mean over the doubled batch (up to float rounding)
                 torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-6, msg=f"{key} at step {step}")
         assert "rng.rank1.json" in ddp and any(k.startswith("rng.rank1.safetensors:") for k in ddp)
+
+
+@pytest.mark.slow
+def test_two_processes_fit_one_step_count_to_a_time_budget(tmp_path):
+    """Only process 0 knows the run's earlier wall time, and each process times its own steps: both must
+    end at the same fitted step (the smallest), or the last all-reduce would wait for ever."""
+    out = _launch(tmp_path / "ddp", 1_000_000, None, "checkpoint_every=0", "log_every=50", "max_minutes=0.1")
+    assert 0 < out["step"] < 1_000_000
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    fits = [r for r in rows if r.get("event") == "time_budget"]
+    assert fits and fits[-1]["total_steps"] == out["step"]

@@ -151,3 +151,15 @@ def test_a_clip_folder_without_its_text_encoder_is_refused_clearly(tmp_path):
     shutil.copytree(result.final_dir / "clip", tmp_path / "alone" / "clip")
     with pytest.raises(ModelFolderError, match="no text_encoder/"):
         load_dual_encoder(tmp_path / "alone")
+
+
+def test_the_train_split_report_reuses_the_cached_pixels_and_text_states(tmp_path):
+    """save_final's train-split retrieval projects the frozen tower's cached states instead of running the text
+    encoder over every caption again: the same recall either way."""
+    torch.set_num_threads(1)
+    task = ClipTask(load_recipe(RECIPE, ClipRecipe, ["data.builtin_n=48", "train.progress_bar=false"]), tmp_path / "r")
+    assert task.pooled is not None  # the recipe's text tower is frozen
+    fresh_scores, fresh_hits = task.evaluate_hits(task.train)
+    cached_scores, cached_hits = task.evaluate_hits(task.train, pixels=task.train_pixels, pooled=task.pooled)
+    assert cached_scores == pytest.approx(fresh_scores, abs=1e-9)
+    assert {k: v.tolist() for k, v in cached_hits.items()} == {k: v.tolist() for k, v in fresh_hits.items()}

@@ -164,22 +164,30 @@ class ClipTask:
                                                      batch.get("pooled"))
         return info_nce(image_emb, text_emb, scale), {"logit_scale": float(scale.detach())}
 
-    def evaluate(self, dataset) -> dict[str, float]:
+    def evaluate(self, dataset, *, pixels: torch.Tensor | None = None, pooled: torch.Tensor | None = None
+                 ) -> dict[str, float]:
         """Retrieval recall of the current weights over every caption of every image of `dataset`."""
-        return self.evaluate_hits(dataset)[0]
+        return self.evaluate_hits(dataset, pixels=pixels, pooled=pooled)[0]
 
-    def evaluate_hits(self, dataset) -> tuple[dict[str, float], dict]:
-        """(recall and chance levels, per-image / per-caption hits) of the current weights on `dataset`."""
+    def evaluate_hits(self, dataset, *, pixels: torch.Tensor | None = None, pooled: torch.Tensor | None = None
+                      ) -> tuple[dict[str, float], dict]:
+        """(recall and chance levels, per-image / per-caption hits) of the current weights on `dataset`; its
+        pixels and its captions' pooled text states (frozen text tower) are reused when given."""
         from ldmkit.training.clip_report import retrieval_hits
 
         model = self.model
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            pixels = load_pixels(dataset, self.recipe.data.image_size, self.recipe.data.trim)
+            if pixels is None:
+                pixels = load_pixels(dataset, self.recipe.data.image_size, self.recipe.data.trim)
             images = torch.cat([model.encode_images(p) for p in pixels.split(64)])
             captions = [c for s in dataset.samples for c in s.captions]
-            texts = torch.cat([model.encode_texts(captions[i:i + 256]) for i in range(0, len(captions), 256)])
+            if pooled is not None:  # the frozen tower's states, cached for training: only the projection is new
+                device = model.text_projection.weight.device
+                texts = torch.cat([model.embed_pooled(p.to(device)) for p in pooled.split(256)])
+            else:
+                texts = torch.cat([model.encode_texts(captions[i:i + 256]) for i in range(0, len(captions), 256)])
         owner = torch.tensor([i for i, s in enumerate(dataset.samples) for _ in s.captions])
         model.train(was_training)
         return retrieval_recall(images.cpu(), texts.cpu(), owner), retrieval_hits(images.cpu(), texts.cpu(), owner)
@@ -194,9 +202,10 @@ class ClipTask:
         from ldmkit.training.clip_report import compare
 
         after, after_hits = self.evaluate_hits(self.held_out) if len(self.held_out) else ({}, {})
+        train_after = self.evaluate(self.train, pixels=self.train_pixels, pooled=self.pooled)
         report = {"split": self.recipe.clip.eval_split, "images": len(self.held_out),
                   "captions": sum(len(s.captions) for s in self.held_out.samples), "start": self.start,
-                  "before": self.before, "after": after, "train_after": self.evaluate(self.train),
+                  "before": self.before, "after": after, "train_after": train_after,
                   "comparison": compare(self.before_hits, after_hits) if after_hits else {}}
         meta = {"trainer": "clip", "clip_metrics": report, "dataset": self.dataset_meta}
         if self.components is None:  # a CLIPModel fine-tune: final/clip/ in the CLIPModel layout + ldmkit.json
