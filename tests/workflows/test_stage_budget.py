@@ -11,7 +11,8 @@ import pytest
 from ldmkit.cli import main
 from ldmkit.errors import UsageError
 from ldmkit.training import time_budget, trainers
-from ldmkit.workflows.stages import LEDGER, Stage, load_stages, recipe_budget, stage_deadline
+from ldmkit.workflows.budget import LEDGER, recipe_budget, stage_deadline
+from ldmkit.workflows.stages import Stage, load_stages
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FAST = ["train.steps=2", "train.checkpoint_every=1", "train.validate_every=0", "train.batch_size=4",

@@ -34,11 +34,11 @@ from typing import Any
 from ldmkit.config.checks import check_float
 from ldmkit.config.recipe import read_yaml_mapping
 from ldmkit.config.training import MAX_MINUTES
+from ldmkit.workflows.budget import read_ledger, recipe_budget, stage_deadline, write_ledger
 from ldmkit.errors import UsageError, shown
 
 STAGE_KEYS = ("name", "trainer", "config", "set", "share", "ship", "eval")
 TOP_KEYS = ("stages", "budget_minutes")
-LEDGER = "budget.json"  # OUT/budget.json: wall seconds each training stage has spent, summed over attempts
 OUT_PLACEHOLDER = "out"
 SHIP_OPTIONS = {"name": str, "sampler": str, "steps": int, "guidance": (int, float), "max_mb": (int, float)}
 EVAL_OPTIONS = {"model": str, "data": str, "split": str, "n": int, "seeds": list, "sweep": str, "clip": str,
@@ -171,58 +171,6 @@ def load_stages(path: str | Path) -> list[Stage]:
     return stages
 
 
-def recipe_budget(path: str | Path) -> float | None:
-    """The stages file's `budget_minutes` (the wall time of its training stages together), or None."""
-    path = Path(path)
-    minutes = read_yaml_mapping(path).get("budget_minutes")
-    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
-                                or not 0 < minutes <= MAX_MINUTES):
-        raise UsageError(f"{path}: budget_minutes must be a number of minutes > 0 and <= {MAX_MINUTES:g}, got "
-                         f"{shown(minutes)}")
-    return minutes
-
-
-def stage_deadline(stage: Stage, pending: list[Stage], minutes: float, spent: dict[str, float], log) -> float:
-    """The time_budget.now() by which training stage `stage` must end: its share (against the shares of the
-    training stages still to run, itself included) of what the budget has left after every training stage's
-    attempts so far (`spent`, seconds by stage)."""
-    from ldmkit.training import time_budget
-
-    left = minutes * 60.0 - sum(spent.values())
-    if left <= 0:
-        raise UsageError(f"stage {stage.name}: the recipe's time budget ({minutes:g} min) is spent: its training "
-                         f"stages took {sum(spent.values()) / 60:.1f} min; give more with --budget-minutes N "
-                         "(0: no budget)")
-    allotted = left * stage.share / sum(s.share for s in pending)
-    log(f"stage {stage.name}: {allotted / 60:.1f} min of the {left / 60:.1f} min the budget ({minutes:g} min) has "
-        "left (steps fitted to it)")
-    return time_budget.now() + allotted
-
-
-def _read_ledger(out: Path) -> dict[str, float]:
-    import json
-
-    path = out / LEDGER
-    if not path.is_file():
-        return {}
-    try:
-        spent = json.loads(path.read_text(encoding="utf-8"))["spent_s"]
-        return {str(k): float(v) for k, v in spent.items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise UsageError(f"{path} is not a budget ledger ldmkit wrote; it was left as it is: move it away to "
-                         "run the recipe") from None
-
-
-def _write_ledger(out: Path, spent: dict[str, float]) -> None:
-    import json
-    import os
-
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"{LEDGER}.tmp"
-    tmp.write_text(json.dumps({"spent_s": {k: round(v, 3) for k, v in spent.items()}}, indent=1), encoding="utf-8")
-    os.replace(tmp, out / LEDGER)
-
-
 def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage: str,
                       out: Path | None = None) -> list[str]:
     """Replace {name} with the final model folder of an EARLIER stage, and {out} with the output folder."""
@@ -253,7 +201,7 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
 
     A time budget (`budget_minutes`, else the file's; 0: none) bounds the wall time of the training stages
     together, dataset builds and caches included: each stage's steps are fitted to its share of what is left
-    (`stage_deadline`), and OUT/budget.json keeps what each stage has spent over every attempt."""
+    (`workflows.budget.stage_deadline`), and OUT/budget.json keeps what each stage has spent over every attempt."""
     stages, out = load_stages(path), Path(out).resolve()  # absolute: run folders record these paths
     overrides, stages = _stage_kind_overrides(overrides, stages)
     applies = _override_targets(overrides, stages)
@@ -262,7 +210,7 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
     elif not 0 <= budget_minutes <= MAX_MINUTES:
         raise UsageError(f"--budget-minutes must be 0 (no budget) to {MAX_MINUTES:g}, got {budget_minutes:g}")
     budget_minutes = budget_minutes or None  # 0 turns the file's budget off
-    spent = _read_ledger(out) if budget_minutes else {}
+    spent = read_ledger(out) if budget_minutes else {}
     finals: dict[str, Path] = {}
     done: list[tuple[str, str]] = []
     began = time.perf_counter()
@@ -286,7 +234,7 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
             finally:
                 if budget_minutes:
                     spent[stage.name] = spent.get(stage.name, 0.0) + time.perf_counter() - start
-                    _write_ledger(out, spent)
+                    write_ledger(out, spent)
         log(f"stage {stage.name} ({stage.trainer}): {status} in {_minutes(time.perf_counter() - start)} "
             f"-> {stage.result(out)}")
         done.append((stage.name, status))
