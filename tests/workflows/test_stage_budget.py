@@ -119,9 +119,10 @@ def test_share_belongs_to_training_stages(tmp_path):
         load_stages(path)
 
 
-def test_a_foreign_ledger_is_left_alone(tmp_path):
+@pytest.mark.parametrize("text", ["my notes", '{"spent_s": {"vae": NaN}}', '{"spent_s": {"vae": -5}}'])
+def test_a_foreign_ledger_is_left_alone(tmp_path, text):
     out = tmp_path / "runs"
     out.mkdir()
-    (out / LEDGER).write_text("my notes")
+    (out / LEDGER).write_text(text)
     assert main(["train", "recipe", str(_stages_file(tmp_path)), "--out", str(out)]) == 2
-    assert (out / LEDGER).read_text() == "my notes"
+    assert (out / LEDGER).read_text() == text

@@ -48,8 +48,10 @@ def read_ledger(out: Path) -> dict[str, float]:
     if not path.is_file():
         return {}
     try:
-        spent = json.loads(path.read_text(encoding="utf-8"))["spent_s"]
-        return {str(k): float(v) for k, v in spent.items()}
+        spent = {str(k): float(v) for k, v in json.loads(path.read_text(encoding="utf-8"))["spent_s"].items()}
+        if not all(0.0 <= v <= MAX_MINUTES * 60 for v in spent.values()):  # NaN fails too
+            raise ValueError("seconds out of range")
+        return spent
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UsageError(f"{path} is not a budget ledger ldmkit wrote; it was left as it is: move it away to "
                          "run the recipe") from None
