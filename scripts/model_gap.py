@@ -7,9 +7,9 @@ a bootstrap 95% interval over images.
     python scripts/model_gap.py eval-shipped eval-candidate [--json gap.json] [--condition guidance=7.5]
 
 Both runs must share data, split, n, seeds, prompt set and the attribute classifier (`--attributes`); the model,
---steps, --sampler and --guidance may differ (e.g. the shipped model with --sampler euler_ancestral). A paired
-interval that excludes 0 is a difference these prompts can
-tell; two marginal intervals that overlap say little.
+--steps, --sampler, --guidance, --guidance-rescale and --karras may differ (e.g. the shipped model with --sampler
+euler_ancestral). A paired interval that excludes 0 is a difference these prompts can tell; two marginal intervals
+that overlap say little.
 """
 
 from pathlib import Path
@@ -27,7 +27,7 @@ def main(base: Path, other: Path, out: Path | None, condition: str | None = None
     gap = model_gap(base, other, condition=condition)
     print(f"{gap['condition']}: {gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
     for name, model, sampling in zip(("base: ", "other:"), gap["models"], gap["sampling"]):
-        chosen = ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None) or "the model's defaults"
+        chosen = ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None and v is not False) or "the model's defaults"
         print(f"  {name} {model} ({chosen})")
     print(f"{'':>15} {'n':>5}  {'base':<24} {'other':<24} other - base")
     rows = [("all", {"n": gap["images"], **{k: gap[k] for k in ("base", "other", "difference")}})]

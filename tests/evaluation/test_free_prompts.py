@@ -167,6 +167,13 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     sampler = model_gap(tmp_path / "base", tmp_path / "ancestral", n_boot=50)
     assert sampler["models"] == [str(model)] * 2
     assert [s["sampler"] for s in sampler["sampling"]] == [None, "euler_ancestral"]
+    assert [s["karras"] for s in sampler["sampling"]] == [False, False]
+    before_karras = json.loads((tmp_path / "base" / "metrics.json").read_text())  # a run from before eval --karras
+    del before_karras["settings"]["karras"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps(before_karras))
+    with pytest.raises(UsageError, match="same sampling settings"):  # no key means karras off
+        model_gap(tmp_path / "old", tmp_path / "base")
     assert sampler["other"]["estimate"] == pytest.approx(tables["ancestral"]["mean"]["estimate"])
     with pytest.raises(UsageError, match="different prompts"):
         model_gap(tmp_path / "base", tmp_path / "fewer")
@@ -203,3 +210,5 @@ def test_an_eval_condition_is_labelled_with_the_settings_it_overrides():
     assert labels(guidance=7.5) == ["guidance=7.5"]  # was "model defaults" although guidance 7.5 was used
     assert labels(steps=30, sampler="euler") == ["steps=30, sampler=euler"]
     assert labels(sweep=Sweep("guidance", (3.0, 5.0))) == ["guidance=3.0", "guidance=5.0"]
+    assert labels(karras=True, guidance_rescale=0.0) == ["guidance_rescale=0.0, karras=True"]  # 0.0 is explicit
+    assert labels(sweep=Sweep("guidance_rescale", (0.0, 0.7))) == ["guidance_rescale=0.0", "guidance_rescale=0.7"]

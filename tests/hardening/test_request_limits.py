@@ -119,6 +119,12 @@ BEFORE_LOAD = [
     (["eval", "{missing}", "--data", "{tmp}", "-o", "{tmp}/e", "--sweep", "steps=5,0"], 2, "--steps must be in"),
     (["eval", "{missing}", "--data", "{tmp}", "-o", "{tmp}/e", "--sweep", "sampler=euler,nope"], 2,
      "unknown sampler 'nope'"),
+    (["eval", "{missing}", "--data", "{tmp}", "-o", "{tmp}/e", "--guidance-rescale", "1.5"], 2,
+     "--guidance-rescale must be in [0, 1]"),
+    (["eval", "{missing}", "--data", "{tmp}", "-o", "{tmp}/e", "--sweep", "guidance_rescale=0,nan"], 2,
+     "--guidance-rescale must be a finite number"),
+    (["eval", "{missing}", "--data", "{tmp}", "-o", "{tmp}/e", "--sampler", "ddim", "--karras"], 2,
+     "--karras does not apply to sampler 'ddim'"),
     # what does pass every check reaches the model folder: the control that the rows above stop earlier
     (["generate", "x", "--seed", "-1", "--size", "64x64", "--karras", "--timestep-spacing", "trailing"], 2,
      "does not exist"),

@@ -30,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default from the model)")
     p.add_argument("--sampler", help="sampler name (default from the model)")
     p.add_argument("--guidance", type=float, help="guidance scale (default from the model)")
+    p.add_argument("--guidance-rescale", type=float, metavar="PHI",
+                   help="guidance rescale in [0, 1] (Lin et al. 2023; default from the model)")
+    p.add_argument("--karras", action="store_true",
+                   help="Karras et al. 2022 sigma spacing (samplers that walk interpolated sigmas; see ldmkit samplers)")
     p.add_argument("--best-of", type=int, default=1, metavar="K", help="also measure best-of-K reranking")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                    help="evaluate only rows with this label, e.g. source=avatars (repeatable)")
@@ -75,6 +79,7 @@ def run_eval(args: argparse.Namespace) -> int:
                             sample_seed=args.sample_seed,
                             seeds=parse_seeds(args.seeds), sweep=parse_sweep(args.sweep) if args.sweep else None,
                             clip=args.clip, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+                            guidance_rescale=args.guidance_rescale, karras=args.karras,
                             best_of=args.best_of, n_boot=args.n_boot, where=parse_where(args.where),
                             attributes=args.attributes, batch=args.batch, prompt_set=args.prompt_set, fit=args.fit)
     if not settings.model.exists():

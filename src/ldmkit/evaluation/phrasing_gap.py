@@ -27,7 +27,7 @@ from ldmkit.metrics.bootstrap import bootstrap_ci
 
 SAME = ("model", "data", "split", "n", "sample_seed", "seeds", "where", "steps", "sampler", "guidance", "attributes")
 """Settings two runs must share to be compared image by image (some of them may be allowed to differ)."""
-SAMPLING = ("steps", "sampler", "guidance")
+SAMPLING = ("steps", "sampler", "guidance", "guidance_rescale", "karras")
 """The sampling settings model_gap may compare as well as models (None: the model's own default)."""
 
 
@@ -73,14 +73,19 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
             "per_word": _grouped(hits, scored, lambda i, c: f"{c}: {paired.asked[order[i]].words[c]}", ci)}
 
 
+def _setting(run: dict, key: str):
+    """A run's sampling setting; runs written before eval had --karras are karras off."""
+    return run["settings"].get(key, False if key == "karras" else None)
+
+
 def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, n_boot: int = 1000,
               seed: int = 0) -> dict:
     """Two eval runs on the same prompts, seeds and attribute classifier (`--attributes`, named in both runs) that
-    differ in the model, its sampling settings (--steps, --sampler, --guidance) or both, compared image by image:
+    differ in the model, its sampling settings (SAMPLING) or both, compared image by image:
     {"base", "other", "difference" (other - base), "per_attribute", "models", "sampling"}."""
     runs = [_read(Path(d)) for d in (base_dir, other_dir)]
     differing = ("model", *SAMPLING)
-    if all(runs[0]["settings"].get(k) == runs[1]["settings"].get(k) for k in differing):
+    if all(_setting(runs[0], k) == _setting(runs[1], k) for k in differing):
         raise UsageError(f"both runs evaluated {runs[0]['settings']['model']} with the same sampling settings; "
                          "model_gap compares two models, or one model with two sampling settings")
     if not runs[0]["settings"].get("attributes"):
@@ -99,7 +104,7 @@ def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, 
                                  "difference": ci(pairs[:, 1] - pairs[:, 0])}
     return {"condition": paired.condition, "images": len(paired.scored), "excluded": paired.excluded,
             "models": [run["settings"]["model"] for run in runs],
-            "sampling": [{k: run["settings"].get(k) for k in SAMPLING} for run in runs],
+            "sampling": [{k: _setting(run, k) for k in SAMPLING} for run in runs],
             "base": ci(base), "other": ci(other),
             "difference": ci(other - base), "per_attribute": per_attribute}
 

@@ -26,7 +26,7 @@ from ldmkit.evaluation.features import find_dual_encoder, image_embeddings, long
 from ldmkit.evaluation.metric_sets import (alignment_metrics, fidelity_metrics, real_vs_real, run_environment,
                                            write_json)
 from ldmkit.evaluation.shapes_score import is_shapes_dataset, shapes_attribute_scores
-from ldmkit.evaluation.settings import EvalSettings, Sweep, parse_sweep, settings_dict
+from ldmkit.evaluation.settings import EvalSettings, Sweep, parse_sweep, sampling_fields, settings_dict
 from ldmkit.pipeline.settings import SamplingSettings
 
 METRICS_FILE = "metrics.json"
@@ -221,10 +221,11 @@ def _avatars_scorer(settings: EvalSettings, rule: SplitRule, prompts: list[str],
 
 
 def _conditions(settings: EvalSettings) -> list[Condition]:
-    base = {"steps": settings.steps, "sampler": settings.sampler, "guidance": settings.guidance}
+    base = sampling_fields(settings)
     values = settings.sweep.values if settings.sweep else (None,)
     ks = (1, settings.best_of) if settings.best_of > 1 else (1,)
-    fixed = ", ".join(f"{k}={v}" for k, v in base.items() if v is not None)  # the label says what was overridden
+    # the label says what was overridden (`is not False`: karras off is the default, guidance_rescale 0.0 is not)
+    fixed = ", ".join(f"{k}={v}" for k, v in base.items() if v is not None and v is not False)
     out = []
     for value in values:
         kwargs = dict(base)
@@ -260,7 +261,8 @@ def _generate(pipe, dual, condition: Condition, prompts: list[str], settings: Ev
         path = folder / f"{index:04d}-seed{result.seeds[0]}.png"
         result.images[0].save(path)
         record.update(seed=result.seeds[0], file=path.relative_to(out).as_posix(),
-                      steps=result.params.steps, sampler=result.params.sampler, guidance=result.params.guidance)
+                      steps=result.params.steps, sampler=result.params.sampler, guidance=result.params.guidance,
+                      guidance_rescale=result.params.guidance_rescale, karras=result.params.karras)
         condition.images.append(result.images[0])
         condition.records.append(record)
 

@@ -15,7 +15,7 @@ from ldmkit.errors import UsageError
 from ldmkit.evaluation.framing import check_fit
 from ldmkit.pipeline.settings import SamplingSettings
 
-SWEEPABLE = {"guidance": float, "steps": int, "sampler": str}
+SWEEPABLE = {"guidance": float, "steps": int, "sampler": str, "guidance_rescale": float}
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Sweep:
     """One generation setting and the values it takes, one condition per value."""
 
     name: str
-    """"guidance", "steps" or "sampler"."""
+    """"guidance", "steps", "sampler" or "guidance_rescale"."""
     values: tuple
     """The values, in the order they are reported (converted to the setting's type)."""
 
@@ -79,6 +79,10 @@ class EvalSettings:
     """Sampler name (None: the model's default)."""
     guidance: float | None = None
     """Guidance scale (None: the model's default)."""
+    guidance_rescale: float | None = None
+    """Guidance rescale phi in [0, 1] (None: the model's default)."""
+    karras: bool = False
+    """Karras et al. 2022 sigma spacing, for the samplers that allow it (`ldmkit generate --karras`)."""
     best_of: int = 1
     """K > 1 also generates every condition with best-of-K reranking, to measure what it buys."""
     n_boot: int = 1000
@@ -110,7 +114,7 @@ class EvalSettings:
             raise UsageError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}")
         if not isinstance(self.best_of, int) or self.best_of < 1:
             raise UsageError(f"--best-of must be an integer >= 1, got {self.best_of!r}")
-        base = self.sampling()  # steps, sampler, guidance: the one sampling check, before any model loads
+        base = self.sampling()  # the one sampling check, before any model loads
         for value in self.sweep.values if self.sweep else ():
             replace(base, **{self.sweep.name: value})
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
@@ -132,7 +136,13 @@ class EvalSettings:
 
     def sampling(self) -> SamplingSettings:
         """The sampling request these settings make (before any sweep value is applied)."""
-        return SamplingSettings(steps=self.steps, sampler=self.sampler, guidance=self.guidance)
+        return SamplingSettings(**sampling_fields(self))
+
+
+def sampling_fields(settings: EvalSettings) -> dict:
+    """The sampling settings an evaluation asks for, by SamplingSettings field (None / False: the model's default)."""
+    return {"steps": settings.steps, "sampler": settings.sampler, "guidance": settings.guidance,
+            "guidance_rescale": settings.guidance_rescale, "karras": settings.karras}
 
 
 def settings_dict(settings: EvalSettings) -> dict:
@@ -141,4 +151,4 @@ def settings_dict(settings: EvalSettings) -> dict:
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in raw.items()}
 
 
-__all__ = ["EvalSettings", "Sweep", "parse_sweep", "settings_dict", "SWEEPABLE"]
+__all__ = ["EvalSettings", "Sweep", "parse_sweep", "sampling_fields", "settings_dict", "SWEEPABLE"]
