@@ -1,0 +1,62 @@
+"""scripts/retrieval_gap.py (issue 17's taught-emoji comparison): the images read back and scored again give each
+run's own retrieval numbers, pooled over pairs; mismatched runs are one-line errors."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ldmkit.errors import UsageError
+from ldmkit.evaluation.run import EvalSettings, evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fx = load("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("gap")
+    model, data = fx.tiny_model(root / "model", with_clip=True), fx.shapes_data(root / "shapes")
+    out = {}
+    for name, guidance in (("base", 1.0), ("other", 3.0), ("more", 3.0)):
+        n = 6 if name == "more" else 5
+        out[name] = evaluate(EvalSettings(model=model, data=data, out=root / name, n=n, steps=1, guidance=guidance,
+                                          clip=model, n_boot=20))
+    torch.set_num_threads(before)
+    return root, out
+
+
+def test_the_pooled_numbers_are_the_runs_own(runs, capsys):
+    gap = load("retrieval_gap", ROOT / "scripts" / "retrieval_gap.py")
+    root, metrics = runs
+    gap.main([root / "base", root / "other", root / "base", root / "other"], n_boot=50)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("10 prompts in 2 set(s)")
+    for k, line in zip((1, 5), lines[1:]):
+        own = [metrics[name]["conditions"][0]["metrics"][f"retrieval_top{k}"]["estimate"] for name in ("base", "other")]
+        assert line.startswith(f"top-{k}: base {own[0]:.3f} [") and f"other {own[1]:.3f} [" in line
+        assert f"other - base {own[1] - own[0]:+.3f} [" in line
+
+
+def test_mismatched_runs_are_refused(runs):
+    gap = load("retrieval_gap", ROOT / "scripts" / "retrieval_gap.py")
+    root, _ = runs
+    with pytest.raises(UsageError, match="different prompts"):
+        gap.main([root / "base", root / "more"])
+    with pytest.raises(UsageError, match="in pairs"):
+        gap.main([root / "base"])
+    with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
+        gap.main([root / "base", root])
