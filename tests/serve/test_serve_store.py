@@ -123,3 +123,31 @@ def test_missing_extra_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["serve", "--model", str(tmp_path), "--data-dir", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ldmkit: error:") and ".[serve]" in err and not (tmp_path / "d").exists()
+
+
+def test_the_worker_claims_no_job_before_its_queued_event(tmp_path):
+    """The API stores a job and publishes "queued" under EventHub.admission; the worker claims under it too, so a
+    job's event stream never starts with "started" (it did when the worker took the job in between)."""
+    import time
+
+    from ldmkit.serve.events import EventHub
+    from ldmkit.serve.worker import Worker
+
+    store, hub = JobStore(tmp_path), EventHub()
+    worker = Worker(store, hub, {"m": tmp_path / "no-such-model"})
+    worker.start()
+    try:
+        with hub.admission:  # what the API's _queue holds
+            job, position = _submit(store)
+            worker.wake()
+            time.sleep(0.3)  # the worker is awake and would claim now
+            assert store.get(job["id"])["status"] == "queued"
+            hub.publish(job["id"], "queued", queue_position=position)
+        deadline = time.time() + 10
+        while store.get(job["id"])["status"] == "queued" and time.time() < deadline:
+            time.sleep(0.02)
+        assert hub.since(job["id"], 0)[0]["event"] == "queued"
+        assert store.get(job["id"])["status"] != "queued"  # claimed once the event was out (it fails: no model)
+    finally:
+        worker.stop()
+        worker.join(5)

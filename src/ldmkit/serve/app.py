@@ -146,13 +146,14 @@ def create_app(config: ServerConfig, store: JobStore, hub: EventHub, worker) -> 
         return _queue(job.prompt, job_settings(job, upload), job.model)
 
     def _queue(prompt: str, settings: dict, model: str, retry_of: str | None = None):
-        try:
-            job, position = store.submit(prompt, settings, model, batch_key(model, settings), config.max_queue,
-                                         retry_of)
-        except QueueFull as full:
-            return _error(429, f"queue full: {full}; this request needs {settings['num_images']} places. "
-                               "Try again later", {"Retry-After": "5"})
-        hub.publish(job["id"], "queued", queue_position=position)
+        with hub.admission:  # the worker claims under it too: "queued" always comes before "started"
+            try:
+                job, position = store.submit(prompt, settings, model, batch_key(model, settings), config.max_queue,
+                                             retry_of)
+            except QueueFull as full:
+                return _error(429, f"queue full: {full}; this request needs {settings['num_images']} places. "
+                                   "Try again later", {"Retry-After": "5"})
+            hub.publish(job["id"], "queued", queue_position=position)
         worker.wake()
         return JSONResponse({"id": job["id"], "status": job["status"], "queue_position": position}, status_code=202)
 

@@ -28,6 +28,9 @@ KEEP_PREVIEWS = 32
 class EventHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.admission = threading.Lock()
+        """Held while a job is stored and its "queued" event published, and while the worker claims jobs: so no
+        job is claimed (and "started") before its "queued" event is out."""
         self._events: OrderedDict[str, list[dict]] = OrderedDict()
         self._seq = 0
         self._all: deque[dict] = deque(maxlen=MAX_QUEUE_EVENTS)

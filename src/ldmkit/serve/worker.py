@@ -66,7 +66,8 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.is_set():
-            jobs = self.store.claim(self.batch_images)
+            with self.hub.admission:  # not between a job's storing and its "queued" event (EventHub.admission)
+                jobs = self.store.claim(self.batch_images)
             if not jobs:
                 self._wake.wait(0.5)
                 self._wake.clear()
