@@ -134,7 +134,7 @@ def metrics_labels(metrics: dict, data: Path, model: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_model, tmp_path):
-    from ldmkit.evaluation.phrasing_gap import model_gap
+    from ldmkit.evaluation.phrasing_gap import model_gap, paired_hits
     from ldmkit.evaluation.run import EvalSettings, evaluate
     from ldmkit.models.folder import save_components
     from ldmkit.models.presets import build_components
@@ -174,6 +174,12 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     (tmp_path / "old" / "metrics.json").write_text(json.dumps(before_karras))
     with pytest.raises(UsageError, match="same sampling settings"):  # no key means karras off
         model_gap(tmp_path / "old", tmp_path / "base")
+    karras = json.loads((tmp_path / "base" / "metrics.json").read_text())
+    karras["settings"]["karras"] = True
+    (tmp_path / "karras").mkdir()
+    (tmp_path / "karras" / "metrics.json").write_text(json.dumps(karras))
+    with pytest.raises(UsageError, match="differ in karras"):  # e.g. free vs template words: one sampling for both
+        paired_hits(tmp_path / "base", tmp_path / "karras", condition=None, may_differ=("prompt_set",))
     assert sampler["other"]["estimate"] == pytest.approx(tables["ancestral"]["mean"]["estimate"])
     with pytest.raises(UsageError, match="different prompts"):
         model_gap(tmp_path / "base", tmp_path / "fewer")

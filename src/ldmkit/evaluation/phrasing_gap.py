@@ -25,7 +25,8 @@ from ldmkit.metrics.attribute_match import attribute_hits, unreliable_attributes
 from ldmkit.evaluation.metric_sets import interval
 from ldmkit.metrics.bootstrap import bootstrap_ci
 
-SAME = ("model", "data", "split", "n", "sample_seed", "seeds", "where", "steps", "sampler", "guidance", "attributes")
+SAME = ("model", "data", "split", "n", "sample_seed", "seeds", "where", "steps", "sampler", "guidance", "guidance_rescale",
+        "karras", "attributes")
 """Settings two runs must share to be compared image by image (some of them may be allowed to differ)."""
 SAMPLING = ("steps", "sampler", "guidance", "guidance_rescale", "karras")
 """The sampling settings model_gap may compare as well as models (None: the model's own default)."""
@@ -122,7 +123,7 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
 
     runs = [_read(Path(d)) for d in (first, second)]
     differ = [k for k in (*SAME, "prompt_set") if k not in may_differ
-              and runs[0]["settings"].get(k) != runs[1]["settings"].get(k)]
+              and _setting(runs[0], k) != _setting(runs[1], k)]
     if differ:
         raise UsageError(f"the two runs differ in {', '.join(differ)}; rerun them with the same settings")
     index = _condition_index(runs, condition)
