@@ -11,7 +11,7 @@ import pytest
 from ldmkit.cli import main
 from ldmkit.errors import UsageError
 from ldmkit.training import time_budget, trainers
-from ldmkit.workflows.budget import LEDGER, recipe_budget, stage_deadline
+from ldmkit.workflows.budget import LEDGER, stage_deadline
 from ldmkit.workflows.stages import Stage, load_stages
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -107,8 +107,10 @@ def test_bad_budgets_are_refused_before_any_work(tmp_path, head, shares, message
     path = _stages_file(tmp_path, head, shares)
     with pytest.raises(UsageError, match=message):
         load_stages(path)
-        recipe_budget(path)
     assert main(["train", "recipe", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+    # the file is checked whole even when --budget-minutes replaces its budget
+    assert main(["train", "recipe", str(path), "--out", str(tmp_path / "r"), "--budget-minutes", "5"]) == 2
     assert not (tmp_path / "r").exists()
 
 

@@ -7,17 +7,14 @@ import json
 import os
 from pathlib import Path
 
-from ldmkit.config.recipe import read_yaml_mapping
 from ldmkit.config.training import MAX_MINUTES
 from ldmkit.errors import UsageError, shown
 
 LEDGER = "budget.json"
 
 
-def recipe_budget(path: str | Path) -> float | None:
-    """The stages file's `budget_minutes` (the wall time of its training stages together), or None."""
-    path = Path(path)
-    minutes = read_yaml_mapping(path).get("budget_minutes")
+def check_budget(minutes: object, path: Path) -> float | None:
+    """A stages file's `budget_minutes` (the wall time of its training stages together), checked; None when absent."""
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
                                 or not 0 < minutes <= MAX_MINUTES):
         raise UsageError(f"{path}: budget_minutes must be a number of minutes > 0 and <= {MAX_MINUTES:g}, got "

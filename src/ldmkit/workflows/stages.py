@@ -34,7 +34,7 @@ from typing import Any
 from ldmkit.config.checks import check_float
 from ldmkit.config.recipe import read_yaml_mapping
 from ldmkit.config.training import MAX_MINUTES
-from ldmkit.workflows.budget import read_ledger, recipe_budget, stage_deadline, write_ledger
+from ldmkit.workflows.budget import check_budget, read_ledger, stage_deadline, write_ledger
 from ldmkit.errors import UsageError, shown
 
 STAGE_KEYS = ("name", "trainer", "config", "set", "share", "ship", "eval")
@@ -124,12 +124,18 @@ class Stage:
 
 def load_stages(path: str | Path) -> list[Stage]:
     """Read and check a stages file; errors name the file, the stage and the key."""
+    return load_recipe(path)[0]
+
+
+def load_recipe(path: str | Path) -> tuple[list[Stage], float | None]:
+    """A stages file's stages and its time budget in minutes (None: none), read once and checked."""
     path = Path(path)
     data = read_yaml_mapping(path)
     if ("stages" not in data or not set(data) <= set(TOP_KEYS) or not isinstance(data["stages"], list)
             or not data["stages"]):
         raise UsageError(f"{path}: expected a key `stages:` holding a non-empty list of stages (and optionally "
                          "`budget_minutes:`)")
+    budget = check_budget(data.get("budget_minutes"), path)
     stages, seen = [], set()
     for i, item in enumerate(data["stages"]):
         where = f"{path}: stage {i + 1}"
@@ -169,7 +175,7 @@ def load_stages(path: str | Path) -> list[Stage]:
     if "budget_minutes" not in data and any("share" in item for item in data["stages"]):
         raise UsageError(f"{path}: a stage's `share` has no effect without `budget_minutes:` (the recipe's time "
                          "budget it divides)")
-    return stages
+    return stages, budget
 
 
 def fill_placeholders(overrides: tuple[str, ...], finals: dict[str, Path], stage: str,
@@ -203,11 +209,12 @@ def run_stages(path: str | Path, out: str | Path, *, overrides: list[str] | tupl
     A time budget (`budget_minutes`, else the file's; 0: none) bounds the wall time of the training stages
     together, dataset builds and caches included: each stage's steps are fitted to its share of what is left
     (`workflows.budget.stage_deadline`), and OUT/budget.json keeps what each stage has spent over every attempt."""
-    stages, out = load_stages(path), Path(out).resolve()  # absolute: run folders record these paths
+    stages, file_budget = load_recipe(path)
+    out = Path(out).resolve()  # absolute: run folders record these paths
     overrides, stages = _stage_kind_overrides(overrides, stages)
     applies = _override_targets(overrides, stages)
     if budget_minutes is None:
-        budget_minutes = recipe_budget(path)
+        budget_minutes = file_budget
     elif not 0 <= budget_minutes <= MAX_MINUTES:
         raise UsageError(f"--budget-minutes must be 0 (no budget) to {MAX_MINUTES:g}, got {budget_minutes:g}")
     budget_minutes = budget_minutes or None  # 0 turns the file's budget off
