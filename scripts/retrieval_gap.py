@@ -20,10 +20,9 @@ import numpy as np
 from PIL import Image
 
 from ldmkit.errors import UsageError
-from ldmkit.evaluation.clip_score import cosine_similarity_matrix
-from ldmkit.evaluation.features import find_dual_encoder, image_embeddings, text_embeddings
+from ldmkit.evaluation.features import find_dual_encoder, image_embeddings
+from ldmkit.evaluation.metric_sets import own_prompt_ranks
 from ldmkit.metrics.bootstrap import bootstrap_ci
-from ldmkit.metrics.retrieval import distinct_prompts, prompt_retrieval
 
 
 def read_run(folder: Path) -> dict:
@@ -36,12 +35,10 @@ def read_run(folder: Path) -> dict:
 
 
 def ranks(dual, folder: Path, run: dict) -> np.ndarray:
-    """1-based rank of each image's own prompt among the run's distinct prompts."""
+    """1-based rank of each image's own prompt among the run's distinct prompts (as `ldmkit eval` ranks them)."""
     prompts = [record["prompt"] for record in run["images"]]
     images = [Image.open(folder / record["file"]).convert("RGB") for record in run["images"]]
-    candidates, columns = distinct_prompts(prompts)
-    similarity = cosine_similarity_matrix(image_embeddings(dual, images), text_embeddings(dual, candidates))
-    return prompt_retrieval(similarity, columns).ranks
+    return own_prompt_ranks(dual, image_embeddings(dual, images), prompts, list(range(len(prompts))))[1].ranks
 
 
 def fmt(ci) -> str:
@@ -57,12 +54,11 @@ def main(folders: list[Path], n_boot: int = 1000) -> None:
         if [r["prompt"] for r in runs[0]["images"]] != [r["prompt"] for r in runs[1]["images"]]:
             raise UsageError(f"{base_dir} and {other_dir} have different prompts; compare runs of the same eval options")
         clips = {run["settings"].get("clip") for run in runs}
-        models = {run["settings"]["model"] for run in runs}
         if len(clips) != 1 or None in clips:
             raise UsageError(f"{base_dir} and {other_dir}: both runs must name the same --clip")
         clip = clips.pop()
         if clip not in duals:
-            duals[clip] = find_dual_encoder(Path(next(iter(models))), Path(clip))
+            duals[clip] = find_dual_encoder(Path(clip), Path(clip))
         base.append(ranks(duals[clip], base_dir, runs[0]))
         other.append(ranks(duals[clip], other_dir, runs[1]))
     base, other = np.concatenate(base), np.concatenate(other)

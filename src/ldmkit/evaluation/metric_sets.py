@@ -36,19 +36,25 @@ def alignment_metrics(dual, image_emb: np.ndarray, prompts: list[str], own: list
                       seed: int) -> dict:
     """CLIP score of each image with its own prompt, and where that prompt ranks among the K distinct
     evaluation prompts (top-1 / top-5 accuracy). own[i] is the index into prompts of image i's prompt."""
+    own_emb, ranks = own_prompt_ranks(dual, image_emb, prompts, own)
+    score = clip_score(image_emb, own_emb)
+    return {
+        "clip_score": interval(score.ci(n_boot=n_boot, seed=seed)),
+        "retrieval_top1": interval(bootstrap_ci((ranks.ranks <= 1).astype(float), n_boot=n_boot, seed=seed)),
+        "retrieval_top5": interval(bootstrap_ci((ranks.ranks <= 5).astype(float), n_boot=n_boot, seed=seed)),
+        "retrieval_candidates": ranks.candidates,
+    }
+
+
+def own_prompt_ranks(dual, image_emb: np.ndarray, prompts: list[str], own: list[int]):
+    """(the text embedding of each image's own prompt, PromptRetrieval: where that prompt ranks among the distinct
+    prompts). own[i] is the index into prompts of image i's prompt."""
     from ldmkit.evaluation.features import text_embeddings
 
     candidates, columns = distinct_prompts(prompts)
     text_emb = text_embeddings(dual, candidates)
     own_column = columns[np.asarray(own, dtype=np.int64)]
-    score = clip_score(image_emb, text_emb[own_column])
-    ranks = prompt_retrieval(cosine_similarity_matrix(image_emb, text_emb), own_column)
-    return {
-        "clip_score": interval(score.ci(n_boot=n_boot, seed=seed)),
-        "retrieval_top1": interval(bootstrap_ci((ranks.ranks <= 1).astype(float), n_boot=n_boot, seed=seed)),
-        "retrieval_top5": interval(bootstrap_ci((ranks.ranks <= 5).astype(float), n_boot=n_boot, seed=seed)),
-        "retrieval_candidates": len(candidates),
-    }
+    return text_emb[own_column], prompt_retrieval(cosine_similarity_matrix(image_emb, text_emb), own_column)
 
 
 def fidelity_metrics(gen_emb: np.ndarray, real_emb: np.ndarray, n_boot: int, seed: int, notes: list[str]) -> dict:
