@@ -46,6 +46,8 @@ def fmt(ci) -> str:
 
 
 def main(folders: list[Path], n_boot: int = 1000) -> None:
+    if not 2 <= n_boot <= 100_000:
+        raise UsageError(f"--n-boot must be in 2..100000, got {n_boot}")
     if len(folders) < 2 or len(folders) % 2:
         raise UsageError("give eval folders in pairs: BASE OTHER [BASE OTHER ...]")
     duals, base, other = {}, [], []

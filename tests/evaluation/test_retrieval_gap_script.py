@@ -56,6 +56,8 @@ def test_mismatched_runs_are_refused(runs):
     root, _ = runs
     with pytest.raises(UsageError, match="different prompts"):
         gap.main([root / "base", root / "more"])
+    with pytest.raises(UsageError, match="--n-boot must be in 2..100000"):
+        gap.main([root / "base", root / "other"], n_boot=10**9)
     with pytest.raises(UsageError, match="in pairs"):
         gap.main([root / "base"])
     with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
