@@ -163,6 +163,22 @@ def test_asking_for_a_dual_encoder_that_is_missing_is_an_error(world, tmp_path):
                               clip=tmp_path / "nowhere"))
 
 
+def test_seed_per_image_gives_every_caption_its_own_noise(world, tmp_path):
+    shared = evaluate(EvalSettings(model=world["model"], data=world["shapes"], out=tmp_path / "shared", n=3,
+                                   seeds=(0, 2), steps=1, n_boot=N_BOOT))
+    own = evaluate(EvalSettings(model=world["model"], data=world["shapes"], out=tmp_path / "own", n=3, seeds=(0, 2),
+                                steps=1, n_boot=N_BOOT, seed_per_image=True))
+    assert [r["seed"] for r in shared["conditions"][0]["images"]] == [0, 2] * 3
+    assert [r["seed"] for r in own["conditions"][0]["images"]] == [0, 6, 1, 7, 2, 8]  # seed * n + caption
+    assert own["settings"]["seed_per_image"] is True and shared["settings"]["seed_per_image"] is False
+    first = [(tmp_path / name / r["file"]).read_bytes() for name, run in (("shared", shared), ("own", own))
+             for r in run["conditions"][0]["images"][:1]]
+    assert first[0] == first[1]  # caption 0, seed 0: the same noise either way
+    with pytest.raises(UsageError, match="largest seed"):
+        EvalSettings(model=world["model"], data=world["shapes"], out=tmp_path / "x", n=4, seeds=(2**63,),
+                     seed_per_image=True)
+
+
 def test_existing_output_is_never_overwritten(world, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
@@ -187,11 +203,12 @@ def test_sweep_values_take_the_settings_type():
 def test_cli_eval_prints_paths_and_refuses_best_of_without_clip(world, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["eval", str(world["model"]), "--data", str(world["shapes"]), "--n", "3", "--steps", "1",
-               "--sweep", "sampler=euler,ddim", "--n-boot", "50", "--fit", "stretch", "-o", str(out)])
+               "--sweep", "sampler=euler,ddim", "--n-boot", "50", "--fit", "stretch", "--seed-per-image", "-o", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0 and str(out / "metrics.json") in printed and "sampler=euler:" in printed
     written = json.loads((out / "metrics.json").read_text())
     assert [c["images"][0]["sampler"] for c in written["conditions"]] == ["euler", "ddim"]
+    assert written["settings"]["seed_per_image"] and [r["seed"] for r in written["conditions"][0]["images"]] == [0, 1, 2]
     assert written["data"]["reference_framing"]["fit"] == "stretch" and "stretch" in (out / "report.html").read_text()
     rc = main(["eval", str(world["bare"]), "--data", str(world["shapes"]), "--best-of", "2", "-o", str(tmp_path / "x")])
     assert rc == 2 and "no clip/" in capsys.readouterr().err

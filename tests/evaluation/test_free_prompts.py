@@ -169,7 +169,7 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     assert [s["sampler"] for s in sampler["sampling"]] == [None, "euler_ancestral"]
     assert [s["karras"] for s in sampler["sampling"]] == [False, False]
     before_karras = json.loads((tmp_path / "base" / "metrics.json").read_text())  # a run from before eval --karras
-    del before_karras["settings"]["karras"]
+    del before_karras["settings"]["karras"], before_karras["settings"]["seed_per_image"]  # nor --seed-per-image
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metrics.json").write_text(json.dumps(before_karras))
     with pytest.raises(UsageError, match="same sampling settings"):  # no key means karras off
@@ -180,6 +180,12 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     (tmp_path / "karras" / "metrics.json").write_text(json.dumps(karras))
     with pytest.raises(UsageError, match="differ in karras"):  # e.g. free vs template words: one sampling for both
         paired_hits(tmp_path / "base", tmp_path / "karras", condition=None, may_differ=("prompt_set",))
+    per_image = json.loads((tmp_path / "other" / "metrics.json").read_text())
+    per_image["settings"]["seed_per_image"] = True
+    (tmp_path / "per-image").mkdir()
+    (tmp_path / "per-image" / "metrics.json").write_text(json.dumps(per_image))
+    with pytest.raises(UsageError, match="differ in seed_per_image"):  # other noise per image: not paired
+        model_gap(tmp_path / "base", tmp_path / "per-image")
     assert sampler["other"]["estimate"] == pytest.approx(tables["ancestral"]["mean"]["estimate"])
     with pytest.raises(UsageError, match="different prompts"):
         model_gap(tmp_path / "base", tmp_path / "fewer")

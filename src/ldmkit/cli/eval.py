@@ -23,6 +23,9 @@ def register(sub) -> None:
                    help="take the N images at random (seed S) instead of the first N, e.g. emoji of every group "
                         "rather than the start of the alphabet")
     p.add_argument("--seeds", default="0", metavar="S1,S2", help="generation seeds, one image per seed (default 0)")
+    p.add_argument("--seed-per-image", action="store_true",
+                   help="give caption i's image of seed S the seed S*N+i (independent noise per image, as FD/KID/CMMD "
+                        "assume) instead of seed S for every caption (one shared noise draw; the default)")
     p.add_argument("--sweep", metavar="NAME=V1,V2", help="vary guidance, steps or sampler, e.g. guidance=1,3,5,7")
     p.add_argument("--clip", type=Path, metavar="FOLDER",
                    help="dual encoder to score (and --best-of rerank) with: a folder holding clip/, a `train clip` "
@@ -77,7 +80,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     settings = EvalSettings(model=args.model, data=args.data, out=args.out, split=args.split, n=args.n,
                             sample_seed=args.sample_seed,
-                            seeds=parse_seeds(args.seeds), sweep=parse_sweep(args.sweep) if args.sweep else None,
+                            seeds=parse_seeds(args.seeds), seed_per_image=args.seed_per_image, sweep=parse_sweep(args.sweep) if args.sweep else None,
                             clip=args.clip, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                             guidance_rescale=args.guidance_rescale, karras=args.karras,
                             best_of=args.best_of, n_boot=args.n_boot, where=parse_where(args.where),

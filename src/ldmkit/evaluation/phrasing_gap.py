@@ -25,8 +25,8 @@ from ldmkit.metrics.attribute_match import attribute_hits, unreliable_attributes
 from ldmkit.evaluation.metric_sets import interval
 from ldmkit.metrics.bootstrap import bootstrap_ci
 
-SAME = ("model", "data", "split", "n", "sample_seed", "seeds", "where", "steps", "sampler", "guidance", "guidance_rescale",
-        "karras", "attributes")
+SAME = ("model", "data", "split", "n", "sample_seed", "seeds", "seed_per_image", "where", "steps", "sampler", "guidance",
+        "guidance_rescale", "karras", "attributes")
 """Settings two runs must share to be compared image by image (some of them may be allowed to differ)."""
 SAMPLING = ("steps", "sampler", "guidance", "guidance_rescale", "karras")
 """The sampling settings model_gap may compare as well as models (None: the model's own default)."""
@@ -75,8 +75,8 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
 
 
 def _setting(run: dict, key: str):
-    """A run's sampling setting; runs written before eval had --karras are karras off."""
-    return run["settings"].get(key, False if key == "karras" else None)
+    """A run's setting; runs written before eval had --karras or --seed-per-image have them off."""
+    return run["settings"].get(key, False if key in ("karras", "seed_per_image") else None)
 
 
 def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, n_boot: int = 1000,

@@ -238,6 +238,12 @@ def _conditions(settings: EvalSettings) -> list[Condition]:
     return out
 
 
+def image_seed(settings: EvalSettings, seed: int, index: int, count: int) -> int:
+    """The generation seed of caption `index`'s image for `seed` (of `count` captions): `seed` itself, or with
+    --seed-per-image seed*count + index, distinct for every (caption, seed)."""
+    return seed * count + index if settings.seed_per_image else seed
+
+
 def _generate(pipe, dual, condition: Condition, prompts: list[str], settings: EvalSettings, out: Path) -> None:
     """Fill condition.images and .records (prompt by prompt, seeds inner), saving each image under
     OUT/images/<condition>/. Without reranking the images are sampled `settings.batch` at a time."""
@@ -246,7 +252,8 @@ def _generate(pipe, dual, condition: Condition, prompts: list[str], settings: Ev
 
     folder = out / "images" / slugify(condition.label, max_len=60)
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(index, prompt, seed) for index, prompt in enumerate(prompts) for seed in settings.seeds]
+    jobs = [(index, prompt, image_seed(settings, seed, index, len(prompts)))
+            for index, prompt in enumerate(prompts) for seed in settings.seeds]
     if condition.best_of > 1:
         results = [rerank_best_of(pipe, dual, prompt, condition.best_of, seed=seed * condition.best_of,
                                   **condition.kwargs) for _, prompt, seed in jobs]

@@ -68,6 +68,10 @@ class EvalSettings:
     from every group, not the start of the alphabet), in split order."""
     seeds: tuple[int, ...] = (0,)
     """Generation seeds; with best_of K the candidates of seed s are seeds s*K .. s*K+K-1."""
+    seed_per_image: bool = False
+    """False: every caption's image of seed s starts from seed s (one noise draw shared by all captions: paired
+    comparisons of models see the same noise, but FD / KID / CMMD measure that one draw); True: caption i's image of
+    seed s uses seed s*n + i, independent noise per image, as FD-style metrics assume."""
     sweep: Sweep | None = None
     """A setting to vary; None evaluates the settings below once."""
     clip: Path | None = None
@@ -112,6 +116,10 @@ class EvalSettings:
             raise UsageError(f"--sample-seed must be an integer in [0, 2^32), got {self.sample_seed!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
             raise UsageError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}")
+        if not isinstance(self.seed_per_image, bool):
+            raise UsageError(f"seed_per_image must be true or false, got {self.seed_per_image!r}")
+        if self.seed_per_image and (max(self.seeds) + 1) * self.n > 2**64:
+            raise UsageError(f"--seed-per-image: seed {max(self.seeds)} x --n {self.n} passes the largest seed, 2^64-1")
         if not isinstance(self.best_of, int) or self.best_of < 1:
             raise UsageError(f"--best-of must be an integer >= 1, got {self.best_of!r}")
         base = self.sampling()  # the one sampling check, before any model loads
