@@ -43,7 +43,7 @@ OUT_PLACEHOLDER = "out"
 SHIP_OPTIONS = {"name": str, "sampler": str, "steps": int, "guidance": (int, float), "max_mb": (int, float)}
 EVAL_OPTIONS = {"model": str, "data": str, "split": str, "n": int, "seeds": list, "sweep": str, "clip": str,
                 "steps": int, "sampler": str, "guidance": (int, float), "guidance_rescale": (int, float),
-                "karras": bool, "best_of": int, "n_boot": int,
+                "karras": bool, "seed_per_image": bool, "best_of": int, "n_boot": int,
                 "where": dict, "attributes": str, "boot_seed": int, "batch": int,
                 "prompt_set": str, "sample_seed": int, "fit": str}  # EvalSettings' fields but `out` (a test checks)
 EVAL_PATHS = ("model", "data", "clip", "attributes")  # eval options that may hold {stage} / {out} placeholders
