@@ -80,7 +80,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     settings = EvalSettings(model=args.model, data=args.data, out=args.out, split=args.split, n=args.n,
                             sample_seed=args.sample_seed,
-                            seeds=parse_seeds(args.seeds), seed_per_image=args.seed_per_image, sweep=parse_sweep(args.sweep) if args.sweep else None,
+                            seeds=parse_seeds(args.seeds), seed_per_image=args.seed_per_image,
+                            sweep=parse_sweep(args.sweep) if args.sweep else None,
                             clip=args.clip, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                             guidance_rescale=args.guidance_rescale, karras=args.karras,
                             best_of=args.best_of, n_boot=args.n_boot, where=parse_where(args.where),

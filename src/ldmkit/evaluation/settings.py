@@ -118,10 +118,11 @@ class EvalSettings:
             raise UsageError(f"--seeds must be distinct non-negative integers, got {list(self.seeds)}")
         if not isinstance(self.seed_per_image, bool):
             raise UsageError(f"seed_per_image must be true or false, got {self.seed_per_image!r}")
-        if self.seed_per_image and (max(self.seeds) + 1) * self.n > 2**64:
-            raise UsageError(f"--seed-per-image: seed {max(self.seeds)} x --n {self.n} passes the largest seed, 2^64-1")
         if not isinstance(self.best_of, int) or self.best_of < 1:
             raise UsageError(f"--best-of must be an integer >= 1, got {self.best_of!r}")
+        if self.seed_per_image and (max(self.seeds) + 1) * self.n * self.best_of > 2**64:
+            raise UsageError(f"--seed-per-image: seed {max(self.seeds)} x --n {self.n} (x --best-of {self.best_of}) "
+                             "passes the largest seed, 2^64-1")
         base = self.sampling()  # the one sampling check, before any model loads
         for value in self.sweep.values if self.sweep else ():
             replace(base, **{self.sweep.name: value})
