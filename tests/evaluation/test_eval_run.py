@@ -171,6 +171,8 @@ def test_seed_per_image_gives_every_caption_its_own_noise(world, tmp_path):
     assert [r["seed"] for r in shared["conditions"][0]["images"]] == [0, 2] * 3
     assert [r["seed"] for r in own["conditions"][0]["images"]] == [0, 6, 1, 7, 2, 8]  # seed * n + caption
     assert own["settings"]["seed_per_image"] is True and shared["settings"]["seed_per_image"] is False
+    assert "noise per image" in (tmp_path / "own" / "report.html").read_text()
+    assert "shared by every caption" in (tmp_path / "shared" / "report.html").read_text()
     first = [(tmp_path / name / r["file"]).read_bytes() for name, run in (("shared", shared), ("own", own))
              for r in run["conditions"][0]["images"][:1]]
     assert first[0] == first[1]  # caption 0, seed 0: the same noise either way

@@ -77,7 +77,8 @@ def _summary(metrics: dict) -> str:
     rows = [("model", f"{s['model']} (hash {env['model_hash']})"),
             ("data", f"{data['root']}, split {data['split']}: {data['evaluated_images']} captions "
                      f"({data['distinct_prompts']} distinct) of {data['images_in_split']} images, {data['image_size']} px"),
-            ("seeds", ", ".join(map(str, s["seeds"]))),
+            ("seeds", ", ".join(map(str, s["seeds"])) + (" (caption i of seed S: seed S*N+i, noise per image)"
+                                                       if s.get("seed_per_image") else " (shared by every caption)")),
             ("real images framed", _framing(data.get("reference_framing"))),
             ("dual encoder", env.get("dual_encoder", {}).get("path", "none")),
             ("captions over the generator's text limit",
