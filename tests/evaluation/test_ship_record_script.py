@@ -1,0 +1,76 @@
+"""scripts/ship_record.py (the eval record a shipped default model carries in ldmkit.json): each eval folder's own
+settings and numbers, the paired row of model_gap.py's report, the root's other reports; bad roots refused."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from ldmkit.evaluation.run import EvalSettings, evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fx = load("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
+record = load("ship_record", ROOT / "scripts" / "ship_record.py")
+
+GAP = """guidance=5.0: 1000 images; excluded (classifier < 95%): eyebrows
+  base:  src/ldmkit/default_model (guidance 5.0)
+  other: runs/exposure-phr2/final (guidance 5.0)
+                    n  base                     other                    other - base
+            all  1000  +0.669 [+0.656, +0.681]  +0.717 [+0.704, +0.730]  +0.048 [+0.036, +0.059]
+      accessory   352  +0.415 [+0.361, +0.463]  +0.497 [+0.446, +0.548]  +0.082 [+0.028, +0.136]
+"""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("record")
+    model, data = fx.tiny_model(base / "model", with_clip=True), fx.shapes_data(base / "shapes")
+    evals = base / "evals"
+    metrics = evaluate(EvalSettings(model=model, data=data, out=evals / "shapes", n=5, steps=2, guidance=3.0,
+                                    clip=model, seeds=(2,), seed_per_image=True, n_boot=20))
+    torch.set_num_threads(before)
+    (evals / "vs-base-shapes.txt").write_text(GAP)
+    (evals / "gap.txt").write_text("free: 0.5\n")
+    return evals, metrics
+
+
+def test_each_eval_is_recorded_with_its_own_numbers(root, tmp_path, capsys):
+    evals, metrics = root
+    out = tmp_path / "issue17.json"
+    assert record.main([str(out), "--what", "a test", str(evals)]) == 0
+    written = json.loads(out.read_text())
+    (run,) = written["runs"]
+    own = metrics["conditions"][0]["metrics"]
+    assert written["what"] == "a test" and run["set"] == "shapes" and run["n"] == 5
+    assert run["settings"] == {"sampler": metrics["conditions"][0]["images"][0]["sampler"], "steps": 2,
+                               "guidance": 3.0, "seeds": [2], "seed_per_image": True}
+    assert run["retrieval_top1"] == pytest.approx(own["retrieval_top1"]["estimate"], rel=1e-3)
+    assert run["kid"] == pytest.approx(own["kid"]["estimate"], rel=1e-3)
+    assert run["paired_vs_base"] == [0.048, 0.036, 0.059]
+    assert written["reports"] == {(evals / "gap.txt").as_posix(): "free: 0.5\n"}
+    assert "1 runs" in capsys.readouterr().out
+
+
+def test_an_existing_file_and_an_empty_root_are_refused(root, tmp_path, capsys):
+    evals, _ = root
+    taken = tmp_path / "taken.json"
+    taken.write_text("keep me")
+    assert record.main([str(taken), "--what", "x", str(evals)]) == 2
+    assert taken.read_text() == "keep me" and "exists" in capsys.readouterr().err
+    out = tmp_path / "new.json"
+    assert record.main([str(out), "--what", "x", str(evals), str(tmp_path)]) == 2
+    assert not out.exists() and "holds no eval folder" in capsys.readouterr().err
