@@ -1,5 +1,6 @@
 """Tiny model folders and datasets shared by the eval tests (imported by path from each test file)."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -10,6 +11,17 @@ from ldmkit.data.builtin import build_dataset
 from ldmkit.models.dual_encoder import DualEncoder, DualEncoderConfig, save_dual_encoder
 from ldmkit.models.folder import save_components
 from ldmkit.models.presets import build_components
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_model(path: Path, *, with_clip: bool) -> Path:

@@ -9,17 +9,9 @@ import pytest
 from ldmkit.errors import UsageError
 from ldmkit.evaluation.run import EvalSettings, evaluate
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = load("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
+_spec = importlib.util.spec_from_file_location("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +32,7 @@ def runs(tmp_path_factory):
 
 
 def test_the_pooled_numbers_are_the_runs_own(runs, capsys):
-    gap = load("retrieval_gap", ROOT / "scripts" / "retrieval_gap.py")
+    gap = fx.load_script("retrieval_gap")
     root, metrics = runs
     gap.main([root / "base", root / "other", root / "base", root / "other"], n_boot=50)
     lines = capsys.readouterr().out.splitlines()
@@ -52,7 +44,7 @@ def test_the_pooled_numbers_are_the_runs_own(runs, capsys):
 
 
 def test_mismatched_runs_are_refused(runs):
-    gap = load("retrieval_gap", ROOT / "scripts" / "retrieval_gap.py")
+    gap = fx.load_script("retrieval_gap")
     root, _ = runs
     with pytest.raises(UsageError, match="different prompts"):
         gap.main([root / "base", root / "more"])

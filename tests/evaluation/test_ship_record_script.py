@@ -9,18 +9,10 @@ import pytest
 
 from ldmkit.evaluation.run import EvalSettings, evaluate
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = load("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
-record = load("ship_record", ROOT / "scripts" / "ship_record.py")
+_spec = importlib.util.spec_from_file_location("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
+record = fx.load_script("ship_record")
 
 GAP = """guidance=5.0: 1000 images; excluded (classifier < 95%): eyebrows
   base:  src/ldmkit/default_model (guidance 5.0)
