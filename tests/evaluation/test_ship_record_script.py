@@ -25,16 +25,11 @@ GAP = """guidance=5.0: 1000 images; excluded (classifier < 95%): eyebrows
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     base = tmp_path_factory.mktemp("record")
     model, data = fx.tiny_model(base / "model", with_clip=True), fx.shapes_data(base / "shapes")
     evals = base / "evals"
     metrics = evaluate(EvalSettings(model=model, data=data, out=evals / "shapes", n=5, steps=2, guidance=3.0,
                                     clip=model, seeds=(2,), seed_per_image=True, n_boot=20))
-    torch.set_num_threads(before)
     (evals / "vs-base-shapes.txt").write_text(GAP)
     (evals / "gap.txt").write_text("free: 0.5\n")
     return evals, metrics
