@@ -9,7 +9,7 @@
 #   ldmkit data build avatars $DATA/fresh-avatars --n 1100 --seed 101             # 1,000 unseen avatars
 # OUT gets one folder per eval (metrics.json, report.html), gap.txt (free phrasing vs template captions, paired)
 # and routing.txt (how many free prompts were drawn nearest an emoji). BASE=an earlier OUT (the shipped model's)
-# adds vs-base-*.txt: attribute accuracy against that model's, image by image (scripts/model_gap.py).
+# adds vs-base-*.txt (and .json): attribute accuracy against that model's, image by image (scripts/model_gap.py).
 set -euo pipefail
 MODEL=$1; OUT=$2
 DATA=${DATA:-data}
@@ -39,6 +39,6 @@ $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/ft-eval" --split test --where sour
     --n 100 -o "$OUT/heldout"
 if [ -n "${BASE:-}" ]; then
   for e in free-avatars free-avatars-templates avatars fresh1000; do
-    $PYTHON scripts/model_gap.py "$BASE/$e" "$OUT/$e" > "$OUT/vs-base-$e.txt"
+    $PYTHON scripts/model_gap.py "$BASE/$e" "$OUT/$e" --json "$OUT/vs-base-$e.json" > "$OUT/vs-base-$e.txt"
   done
 fi

@@ -1,7 +1,8 @@
 """The evaluation record a shipped default model carries in ldmkit.json (`ldmkit model ship --metrics FILE`): every
 eval folder under each given root (as `scripts/eval_issue17.sh` writes them), its settings and headline numbers,
-the paired attribute-accuracy difference against a base model where the root has vs-base-SET.txt, and the root's
-other reports (gap.txt, routing.txt, ...) as text.
+the paired attribute-accuracy difference against a base model where the root has vs-base-SET.json (`scripts/
+model_gap.py --json`, as `scripts/eval_issue17.sh` writes it with BASE=), and the root's other reports (gap.txt,
+routing.txt, ...) as text.
 
     python scripts/ship_record.py OUT.json --what "why these runs" ROOT [ROOT ...]
 
@@ -11,25 +12,14 @@ eval folder cannot be read; an existing OUT.json is refused.
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 HEADLINE = ("clip_score", "retrieval_top1", "retrieval_top5", "fd", "kid", "cmmd")
-PAIRED = re.compile(r"^\s*all\s+\d+\s+\S+ \[\S+ \S+\]\s+\S+ \[\S+ \S+\]\s+(\S+) \[(\S+), (\S+)\]\s*$")
 
 
 def rounded(value: float) -> float:
     return float(f"{value:.4g}")
-
-
-def paired_all(text: str) -> list[float] | None:
-    """The `all` row's paired difference [estimate, low, high] of a model_gap.py report."""
-    for line in text.splitlines():
-        match = PAIRED.match(line)
-        if match:
-            return [rounded(float(v)) for v in match.groups()]
-    return None
 
 
 def run_record(folder: Path, root: Path) -> dict:
@@ -48,9 +38,10 @@ def run_record(folder: Path, root: Path) -> dict:
     mean = (found.get("avatars") or {}).get("all", {}).get("mean")
     if mean:
         record["attribute_accuracy"] = [rounded(mean[k]) for k in ("estimate", "low", "high")]
-    gap = root / f"vs-base-{folder.name}.txt"
+    gap = root / f"vs-base-{folder.name}.json"
     if gap.is_file():
-        record["paired_vs_base"] = paired_all(gap.read_text(encoding="utf-8"))
+        difference = json.loads(gap.read_text(encoding="utf-8"))["difference"]
+        record["paired_vs_base"] = [rounded(difference[k]) for k in ("estimate", "low", "high")]
     return record
 
 

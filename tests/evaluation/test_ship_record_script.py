@@ -1,5 +1,5 @@
 """scripts/ship_record.py (the eval record a shipped default model carries in ldmkit.json): each eval folder's own
-settings and numbers, the paired row of model_gap.py's report, the root's other reports; bad roots refused."""
+settings and numbers, the paired difference of model_gap.py --json, the root's other reports; bad roots refused."""
 
 import importlib.util
 import json
@@ -14,13 +14,7 @@ fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 record = fx.load_script("ship_record")
 
-GAP = """guidance=5.0: 1000 images; excluded (classifier < 95%): eyebrows
-  base:  src/ldmkit/default_model (guidance 5.0)
-  other: runs/exposure-phr2/final (guidance 5.0)
-                    n  base                     other                    other - base
-            all  1000  +0.669 [+0.656, +0.681]  +0.717 [+0.704, +0.730]  +0.048 [+0.036, +0.059]
-      accessory   352  +0.415 [+0.361, +0.463]  +0.497 [+0.446, +0.548]  +0.082 [+0.028, +0.136]
-"""
+GAP = {"images": 1000, "difference": {"estimate": 0.04812, "low": 0.03571, "high": 0.05943}}  # model_gap --json
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +24,8 @@ def root(tmp_path_factory):
     evals = base / "evals"
     metrics = evaluate(EvalSettings(model=model, data=data, out=evals / "shapes", n=5, steps=2, guidance=3.0,
                                     clip=model, seeds=(2,), seed_per_image=True, n_boot=20))
-    (evals / "vs-base-shapes.txt").write_text(GAP)
+    (evals / "vs-base-shapes.json").write_text(json.dumps(GAP))
+    (evals / "vs-base-shapes.txt").write_text("the same, as text\n")
     (evals / "gap.txt").write_text("free: 0.5\n")
     return evals, metrics
 
@@ -47,7 +42,7 @@ def test_each_eval_is_recorded_with_its_own_numbers(root, tmp_path, capsys):
                                "guidance": 3.0, "seeds": [2], "seed_per_image": True}
     assert run["retrieval_top1"] == pytest.approx(own["retrieval_top1"]["estimate"], rel=1e-3)
     assert run["kid"] == pytest.approx(own["kid"]["estimate"], rel=1e-3)
-    assert run["paired_vs_base"] == [0.048, 0.036, 0.059]
+    assert run["paired_vs_base"] == [0.04812, 0.03571, 0.05943]
     assert written["reports"] == {(evals / "gap.txt").as_posix(): "free: 0.5\n"}
     assert "1 runs" in capsys.readouterr().out
 
