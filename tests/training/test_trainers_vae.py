@@ -95,3 +95,40 @@ def test_vae_run_learns_and_sets_the_scaling_factor_from_data(tmp_path):
     metrics = final.meta["vae_metrics"]
     assert math.isfinite(metrics["val_psnr"]) and 0 < metrics["val_ssim"] <= 1
     assert json.loads((tmp_path / "run" / "trainer.json").read_text()) == {"trainer": "vae"}
+
+
+def test_decoder_tune_needs_a_trained_start_and_refuses_settings_without_effect(tmp_path):
+    recipe = load_recipe(RECIPE, VAERecipe, ["data.builtin_n=8", "vae.tune=decoder"])
+    with pytest.raises(UsageError, match="vae.tune decoder fine-tunes the decoder of a trained VAE"):
+        train_task("vae", recipe, tmp_path / "run")
+    for setting in ("vae.kl_weight=0.001", "vae.scale_samples=8"):
+        with pytest.raises(UsageError, match="has no effect with vae.tune decoder"):
+            load_recipe(RECIPE, VAERecipe, ["vae.tune=decoder", setting])
+    with pytest.raises(UsageError, match="'vae.tune' must be one of 'all', 'decoder'"):
+        load_recipe(RECIPE, VAERecipe, ["vae.tune=encoder"])
+
+
+def test_decoder_tune_keeps_every_latent_and_the_scaling_factor(tmp_path):
+    """Only decoder + post_quant_conv change: the start's UNet still reads the same latents at the same scale."""
+    from ldmkit.models.folder import load_components, save_components
+    from ldmkit.models.presets import build_components
+
+    torch.set_num_threads(1)
+    start = build_components("tiny", seed=0)
+    start.vae.register_to_config(scaling_factor=0.75)
+    save_components(start, tmp_path / "start")
+    recipe = load_recipe(RECIPE, VAERecipe, [
+        "data.builtin_n=32", "train.steps=30", "train.batch_size=8", "train.warmup_steps=0", "train.lr=0.002",
+        "train.checkpoint_every=0", "train.validate_every=0", "train.progress_bar=false", "vae.crop=16",
+        f"model.init_from={tmp_path / 'start'}", "model.preset=null", "vae.tune=decoder",
+    ])
+    result = train_task("vae", recipe, tmp_path / "run")
+    final = load_components(result.final_dir)
+    before, after = start.vae.state_dict(), final.vae.state_dict()
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    tuned = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert frozen and tuned and len(frozen) + len(tuned) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert sum(not torch.equal(before[k], after[k]) for k in tuned) > len(tuned) // 2
+    assert final.scaling_factor == 0.75 and final.meta["vae_metrics"]["scaling_factor"] == 0.75
+    assert all(torch.equal(v, final.unet.state_dict()[k]) for k, v in start.unet.state_dict().items())

@@ -189,9 +189,19 @@ class VAESection:
     """Weight of the adversarial (hinge) term once it starts."""
     scale_samples: int = 256
     """Training images whose latents measure the scaling factor 1/std."""
+    tune: Literal["all", "decoder"] = "all"
+    """What trains. "decoder": only the decoder (and post_quant_conv) of `model.init_from`'s / `model.vae_from`'s VAE;
+    the encoder, hence every latent and the scaling factor, stays as it was, so a UNet trained on the start's
+    latents works unchanged with the result (as Stable Diffusion's ft-MSE decoder was made)."""
 
     def __post_init__(self) -> None:
         owner = "vae"
+        check_choice(owner, "tune", self.tune, ("all", "decoder"))
+        if self.tune == "decoder":
+            for name, default in (("kl_weight", 1e-6), ("scale_samples", 256)):
+                if getattr(self, name) != default:
+                    raise UsageError(f"vae.{name} ({getattr(self, name)}) has no effect with vae.tune decoder: the "
+                                     "encoder is frozen, so the KL term and the scaling factor do not change")
         check_int(owner, "crop", self.crop, minimum=0)
         check_int(owner, "disc_start", self.disc_start, minimum=0)
         check_int(owner, "scale_samples", self.scale_samples, minimum=1)

@@ -6,6 +6,8 @@ No LPIPS (its VGG weights are not available offline): the structure term is the 
 image gradients. After training, the latent scaling factor is measured as 1 / std of the training
 images' latents (Rombach et al. 2022, §G: "unit variance" rescaling) and written into vae.config, and
 PSNR/SSIM on the val split go into ldmkit.json. RUN_DIR/final is a complete model folder.
+`vae.tune: decoder` freezes the encoder of a trained start: the latents and their scaling factor stay the start's,
+so a UNet trained on them keeps working with the new decoder.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class VAETask:
         self.train_pixels, self.train_focus = standardized_pixels(train, size, preprocess)
         self.val_pixels = standardized_pixels(val, size, preprocess)[0] if len(val) else self.train_pixels[:8]
         self.components.vae.requires_grad_(True)
+        if recipe.vae.tune == "decoder":
+            freeze_encoder(self.components.vae, recipe.model)
         self.autoencoder = AutoencoderPass(self.components.vae)
         self.disc = None
         if recipe.vae.disc_start > 0:
@@ -133,7 +137,9 @@ class VAETask:
         rec, kl = modules["vae"](x, batch["noise"])
         l1 = (rec - x).abs().mean()
         structure = image_gradient_l1(rec, x)
-        loss = l1 + cfg.gradient_weight * structure + cfg.kl_weight * kl.mean()
+        loss = l1 + cfg.gradient_weight * structure
+        if cfg.tune == "all":  # a frozen encoder's KL is a constant
+            loss = loss + cfg.kl_weight * kl.mean()
         metrics = {"l1": float(l1.detach()), "gradient_l1": float(structure.detach()), "kl": float(kl.detach().mean())}
         if "disc" in modules:
             calls = getattr(modules["disc"], "module", modules["disc"]).calls
@@ -179,12 +185,27 @@ class VAETask:
     def save_final(self, path: Path) -> None:
         vae = self.components.vae
         vae.eval()
-        scale = self.measure_scaling_factor()
-        vae.register_to_config(scaling_factor=scale)
+        if self.recipe.vae.tune == "decoder":  # the latents are the start's: so is their scale
+            scale = float(vae.config.scaling_factor)
+        else:
+            scale = self.measure_scaling_factor()
+            vae.register_to_config(scaling_factor=scale)
         metrics = {"val_" + k: v for k, v in self.reconstruction_metrics(self.val_pixels).items()}
         write_model_folder(self.components, path, self.recipe,
                            {"trainer": "vae", "vae_metrics": {**metrics, "scaling_factor": scale},
                             "dataset": self.dataset_meta})
+
+
+def freeze_encoder(vae, model) -> None:
+    """Train only the decoder side of a trained VAE: encoder and quant_conv keep their weights."""
+    from ldmkit.errors import UsageError
+
+    if model.init_from is None and model.vae_from is None:
+        raise UsageError("vae.tune decoder fine-tunes the decoder of a trained VAE: set model.init_from (or "
+                         "model.vae_from) to the model folder whose encoder stays as it is")
+    for part in (vae.encoder, vae.quant_conv):
+        if part is not None:
+            part.requires_grad_(False)
 
 
 def raise_crop(crop: int, size: int, factor: int) -> None:
