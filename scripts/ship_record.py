@@ -1,5 +1,6 @@
 """The evaluation record a shipped default model carries in ldmkit.json (`ldmkit model ship --metrics FILE`): every
-eval folder under each given root (as `scripts/eval_issue17.sh` writes them), its settings and headline numbers,
+eval folder under each given root (as `scripts/eval_issue17.sh` writes them), its settings and headline numbers
+(with the attribute accuracy of the real avatars through the model's VAE where the eval measured it),
 the paired attribute-accuracy difference against a base model where the root has vs-base-SET.json (`scripts/
 model_gap.py --json`, as `scripts/eval_issue17.sh` writes it with BASE=), and the root's other reports (gap.txt,
 routing.txt, ...) as text.
@@ -38,6 +39,10 @@ def run_record(folder: Path, root: Path) -> dict:
     mean = (found.get("avatars") or {}).get("all", {}).get("mean")
     if mean:
         record["attribute_accuracy"] = [rounded(mean[k]) for k in ("estimate", "low", "high")]
+    through_vae = ((metrics.get("reference") or {}).get("vae_round_trip") or {}).get("avatars") or {}
+    mean = (through_vae.get("all") or {}).get("mean")
+    if mean:  # the real images through the model's VAE: the ceiling its autoencoder allows
+        record["vae_round_trip_accuracy"] = [rounded(mean[k]) for k in ("estimate", "low", "high")]
     gap = root / f"vs-base-{folder.name}.json"
     if gap.is_file():
         difference = json.loads(gap.read_text(encoding="utf-8"))["difference"]

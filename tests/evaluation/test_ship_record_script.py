@@ -45,6 +45,18 @@ def test_each_eval_is_recorded_with_its_own_numbers(root, tmp_path, capsys):
     assert run["paired_vs_base"] == [0.04812, 0.03571, 0.05943]
     assert written["reports"] == {(evals / "gap.txt").as_posix(): "free: 0.5\n"}
     assert "1 runs" in capsys.readouterr().out
+    assert "vae_round_trip_accuracy" not in run  # shapes: no avatars to score
+
+
+def test_the_vae_round_trip_ceiling_is_recorded_where_measured(root, tmp_path):
+    evals, metrics = root
+    copy = tmp_path / "evals" / "avatars"
+    copy.mkdir(parents=True)
+    ceiling = {"estimate": 0.89564, "low": 0.87513, "high": 0.91328}
+    metrics = {**metrics, "reference": {**metrics.get("reference", {}),
+                                        "vae_round_trip": {"avatars": {"all": {"mean": ceiling}}}}}
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    assert record.run_record(copy, copy.parent)["vae_round_trip_accuracy"] == [0.8956, 0.8751, 0.9133]
 
 
 def test_an_existing_file_and_an_empty_root_are_refused(root, tmp_path, capsys):
