@@ -7,9 +7,10 @@
     python scripts/personalization_demo.py all                  # the three in order
 
 The subject is one `avatars` identity (hair, hair colour, skin, facial hair, clothes) that the default model's
-training avatars never show together (none has all 6 of its identity attributes; see SUBJECT for the closest) and that the instruments read through the shipped autoencoder
-(`pick`); it is drawn by the built-in renderer with varied expressions and backgrounds, never smiling and never
-with glasses, so "smiling" and "wearing sunglasses" are compositions the LoRA has to make. `train` runs
+training avatars never show together (none has all 6 of its identity attributes; SUBJECT names the closest) and
+that the instruments read through the shipped autoencoder (`pick`); it is drawn by the built-in renderer with
+varied expressions and backgrounds, never smiling and never with glasses, so "smiling" and "wearing sunglasses"
+are compositions the LoRA has to make. `train` runs
 `ldmkit train lora --config configs/dreambooth-demo.yaml` twice: as written (prior preservation) and with the class
 prompt emptied (none). `evaluate` reads every model's images with the default
 model's attribute classifier and dual encoder (ldmkit.evaluation.personalization) and compares them with real
