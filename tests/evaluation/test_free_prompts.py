@@ -5,6 +5,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ldmkit.data.builtin.avatars import captions_for, random_attributes
@@ -81,7 +82,8 @@ def avatars_model(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_eval_scores_free_prompts_and_their_controls_on_the_same_attributes(avatars_model, tmp_path):
+def test_eval_scores_free_prompts_and_their_controls_on_the_same_attributes(avatars_model, tmp_path, monkeypatch,
+                                                                             capsys):
     from PIL import Image
 
     from ldmkit.evaluation.run import EvalSettings, evaluate
@@ -119,6 +121,23 @@ def test_eval_scores_free_prompts_and_their_controls_on_the_same_attributes(avat
     assert sum(row["n"] for row in gap["per_word"].values()) == sum(free["all"]["counts"].values())
     with pytest.raises(UsageError, match="compares"):
         phrasing_gap(tmp_path / "free-avatars-templates", tmp_path / "free-avatars")
+    from ldmkit.evaluation.phrasing_vocabulary import GROUPS, vocabulary_gap
+
+    by_word = vocabulary_gap(tmp_path / "free-avatars", tmp_path / "free-avatars-templates", n_boot=50,
+                             encode=lambda texts: np.eye(len(texts)))  # every new phrase nearest the first trained
+    assert sum(by_word["groups"][g]["n"] for g in GROUPS) == sum(row["n"] for row in gap["per_word"].values())
+    assert by_word["words"].keys() == gap["per_word"].keys()
+    for key, word in by_word["words"].items():
+        assert word["n"] == gap["per_word"][key]["n"]
+        assert word["free"] == pytest.approx(gap["per_word"][key]["free"]["estimate"])
+    with pytest.raises(UsageError, match="compares"):
+        vocabulary_gap(tmp_path / "free-avatars-templates", tmp_path / "free-avatars", encode=np.eye)
+    monkeypatch.syspath_prepend(str(fx.SCRIPTS))  # the script imports its sibling free_phrasing_gap
+    fx.load_script("vocabulary_gap").main(tmp_path / "free-avatars", tmp_path / "free-avatars-templates", None)
+    lines = capsys.readouterr().out.splitlines()  # the tiny model's own text encoder placed the new phrases
+    assert lines[0].startswith(f"{gap['condition']}: {gap['images']} images")
+    new = [k for k, w in by_word["words"].items() if w["status"] != GROUPS[0]]
+    assert len([line for line in lines if line.startswith("  ") and " -> " in line]) == len(new)
 
 
 def metrics_labels(metrics: dict, data: Path, model: Path) -> list[dict]:

@@ -1,0 +1,58 @@
+"""ldmkit.evaluation.phrasing_vocabulary (issue 17): which eval phrases a model was trained on, and where its text
+encoder puts the new ones."""
+
+import numpy as np
+import pytest
+
+from ldmkit.data.builtin import avatar_phrasings as words
+from ldmkit.evaluation.phrasing_vocabulary import (GROUPS, WORD_TABLES, eval_values, normalise, trained_phrases,
+                                                   word_statuses)
+
+
+def test_trained_phrases_are_the_shared_and_train_pools_and_the_caption_words():
+    hair = trained_phrases("hair_color")
+    assert hair["blond"] == {"blonde", "blonde_golden"}  # shared pool
+    assert hair["copper"] == {"red"} and hair["silver gray"] == {"silver_gray"}  # train pool, template caption word
+    assert "ginger" not in hair and "grey" not in hair  # eval pool only
+    top = trained_phrases("top")
+    assert top["a hat"] == {"hat"} and top["a bobble hat"] == {"winter_hat_2"}  # the captions' hat words
+    assert normalise("a {c}bobble hat") in top and normalise("a {c}beanie") not in top
+    assert trained_phrases("skin")["very dark skin"] == {"black"}
+    assert normalise("a {c}hat") == normalise("a {c} hat") == "a hat"
+
+
+def test_every_eval_phrase_has_its_values_and_every_table_a_column():
+    for column, tables in WORD_TABLES.items():
+        for table in tables:
+            for phrase, values in {**table["both"], **table["eval"]}.items():
+                assert eval_values(column, phrase) == frozenset(values.split(", "))
+    with pytest.raises(KeyError):
+        eval_values("hair_color", "copper")  # a train-pool phrase is not an eval phrase
+    assert set(WORD_TABLES) >= {"top", "hair_color", "clothing_color", "skin", "mouth"}
+    assert words.HAIR_COLOR in WORD_TABLES["hair_color"]
+
+
+def fake_encoder(same: dict[str, str]):
+    """Texts -> one-hot vectors: a text containing a key of `same` gets the vector of its value's word."""
+    vocabulary: dict[str, int] = {}
+
+    def encode(texts):
+        rows = []
+        for text in texts:
+            word = next((v for k, v in same.items() if k in text), text)
+            rows.append(vocabulary.setdefault(word, len(vocabulary)))
+        out = np.zeros((len(texts), 512))
+        out[np.arange(len(texts)), rows] = 1.0
+        return out
+    return encode
+
+
+def test_a_new_phrase_is_right_when_the_encoder_puts_it_nearest_a_trained_phrase_of_its_values():
+    encode = fake_encoder({"ginger": "with copper", "navy": "with scarlet", "copper": "with copper",
+                           "scarlet": "with scarlet"})
+    used = {("hair_color", "ginger"), ("clothing_color", "navy"), ("hair_color", "blond")}
+    statuses = word_statuses(used, encode)
+    assert statuses[("hair_color", "blond")]["status"] == GROUPS[0]
+    assert statuses[("hair_color", "ginger")] == {"status": GROUPS[1], "nearest": "copper", "similarity": 1.0}
+    assert statuses[("clothing_color", "navy")]["status"] == GROUPS[2]  # scarlet is red, navy is blue_03
+    assert statuses[("clothing_color", "navy")]["nearest"] == "scarlet"
