@@ -10,7 +10,7 @@ Every recipe has `data` (where the images come from), `model` (what to start fro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ldmkit.config.checks import check_bool, check_choice, check_float, check_int
 from ldmkit.config.training import AugmentSection, TrainConfig, UNetAugmentSection
@@ -99,6 +99,11 @@ class UNetSection:
     eval_attributes: str | None = None
     """An attribute classifier (a model folder holding attributes/, or a `train attributes` run's final/): that
     evaluation also reads the avatars among the K images and records their attribute accuracy."""
+    repeats: tuple[dict[str, Any], ...] = ()
+    """How often each training image comes per epoch: [{where: {column: value, ...}, times: k}, ...]; an image takes
+    the first rule whose labels it matches (k times, 1..100), others come once. E.g. each emoji drawn in one design
+    only as often as the designs drawn in six skin tones ({where: {source: emoji, skin_tone: none}, times: 3}).
+    `train unet` on `data` only."""
 
     def __post_init__(self) -> None:
         owner = "unet"
@@ -110,6 +115,9 @@ class UNetSection:
         check_bool(owner, "class_conditional", self.class_conditional)
         check_int(owner, "validation_steps", self.validation_steps, minimum=1)
         check_int(owner, "eval_prompts", self.eval_prompts, minimum=2)
+        from ldmkit.training.sampler import check_repeats
+
+        object.__setattr__(self, "repeats", check_repeats(self.repeats))
         if self.eval_clip is not None and not isinstance(self.eval_clip, str):
             raise UsageError(f"unet.eval_clip must be a folder path, got {self.eval_clip!r}")
         if self.eval_attributes is not None and not isinstance(self.eval_attributes, str):
@@ -168,6 +176,10 @@ class UNetRecipe:
         if self.data is None and self.dreambooth is None and self.TRAINER != "lora":  # `train lora` has no default
             object.__setattr__(self, "data", DataSection(builtin="shapes"))
         check_dreambooth(self.data, self.unet, self.dreambooth, self.TRAINER)
+        if self.unet.repeats and (self.TRAINER != "unet" or self.dreambooth is not None):
+            raise UsageError(f"unet.repeats has no effect in `train {self.TRAINER}`"
+                             f"{' with dreambooth' if self.dreambooth is not None else ''}: it repeats the images of "
+                             "`data` in `train unet`")
         if self.unet.eval_clip is not None and not self.train.validate_every:
             raise UsageError(f"unet.eval_clip ({self.unet.eval_clip}) has no effect with train.validate_every 0: the "
                              "in-training evaluation runs at each validation; set train.validate_every N")

@@ -7,7 +7,13 @@ The whole state is (epoch, index), so resuming needs two integers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+MAX_REPEAT = 100
+"""Upper bound of a repeat rule's `times`."""
+MAX_REPEAT_RULES = 64
+"""Upper bound of the number of repeat rules."""
 
 
 @dataclass(frozen=True)
@@ -71,3 +77,44 @@ class DataOrder:
         self.position = DataPosition(epoch, index)
         start = self.rank * self.batch_size
         return taken[start : start + self.batch_size]
+
+
+def check_repeats(repeats, where: str = "unet.repeats") -> tuple[dict, ...]:
+    """`repeats` as a tuple of {"where": {column: value}, "times": k} (1 <= k <= MAX_REPEAT); UsageError naming the
+    bad entry."""
+    from ldmkit.data.splits import check_holdout
+    from ldmkit.errors import UsageError
+
+    if isinstance(repeats, (str, dict)) or not isinstance(repeats, (list, tuple)) or len(repeats) > MAX_REPEAT_RULES:
+        raise UsageError(f"{where} must be a list of at most {MAX_REPEAT_RULES} rules such as "
+                         f"[{{where: {{source: emoji}}, times: 3}}], got {repeats!r}")
+    out = []
+    for i, rule in enumerate(repeats):
+        if not isinstance(rule, dict) or set(rule) != {"where", "times"}:
+            raise UsageError(f"{where}[{i}] must have exactly the keys where and times, got {rule!r}")
+        (combo,) = check_holdout([rule["where"]], f"{where}[{i}].where")
+        times = rule["times"]
+        if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= MAX_REPEAT:
+            raise UsageError(f"{where}[{i}].times must be a whole number in 1..{MAX_REPEAT}, got {times!r}")
+        out.append({"where": combo, "times": times})
+    return tuple(out)
+
+
+def repeated_rows(labels: Sequence[Mapping[str, str]], repeats: Sequence[dict], where: str = "unet.repeats") -> list[int]:
+    """The rows an epoch runs over: row i once per `times` of the first rule whose `where` its labels match (once
+    when none does). A rule that matches no row, or only rows an earlier rule took, has no effect: UsageError."""
+    from ldmkit.errors import UsageError
+
+    taken = [0] * len(repeats)
+    out: list[int] = []
+    for row, row_labels in enumerate(labels):
+        rule = next((k for k, r in enumerate(repeats)
+                     if all(row_labels.get(c) == v for c, v in r["where"].items())), None)
+        if rule is not None:
+            taken[rule] += 1
+        out += [row] * (repeats[rule]["times"] if rule is not None else 1)
+    for k, count in enumerate(taken):
+        if not count:
+            raise UsageError(f"{where}[{k}] (where {repeats[k]['where']}) matches no training image that an earlier "
+                             "rule did not take: it has no effect")
+    return out

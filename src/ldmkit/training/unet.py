@@ -60,12 +60,13 @@ class UNetTask:
         self.components = start_components(recipe.model, recipe.data.image_size if db is None else None)
         c = self.components
         scheduler_config = training_scheduler_config(c.scheduler_config, obj)  # a UsageError comes before any work
-        self.prior_rows = None
+        self.prior_rows = self.rows = None
         if db is None:
             run_data = open_run_data(recipe.data, self.run_dir, class_conditional=obj.class_conditional)
             self.train, self.val, self.dataset_meta = run_data.train, run_data.val, run_data.provenance
             self.cache = build_latent_cache(c, self.train, self.run_dir / CACHE_FOLDER, recipe.data.image_size,
                                             recipe=recipe)
+            self.rows = self._repeated_rows(obj.repeats)
         else:
             self._start_dreambooth(db)  # the class images come from the base model as it is (its own scheduler)
         c.scheduler_config = scheduler_config
@@ -107,12 +108,24 @@ class UNetTask:
         self.cache = build_latent_cache(c, dataset, self.run_dir / CACHE_FOLDER, size, recipe=as_data)
         self.prior_rows = PriorRows(self.cache.image_ids)
 
+    def _repeated_rows(self, repeats: tuple[dict, ...]) -> list[int] | None:
+        """The cache rows of one epoch with unet.repeats applied (None: each row once)."""
+        if not repeats:
+            return None
+        from ldmkit.training.sampler import repeated_rows
+
+        labels = {s.image_id: s.labels for s in self.train.samples}
+        return repeated_rows([labels[i] for i in self.cache.image_ids], repeats)
+
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.components.unet}
 
     def num_samples(self) -> int:
-        """What the loop's data order runs over: the cached images, or with DreamBooth the subject images."""
-        return len(self.prior_rows.instance) if self.prior_rows is not None else len(self.cache)
+        """What the loop's data order runs over: the cached images (each as often as unet.repeats says), or with
+        DreamBooth the subject images."""
+        if self.prior_rows is not None:
+            return len(self.prior_rows.instance)
+        return len(self.rows) if self.rows is not None else len(self.cache)
 
     def batch(self, ids: list[int], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Scaled latent samples and their conditioning (one random caption each, some dropped to the empty
@@ -120,6 +133,8 @@ class UNetTask:
         is_class = torch.zeros(len(ids), dtype=torch.bool)
         if self.prior_rows is not None:
             ids, is_class = self.prior_rows.rows(ids, generator)
+        elif self.rows is not None:
+            ids = [self.rows[i] for i in ids]
         obj = self.recipe.unet
         cached = self.cache.batch(ids, generator, sample=obj.latent_sample, flip_p=self.recipe.augment.flip_p)
         drop = torch.rand(len(ids), generator=generator) < obj.caption_dropout  # (B,)
