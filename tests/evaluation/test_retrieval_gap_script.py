@@ -54,3 +54,20 @@ def test_mismatched_runs_are_refused(runs):
         gap.main([root / "base"])
     with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
         gap.main([root / "base", root])
+
+
+def test_top1_by_a_label_column_adds_up_to_the_pooled_top1(runs, capsys):
+    gap = fx.load_script("retrieval_gap")
+    root, metrics = runs
+    gap.main([root / "base", root / "other"], n_boot=50, by="shape")
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[lines.index("top-1 by shape (n; base, other, other - base; real images):") + 1:]]
+    assert sum(int(r[1]) for r in rows) == 5
+    for k, name in ((2, "base"), (3, "other")):  # per-value top-1 weighted by n is the run's own top-1
+        own = metrics[name]["conditions"][0]["metrics"]["retrieval_top1"]["estimate"]
+        assert sum(int(r[1]) * float(r[k]) for r in rows) / 5 == pytest.approx(own, abs=1e-3)
+    real = metrics["base"]["reference"]["real_images"]["retrieval_top1"]["estimate"]  # the eval's own ceiling
+    assert all(r[-2] == "real" for r in rows)
+    assert sum(int(r[1]) * float(r[-1]) for r in rows) / 5 == pytest.approx(real, abs=1e-3)
+    with pytest.raises(UsageError, match="no label column 'emoji_group'"):
+        gap.main([root / "base", root / "other"], by="emoji_group")
