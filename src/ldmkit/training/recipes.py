@@ -101,9 +101,9 @@ class UNetSection:
     evaluation also reads the avatars among the K images and records their attribute accuracy."""
     repeats: tuple[dict[str, Any], ...] = ()
     """How often each training image comes per epoch: [{where: {column: value, ...}, times: k}, ...]; an image takes
-    the first rule whose labels it matches (k times, 1..100), others come once. E.g. each emoji drawn in one design
-    only as often as the designs drawn in six skin tones ({where: {source: emoji, skin_tone: none}, times: 3}).
-    `train unet` on `data` only."""
+    the first rule whose labels it matches (k times, 1..100), others come once. E.g. every emoji without a skin tone
+    3 times ({where: {source: emoji, skin_tone: none}, times: 3}), so the designs drawn once are not outnumbered by
+    those drawn in six tones. `train unet` on `data` only."""
 
     def __post_init__(self) -> None:
         owner = "unet"
