@@ -1,0 +1,75 @@
+"""FD, KID and CMMD of an eval's generated images beside a real-vs-real floor at the same sample sizes (issue 17's
+target 3: "FD <= 2x the real-vs-real floor").
+
+    ldmkit data build avatars data/fresh-avatars-b --n 1100 --seed 102      # more real images of the same kind
+    python scripts/fd_floor.py runs/eval-x/fresh1000 data/fresh-avatars-b
+
+`ldmkit eval` measures its floor on two halves of its real references, so at 1,000 generated vs 1,024 real images
+the floor is taken at 512 vs 512, where FD's small-sample bias is about twice as large. Here the floor is the same
+number of images from OTHER_DATA (same split and label filter as the eval, framed as its model was trained) against
+the eval's own real references: both FDs then carry the same bias, and their ratio is the one the target means.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ldmkit.errors import LdmkitError, UsageError
+
+
+def main(eval_dir: Path, other: Path) -> None:
+    from ldmkit.evaluation.attributes import split_rule
+    from ldmkit.evaluation.features import find_dual_encoder, image_embeddings
+    from ldmkit.evaluation.framing import reference_framing
+    from ldmkit.evaluation.metric_sets import fidelity_metrics
+    from ldmkit.evaluation.run import EvalSettings, _held_out
+
+    try:
+        metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+        s, (condition,) = metrics["settings"], metrics["conditions"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{eval_dir}: not an `ldmkit eval` run with one condition ({err!r})") from None
+    if not s.get("clip"):
+        raise UsageError(f"{eval_dir}: the eval named no --clip; fd_floor embeds with the eval's dual encoder")
+    model, generated = Path(s["model"]), [Image.open(eval_dir / r["file"]).convert("RGB") for r in condition["images"]]
+    framing, size = reference_framing(model, s.get("fit")), generated[0].size[0]
+
+    def real(data: Path) -> list:
+        settings = EvalSettings(model=model, data=data, out=Path("unused"), split=s["split"], n=s["n"],
+                                sample_seed=s.get("sample_seed"), where=s["where"], prompt_set=s["prompt_set"])
+        held_out = _held_out(settings, split_rule(model))[0]
+        return [framing(held_out.image(i), size) for i in range(len(held_out))]
+
+    reference, others = real(Path(s["data"])), real(other)
+    if len(others) < len(generated):
+        raise UsageError(f"{other} holds {len(others)} such images; the floor needs as many as the eval generated "
+                         f"({len(generated)})")
+    dual = find_dual_encoder(Path(s["clip"]), Path(s["clip"]))
+    emb = {name: image_embeddings(dual, images) for name, images in
+           (("generated", generated), ("reference", reference), ("other", others[:len(generated)]))}
+    notes: list[str] = []
+    rows = {"generated vs real": fidelity_metrics(emb["generated"], emb["reference"], 1000, 0, notes),
+            "other real vs real (floor)": fidelity_metrics(emb["other"], emb["reference"], 1000, 0, notes)}
+    for name, row in rows.items():
+        cells = "  ".join(f"{k.upper()} {row[k]['estimate']:.5g} [{row[k]['low']:.4g}, {row[k]['high']:.4g}]"
+                          for k in ("fd", "kid", "cmmd") if k in row)
+        print(f"{name:<28} {row['sizes'][0]} vs {row['sizes'][1]}  {cells}")
+    fd = [rows[k]["fd"]["estimate"] for k in rows]
+    print(f"FD ratio to the floor: {fd[0] / fd[1]:.2f}")
+    for note in notes:
+        print(f"note: {note}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("eval_dir", type=Path, help="an `ldmkit eval` folder (one condition, run with --clip)")
+    parser.add_argument("other", type=Path, help="a dataset folder of more real images of the same kind")
+    args = parser.parse_args()
+    try:
+        main(args.eval_dir, args.other)
+    except LdmkitError as err:
+        sys.exit(f"error: {err}")

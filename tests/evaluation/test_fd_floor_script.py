@@ -1,0 +1,42 @@
+"""scripts/fd_floor.py (issue 17's target 3): the eval's own FD, beside a real-vs-real floor at the same sizes."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ldmkit.data.builtin import build_dataset
+from ldmkit.errors import UsageError
+from ldmkit.evaluation.run import EvalSettings, evaluate
+
+_spec = importlib.util.spec_from_file_location("eval_fixtures", Path(__file__).with_name("eval_fixtures.py"))
+fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fx)
+
+
+def test_the_floor_is_taken_at_the_evals_sizes(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, data = fx.tiny_model(tmp_path / "model", with_clip=True), fx.shapes_data(tmp_path / "shapes")
+        metrics = evaluate(EvalSettings(model=model, data=data, out=tmp_path / "eval", n=6, steps=1, clip=model,
+                                        n_boot=20))
+        build_dataset("shapes", tmp_path / "more", n=400, seed=1, size=32)
+        script = fx.load_script("fd_floor")
+        script.main(tmp_path / "eval", tmp_path / "more")
+    finally:
+        torch.set_num_threads(before)
+    lines = capsys.readouterr().out.splitlines()
+    sizes = metrics["conditions"][0]["metrics"]["sizes"]
+    fd = metrics["conditions"][0]["metrics"]["fd"]["estimate"]
+    assert lines[0].startswith(f"generated vs real            {sizes[0]} vs {sizes[1]}  FD {fd:.5g} [")
+    assert lines[1].startswith(f"other real vs real (floor)   {sizes[0]} vs {sizes[1]}  FD ")
+    floor = float(lines[1].split("FD ")[1].split()[0])
+    assert lines[2] == f"FD ratio to the floor: {fd / floor:.2f}"
+    build_dataset("shapes", tmp_path / "few", n=60, seed=2, size=32)  # 2-5 test images: fewer than the eval's 6
+    with pytest.raises(UsageError, match="needs as many"):
+        script.main(tmp_path / "eval", tmp_path / "few")
+    with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
+        script.main(tmp_path, tmp_path / "more")
