@@ -61,7 +61,8 @@ def test_top1_by_a_label_column_adds_up_to_the_pooled_top1(runs, capsys):
     root, metrics = runs
     gap.main([root / "base", root / "other"], n_boot=50, by="shape")
     lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines[lines.index("top-1 by shape (n; base, other, other - base; real images):") + 1:]]
+    header = lines.index("top-1 by shape (n; base, other, other - base; real images):")
+    rows = [line.split() for line in lines[header + 1:]]
     assert sum(int(r[1]) for r in rows) == 5
     for k, name in ((2, "base"), (3, "other")):  # per-value top-1 weighted by n is the run's own top-1
         own = metrics[name]["conditions"][0]["metrics"]["retrieval_top1"]["estimate"]

@@ -27,6 +27,7 @@ import numpy as np
 
 from ldmkit.data.builtin import avatar_phrasings as words
 from ldmkit.data.builtin import avatars
+from ldmkit.errors import UsageError
 
 GROUPS = ("trained word", "new word, encoder points to a right trained phrase",
           "new word, encoder points to a wrong trained phrase")
@@ -109,8 +110,6 @@ def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None =
 
     names = [_read(Path(d))["settings"]["prompt_set"] for d in (free_dir, control_dir)]
     if names != ["free-avatars", "free-avatars-templates"]:
-        from ldmkit.errors import UsageError
-
         raise UsageError(f"vocabulary_gap compares a free-avatars run with a free-avatars-templates run; got {names}")
     paired = paired_hits(free_dir, control_dir, condition=condition, may_differ=("prompt_set",))
     pairs = []  # (column, phrase, free hit, control hit)

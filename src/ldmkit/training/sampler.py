@@ -100,7 +100,8 @@ def check_repeats(repeats, where: str = "unet.repeats") -> tuple[dict, ...]:
     return tuple(out)
 
 
-def repeated_rows(labels: Sequence[Mapping[str, str]], repeats: Sequence[dict], where: str = "unet.repeats") -> list[int]:
+def repeated_rows(labels: Sequence[Mapping[str, str]], repeats: Sequence[dict],
+                  where: str = "unet.repeats") -> list[int]:
     """The rows an epoch runs over: row i once per `times` of the first rule whose `where` its labels match (once
     when none does). A rule that matches no row, or only rows an earlier rule took, has no effect: UsageError."""
     from ldmkit.errors import UsageError
