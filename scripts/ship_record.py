@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+MAX_WHAT, MAX_ROOTS, MAX_REPORT_BYTES = 1000, 64, 1_000_000
+"""Bounds of --what (characters), of the roots, and of one report file recorded whole."""
 HEADLINE = ("clip_score", "retrieval_top1", "retrieval_top5", "fd", "kid", "cmmd")
 
 
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"error: {args.out} exists; choose another file", file=sys.stderr)
         return 2
+    if not args.what.strip() or len(args.what) > MAX_WHAT:
+        print(f"error: --what must be 1-{MAX_WHAT} characters, got {len(args.what)}", file=sys.stderr)
+        return 2
+    if len(args.roots) > MAX_ROOTS:
+        print(f"error: at most {MAX_ROOTS} roots, got {len(args.roots)}", file=sys.stderr)
+        return 2
     runs, reports = [], {}
     for root in args.roots:
         folders = sorted(p.parent for p in root.glob("*/metrics.json"))
@@ -71,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read the evals under {root}: {err!r}", file=sys.stderr)
             return 2
         for report in sorted(root.glob("*.txt")):
-            if not report.name.startswith("vs-base-"):
-                reports[report.as_posix()] = report.read_text(encoding="utf-8")
+            if report.name.startswith("vs-base-"):
+                continue
+            if report.stat().st_size > MAX_REPORT_BYTES:
+                print(f"error: {report} is over {MAX_REPORT_BYTES} bytes; not a report this records", file=sys.stderr)
+                return 2
+            reports[report.as_posix()] = report.read_text(encoding="utf-8")
     record = {"what": args.what, "runs": runs, "reports": reports}
     args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"{args.out}: {len(runs)} runs")

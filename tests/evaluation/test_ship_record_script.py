@@ -68,3 +68,20 @@ def test_an_existing_file_and_an_empty_root_are_refused(root, tmp_path, capsys):
     out = tmp_path / "new.json"
     assert record.main([str(out), "--what", "x", str(evals), str(tmp_path)]) == 2
     assert not out.exists() and "holds no eval folder" in capsys.readouterr().err
+
+
+def test_unbounded_inputs_are_refused_before_anything_is_written(root, tmp_path, capsys):
+    evals, _ = root
+    out = tmp_path / "bounded.json"
+    for what in ("", "x" * (record.MAX_WHAT + 1)):
+        assert record.main([str(out), "--what", what, str(evals)]) == 2
+        assert "--what must be" in capsys.readouterr().err
+    assert record.main([str(out), "--what", "x", *[str(evals)] * (record.MAX_ROOTS + 1)]) == 2
+    assert "at most" in capsys.readouterr().err
+    big = tmp_path / "big"
+    big.mkdir()
+    for folder in sorted(p.parent for p in evals.glob("*/metrics.json"))[:1]:
+        (big / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+    (big / "notes.txt").write_bytes(b"x" * (record.MAX_REPORT_BYTES + 1))
+    assert record.main([str(out), "--what", "x", str(big)]) == 2
+    assert "over" in capsys.readouterr().err and not out.exists()
