@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ldmkit.errors import LdmkitError, UsageError
@@ -38,19 +37,20 @@ def main(eval_dir: Path, other: Path) -> None:
     model, generated = Path(s["model"]), [Image.open(eval_dir / r["file"]).convert("RGB") for r in condition["images"]]
     framing, size = reference_framing(model, s.get("fit")), generated[0].size[0]
 
-    def real(data: Path) -> list:
+    def real(data: Path, count: int | None = None) -> list:
+        """The held-out images of `data` as the eval chose them (the first `count`; None: all), framed."""
         settings = EvalSettings(model=model, data=data, out=Path("unused"), split=s["split"], n=s["n"],
                                 sample_seed=s.get("sample_seed"), where=s["where"], prompt_set=s["prompt_set"])
         held_out = _held_out(settings, split_rule(model))[0]
-        return [framing(held_out.image(i), size) for i in range(len(held_out))]
+        if count is not None and len(held_out) < count:
+            raise UsageError(f"{data} holds {len(held_out)} such images; the floor needs as many as the eval "
+                             f"generated ({count})")
+        return [framing(held_out.image(i), size) for i in range(min(len(held_out), count or len(held_out)))]
 
-    reference, others = real(Path(s["data"])), real(other)
-    if len(others) < len(generated):
-        raise UsageError(f"{other} holds {len(others)} such images; the floor needs as many as the eval generated "
-                         f"({len(generated)})")
+    reference, others = real(Path(s["data"])), real(other, len(generated))
     dual = find_dual_encoder(Path(s["clip"]), Path(s["clip"]))
     emb = {name: image_embeddings(dual, images) for name, images in
-           (("generated", generated), ("reference", reference), ("other", others[:len(generated)]))}
+           (("generated", generated), ("reference", reference), ("other", others))}
     notes: list[str] = []
     rows = {"generated vs real": fidelity_metrics(emb["generated"], emb["reference"], 1000, 0, notes),
             "other real vs real (floor)": fidelity_metrics(emb["other"], emb["reference"], 1000, 0, notes)}
@@ -59,7 +59,8 @@ def main(eval_dir: Path, other: Path) -> None:
                           for k in ("fd", "kid", "cmmd") if k in row)
         print(f"{name:<28} {row['sizes'][0]} vs {row['sizes'][1]}  {cells}")
     fd = [rows[k]["fd"]["estimate"] for k in rows]
-    print(f"FD ratio to the floor: {fd[0] / fd[1]:.2f}")
+    ratio = f"{fd[0] / fd[1]:.2f}" if fd[1] > 0 else "undefined (floor <= 0)"
+    print(f"FD ratio to the floor: {ratio}")
     for note in notes:
         print(f"note: {note}")
 

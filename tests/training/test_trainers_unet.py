@@ -123,7 +123,7 @@ def test_unet_run_end_to_end_final_folder_generates(tmp_path, overrides):
     assert config["prediction_type"] == recipe.unet.prediction_type
     assert bool(config.get("rescale_betas_zero_snr", False)) == recipe.unet.zero_terminal_snr
     assert pipe.components.meta["training"]["unet"] == dataclasses.asdict(recipe.unet) | {
-        "validation_prompts": list(recipe.unet.validation_prompts)}
+        "validation_prompts": list(recipe.unet.validation_prompts), "repeats": list(recipe.unet.repeats)}
     # validation wrote a loadable model folder and a grid, and training went on with a trainable UNet
     assert Pipeline.from_pretrained(tmp_path / "run" / "validation" / "step-00000003" / "model") is not None
     assert (tmp_path / "run" / "validation" / "step-00000003" / "samples.png").is_file()
