@@ -164,6 +164,17 @@ def test_packaged_reference_to_other_weights_is_refused(shipped, tmp_path):
         load_components(out)
 
 
+def test_equal_dataset_cards_are_recorded_once(source, tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"name": "emoji", "images": 3}))
+    copy = tmp_path / "copy.json"
+    copy.write_text(json.dumps({"images": 10, "name": "shapes"}))  # equal content, other key order
+    spec = ShipSpec(source=source / "model", out=tmp_path / "out", cards=(source / "card.json", other, copy, other))
+    ship_model(spec, reference=lambda folder, info: "hash")
+    meta = json.loads((tmp_path / "out" / "ldmkit.json").read_text())
+    assert meta["dataset_cards"] == [{"name": "shapes", "images": 10}, {"name": "emoji", "images": 3}]
+
+
 def test_a_multi_stage_run_folder_is_found(source, tmp_path):
     from safetensors.torch import save_file
 

@@ -167,8 +167,9 @@ def _meta(spec: ShipSpec, parts: SourceParts, source_hash: str, text: str, previ
         meta["recipe"] = {"file": spec.recipe.name, "text": spec.recipe.read_text(encoding="utf-8")}
     if parts.stage_recipes:
         meta["stage_recipes"] = parts.stage_recipes
-    cards = [*parts.cards, *spec.cards]
-    meta["dataset_cards"] = [_read_record(p, json_only=False) for p in cards]
+    cards = [_read_record(p, json_only=False) for p in (*parts.cards, *spec.cards)]
+    # phases trained on the same build have equal cards: each is recorded once, in the order first given
+    meta["dataset_cards"] = [c for i, c in enumerate(cards) if c not in cards[:i]]
     meta["metrics"] = {p.stem: _read_record(p, json_only=True) for p in spec.metrics}
     model_in_source = parts.model.relative_to(spec.source).as_posix() if parts.model != spec.source else "."
     meta[SHIPPED] = {"source": spec.source.resolve().name, "model": model_in_source, "source_hash": source_hash,
