@@ -84,12 +84,13 @@ def word_statuses(used: set[tuple[str, str]], encode: Encode) -> dict[tuple[str,
     """{(column, phrase): {"status": one of GROUPS, "nearest", "similarity"}} for the eval phrases `used`;
     a new phrase's nearest trained phrase (cosine of `encode`d carrier sentences) is named with its similarity."""
     out = {}
-    new = sorted(key for key in used if normalise(key[1]) not in trained_phrases(key[0]))
+    trained_by_column = {column: trained_phrases(column) for column in {c for c, _ in used}}
+    new = sorted(key for key in used if normalise(key[1]) not in trained_by_column[key[0]])
     for column, phrase in used:
         if (column, phrase) not in new:
             out[(column, phrase)] = {"status": GROUPS[0], "nearest": normalise(phrase), "similarity": 1.0}
     for column in sorted({c for c, _ in new}):
-        trained = trained_phrases(column)
+        trained = trained_by_column[column]
         names = sorted(trained)
         mine = [p for c, p in new if c == column]
         vectors = _unit(encode([CARRIER.format(normalise(p)) for p in mine + names]))
@@ -108,7 +109,8 @@ def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None =
     module docstring); `encode` defaults to the evaluated model's text encoder."""
     from ldmkit.evaluation.phrasing_gap import _ci, _read, paired_hits
 
-    names = [_read(Path(d))["settings"]["prompt_set"] for d in (free_dir, control_dir)]
+    runs = [_read(Path(d))["settings"] for d in (free_dir, control_dir)]
+    names = [settings["prompt_set"] for settings in runs]
     if names != ["free-avatars", "free-avatars-templates"]:
         raise UsageError(f"vocabulary_gap compares a free-avatars run with a free-avatars-templates run; got {names}")
     paired = paired_hits(free_dir, control_dir, condition=condition, may_differ=("prompt_set",))
@@ -117,7 +119,7 @@ def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None =
         named = paired.asked[paired.order[i]].words
         pairs += [(c, named[c], float(hit), float(paired.hits[1][i][c])) for c, hit in paired.hits[0][i].items()]
     if encode is None:
-        encode = model_encoder(Path(_read(Path(free_dir))["settings"]["model"]))
+        encode = model_encoder(Path(runs[0]["model"]))
     statuses = word_statuses({(c, p) for c, p, _, _ in pairs}, encode)
     ci = _ci(n_boot, seed)
     groups = {}
