@@ -17,7 +17,8 @@ from ldmkit.evaluation.phrasing_vocabulary import GROUPS, vocabulary_gap
 
 def main(free, control, out, condition=None) -> None:
     gap = vocabulary_gap(free, control, condition=condition)
-    print(f"{gap['condition']}: {gap['images']} images; (image, attribute) pairs by the phrase naming the attribute")
+    print(f"{gap['condition']}: {gap['images']} images, model trained on phrasing words {gap['phrasing_words']!r}; "
+          "(image, attribute) pairs by the phrase naming the attribute")
     for name in GROUPS:
         row = gap["groups"][name]
         if "free" not in row:

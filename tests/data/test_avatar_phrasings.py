@@ -108,7 +108,7 @@ def test_a_phrasing_that_repeats_a_caption_is_drawn_again(monkeypatch):
     from ldmkit.data.builtin.card import BuildResult, Record
 
     draws = iter(["a ginger guy", "a person with red hair", "a ginger guy", "ginger, beard", "never reached"])
-    monkeypatch.setattr(ph, "free_phrasing", lambda labels, rng, pool: SimpleNamespace(text=next(draws), asked={}))
+    monkeypatch.setattr(ph, "free_phrasing", lambda labels, rng, pool, **_: SimpleNamespace(text=next(draws), asked={}))
     record = Record("images/00000.png", ("a person with red hair",), {"top": "shaggy"})
     result = BuildResult("avatars", (record,), {}, {}, ("{x}",))
     (out,) = ph.with_phrasings(result, seed=0, count=2).records

@@ -73,7 +73,8 @@ def test_build_and_preview_call_the_builtin_functions(tmp_path, monkeypatch, cap
                 "--focus", "centre"]) == 0
     preview_defaults = {"policy": "crop", "focus": "auto", "trim": True}
     assert calls == [("shapes", tmp_path / "s", {"n": 3, "seed": 4, "size": 64, "phrasings": 0,
-                                                 "emoji_aliases": False, "phrasing_colours": False}),
+                                                 "emoji_aliases": False, "phrasing_colours": False,
+                                                 "phrasing_words": "train"}),
                      (tmp_path / "s", tmp_path / "p.png", {"n": 2, "size": 64, **preview_defaults}),
                      (tmp_path / "s", tmp_path / "q.png", {"n": 16, "size": 64, "policy": "crop", "focus": "centre",
                                                           "trim": False})]

@@ -56,3 +56,17 @@ def test_a_new_phrase_is_right_when_the_encoder_puts_it_nearest_a_trained_phrase
     assert statuses[("hair_color", "ginger")] == {"status": GROUPS[1], "nearest": "copper", "similarity": 1.0}
     assert statuses[("clothing_color", "navy")]["status"] == GROUPS[2]  # scarlet is red, navy is blue_03
     assert statuses[("clothing_color", "navy")]["nearest"] == "scarlet"
+
+
+def test_a_model_trained_on_every_word_has_no_new_words(tmp_path):
+    from ldmkit.evaluation.phrasing_vocabulary import taught_words
+
+    assert trained_phrases("hair_color", "all")["ginger"] == {"red"}
+    used = {("hair_color", "ginger"), ("clothing_color", "navy")}
+    statuses = word_statuses(used, fake_encoder({}), "all")
+    assert {s["status"] for s in statuses.values()} == {GROUPS[0]}
+    assert taught_words(tmp_path) == "train"  # no ldmkit.json: nothing recorded
+    (tmp_path / "ldmkit.json").write_text('{"dataset": {"builtin": {"phrasings": 2, "phrasing_words": "all"}}}')
+    assert taught_words(tmp_path) == "all"
+    (tmp_path / "ldmkit.json").write_text('{"dataset": {"builtin": {"phrasings": 2}}}')  # before the option
+    assert taught_words(tmp_path) == "train"

@@ -153,3 +153,41 @@ def test_phrasing_colours_name_every_colour_shown_are_recorded_and_checked(tmp_p
         assert not out.exists()
     with pytest.raises(UsageError, match="phrasing_colours must be true or false"):
         DataSection(builtin="avatars", builtin_phrasings=1, builtin_phrasing_colours="yes")
+
+
+def test_phrasing_words_all_teaches_the_eval_words_in_train_sentences_recorded_and_checked(tmp_path, capsys):
+    from ldmkit.data.builtin import avatar_phrasings as ph
+
+    rows = [sample.labels for sample in open_dataset(DataSection(path=str(tmp_path / "base"), builtin="avatars",
+                                                                 builtin_n=40, image_size=32), tmp_path).samples]
+    draws = [ph.free_phrasing(labels, random.Random(i), pool="train", words="all") for i, labels in enumerate(rows * 5)]
+    eval_words = {w for table in (ph.HAIR_COLOR, ph.CLOTH_COLOR, ph.SKIN, ph.MOUTH) for w in table["eval"]}
+    used = {w for d in draws for w in d.words.values()}
+    assert used & eval_words and used - eval_words  # both pools' words ...
+    for d, labels in zip(draws, rows * 5):  # ... in train sentences, each still true of its avatar
+        assert not any(d.text.startswith(s) for s in ph.SUBJECTS["eval"])
+        assert all(labels[column] in allowed for column, allowed in d.asked.items())
+    with pytest.raises(UsageError, match="applies to train-pool phrasings"):
+        ph.free_phrasing(rows[0], random.Random(0), pool="eval", words="all")
+
+    asked = DataSection(path=str(tmp_path / "all"), builtin="avatars", builtin_n=6, image_size=32,
+                        builtin_phrasings=2, builtin_phrasing_words="all")
+    dataset = open_dataset(asked, tmp_path)
+    card = json.loads((tmp_path / "all" / "dataset_card.json").read_text())
+    assert card["phrasing_words"] == "all" and "eval pool's synonyms too" in card["notes"][-1]
+    assert "free phrasings per avatar: 2 (words: all)" in "\n".join(summary_lines(data_provenance(dataset, asked)))
+    for sample in dataset.samples:
+        index = int(Path(sample.path).stem)
+        again = record_phrasings(sample.labels, sample.captions[:3], random.Random(f"avatars-phrasings-0-{index}"), 2,
+                                 words="all")
+        assert list(sample.captions[3:]) == again
+    with pytest.raises(DataError, match=r"phrasing_words all \(recipe: train\)"):
+        open_dataset(DataSection(**{**asked.__dict__, "builtin_phrasing_words": "train"}), tmp_path)
+    with pytest.raises(UsageError, match="phrasing_words='all' has no effect without data.builtin_phrasings"):
+        DataSection(builtin="avatars", builtin_phrasing_words="all")
+    with pytest.raises(UsageError, match="phrasing_words must be one of train, all"):
+        DataSection(builtin="avatars", builtin_phrasings=1, builtin_phrasing_words="eval")
+    out = tmp_path / "refused"
+    assert main(["data", "build", "emoji+avatars", str(out), "--phrasing-words", "every"]) == 2
+    err = capsys.readouterr().err
+    assert "phrasing_words must be one of train, all" in err and "Traceback" not in err and not out.exists()

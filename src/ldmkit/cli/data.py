@@ -46,6 +46,9 @@ def register(subparsers) -> None:
     build.add_argument("--phrasing-colours", action="store_true",
                        help="add only free phrasings that name every colour the avatar shows (hair or hat, "
                             "clothing; recipe key data.builtin_phrasing_colours)")
+    build.add_argument("--phrasing-words", default="train", metavar="train|all",
+                       help="words of the free phrasings: train (default; held out from the free-avatars eval's "
+                            "words) or all (every synonym ldmkit knows; recipe key data.builtin_phrasing_words)")
     build.add_argument("--emoji-aliases", action="store_true",
                        help="add each emoji image's CLDR name and keywords as captions (needs Debian's "
                             "unicode-cldr-core; recipe key data.builtin_emoji_aliases)")
@@ -152,7 +155,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     card = build_dataset(args.name, args.out, n=parse_counts(args.n), seed=args.seed, size=args.size,
                          phrasings=args.phrasings, emoji_aliases=args.emoji_aliases,
-                         phrasing_colours=args.phrasing_colours)
+                         phrasing_colours=args.phrasing_colours, phrasing_words=args.phrasing_words)
     print(f"built {args.name} in {args.out}: {card.get('images', '?')} images, "
           f"{card.get('captions', '?')} captions (seed {args.seed})")
     return 0

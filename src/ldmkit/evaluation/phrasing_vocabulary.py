@@ -7,7 +7,8 @@
 Every attribute a free prompt names is named by one phrase of the eval word pool
 (`ldmkit.data.builtin.avatar_phrasings`). That phrase is a *trained word* when a model trained with the builder's
 phrasings has seen it for the same attribute: it is in the shared or the train pool, or it is the builder's own
-caption phrase (avatars.TEMPLATES' words). Otherwise it is *new*, and the model can only draw it through its frozen
+caption phrase (avatars.TEMPLATES' words), or the model's last training data drew its phrasings from every word
+(`data.builtin_phrasing_words: all`: then every eval word is trained). Otherwise it is *new*, and the model can only draw it through its frozen
 text encoder: the phrase is embedded in a carrier sentence with the model's text encoder (mean of its token states),
 and if the nearest trained phrase of the same attribute allows one of the values the new phrase means, the encoder
 *points to a right trained phrase*; else to a wrong one. Each group's accuracy is set beside the control's (the
@@ -57,12 +58,12 @@ def normalise(phrase: str) -> str:
     return re.sub(r"\s+", " ", phrase.replace("{c}", " ")).strip().lower()
 
 
-def trained_phrases(column: str) -> dict[str, frozenset[str]]:
-    """{normalised phrase: the values it allows} a model trained on the builder's captions and train-pool
-    phrasings has seen naming `column`."""
+def trained_phrases(column: str, words: str = "train") -> dict[str, frozenset[str]]:
+    """{normalised phrase: the values it allows} a model trained on the builder's captions and phrasings of
+    `words` ("train": the train pool's; "all": both pools') has seen naming `column`."""
     out: dict[str, set[str]] = {}
     for table in WORD_TABLES[column]:
-        for part in ("both", "train"):
+        for part in ("both", "train", "eval") if words == "all" else ("both", "train"):
             for phrase, values in table.get(part, {}).items():
                 out.setdefault(normalise(phrase), set()).update(values.split(", "))
     for value, phrase in CAPTION_WORDS[column].items():
@@ -80,11 +81,12 @@ def eval_values(column: str, phrase: str) -> frozenset[str]:
     raise KeyError(f"{phrase!r} is not an eval phrase of {column}")
 
 
-def word_statuses(used: set[tuple[str, str]], encode: Encode) -> dict[tuple[str, str], dict]:
-    """{(column, phrase): {"status": one of GROUPS, "nearest", "similarity"}} for the eval phrases `used`;
-    a new phrase's nearest trained phrase (cosine of `encode`d carrier sentences) is named with its similarity."""
+def word_statuses(used: set[tuple[str, str]], encode: Encode, words: str = "train") -> dict[tuple[str, str], dict]:
+    """{(column, phrase): {"status": one of GROUPS, "nearest", "similarity"}} for the eval phrases `used` of a
+    model trained on phrasings of `words`; a new phrase's nearest trained phrase (cosine of `encode`d carrier
+    sentences) is named with its similarity."""
     out = {}
-    trained_by_column = {column: trained_phrases(column) for column in {c for c, _ in used}}
+    trained_by_column = {column: trained_phrases(column, words) for column in {c for c, _ in used}}
     new = sorted(key for key in used if normalise(key[1]) not in trained_by_column[key[0]])
     for column, phrase in used:
         if (column, phrase) not in new:
@@ -104,9 +106,10 @@ def word_statuses(used: set[tuple[str, str]], encode: Encode) -> dict[tuple[str,
 
 
 def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None = None, encode: Encode | None = None,
-                   n_boot: int = 1000, seed: int = 0) -> dict:
+                   words: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     """The paired free-vs-template accuracy of a free-avatars run and its control, grouped by GROUPS (see the
-    module docstring); `encode` defaults to the evaluated model's text encoder."""
+    module docstring); `encode` defaults to the evaluated model's text encoder, `words` (which phrasing words
+    it was trained on, "train" or "all") to what its ldmkit.json records."""
     from ldmkit.evaluation.phrasing_gap import _ci, _read, paired_hits
 
     runs = [_read(Path(d))["settings"] for d in (free_dir, control_dir)]
@@ -120,7 +123,9 @@ def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None =
         pairs += [(c, named[c], float(hit), float(paired.hits[1][i][c])) for c, hit in paired.hits[0][i].items()]
     if encode is None:
         encode = model_encoder(Path(runs[0]["model"]))
-    statuses = word_statuses({(c, p) for c, p, _, _ in pairs}, encode)
+    if words is None:
+        words = taught_words(Path(runs[0]["model"]))
+    statuses = word_statuses({(c, p) for c, p, _, _ in pairs}, encode, words)
     ci = _ci(n_boot, seed)
     groups = {}
     for group in GROUPS:
@@ -133,9 +138,22 @@ def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None =
     counts: dict[tuple[str, str], list[float]] = {}
     for c, p, f, t in pairs:
         counts.setdefault((c, p), []).append(f)
-    return {"condition": paired.condition, "images": len(paired.scored), "groups": groups,
+    return {"condition": paired.condition, "images": len(paired.scored), "phrasing_words": words, "groups": groups,
             "words": {f"{c}: {p}": {**statuses[(c, p)], "n": len(counts[(c, p)]),
                                    "free": float(np.mean(counts[(c, p)]))} for c, p in sorted(counts)}}
+
+
+def taught_words(model: Path) -> str:
+    """The phrasing words ("train" or "all") of the model folder's last training data, from its ldmkit.json
+    ("train" when it records none: a model trained before the option, or on other data)."""
+    import json
+
+    try:
+        meta = json.loads((Path(model) / "ldmkit.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "train"
+    built = (meta.get("dataset") or {}).get("builtin") if isinstance(meta, dict) else None
+    return built.get("phrasing_words", "train") if isinstance(built, dict) else "train"
 
 
 def model_encoder(model: Path) -> Encode:

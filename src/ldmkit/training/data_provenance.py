@@ -77,7 +77,8 @@ def summary_lines(prov: dict) -> list[str]:
     """The provenance as a few lines for people."""
     built = prov["builtin"]
     extras = ([f"free phrasings per avatar: {built['phrasings']}"
-               + (" (each naming its colours)" if built.get("phrasing_colours") else "")]
+               + (" (each naming its colours)" if built.get("phrasing_colours") else "")
+               + (f" (words: {built['phrasing_words']})" if built.get("phrasing_words", "train") != "train" else "")]
               if built and built.get("phrasings") else []) + \
         (["CLDR emoji aliases"] if built and built.get("emoji_aliases") else [])
     source = (f"built-in {built['name']} (seed {built['seed']}, {built['size']} px"

@@ -36,6 +36,8 @@ class DataSection:
     """Free phrasings added to each `avatars` image's captions (0-16; ldmkit.data.builtin.avatar_phrasings)."""
     builtin_phrasing_colours: bool = False
     """Add only free phrasings that name every colour the avatar shows (hair or hat, clothing)."""
+    builtin_phrasing_words: str = "train"
+    """Words of the free phrasings: "train" (held out from the free-avatars eval's) or "all" (the eval's too)."""
     builtin_emoji_aliases: bool = False
     """Add each `emoji` image's CLDR name and keywords as captions (ldmkit.data.builtin.emoji_aliases)."""
     image_size: int = 32
@@ -74,7 +76,7 @@ class DataSection:
         from ldmkit.data.builtin.single import check_caption_options
 
         check_caption_options(self.builtin, self.builtin_phrasings, self.builtin_emoji_aliases,
-                              self.builtin_phrasing_colours, prefix="data.builtin_")
+                              self.builtin_phrasing_colours, self.builtin_phrasing_words, prefix="data.builtin_")
         check_int(owner, "image_size", self.image_size, minimum=16)
         check_float(owner, "val_fraction", self.val_fraction, minimum=0.0, below=1.0)
         check_float(owner, "test_fraction", self.test_fraction, minimum=0.0, below=1.0)

@@ -21,7 +21,7 @@ from ldmkit.training.recipes import DataSection
 
 DATASET_FOLDER = "dataset"
 BUILTIN_KEYS = ("builtin", "builtin_n", "builtin_seed", "builtin_phrasings", "builtin_phrasing_colours",
-                "builtin_emoji_aliases")
+                "builtin_phrasing_words", "builtin_emoji_aliases")
 """The data keys that describe the built-in build (dropped together by data_source_overrides)."""
 
 
@@ -44,7 +44,7 @@ def open_dataset(data: DataSection, run_dir: Path, *, summary: bool = True):
 
         build_dataset(data.builtin, root, n=data.builtin_n, seed=data.builtin_seed, size=data.image_size,
                       phrasings=data.builtin_phrasings, emoji_aliases=data.builtin_emoji_aliases,
-                      phrasing_colours=data.builtin_phrasing_colours)
+                      phrasing_colours=data.builtin_phrasing_colours, phrasing_words=data.builtin_phrasing_words)
     else:
         check_builtin_build(data, root)
     dataset = CaptionDataset.open(root, class_template=data.class_template)
@@ -78,6 +78,7 @@ def check_builtin_build(data: DataSection, root: Path) -> None:
                         f"(--set data.builtin=null), or give a new data.path to build {data.builtin} there")
     wanted = {"seed": data.builtin_seed, "size": data.image_size, "n": _requested_counts(data),
               "phrasings": data.builtin_phrasings, "phrasing_colours": data.builtin_phrasing_colours,
+              "phrasing_words": data.builtin_phrasing_words,
               "emoji_aliases": data.builtin_emoji_aliases}
     found = {"seed": card.get("seed"), "size": card.get("size"),
              "n": {p: v.get("n_requested") for p, v in card["parts"].items()} if "parts" in card

@@ -16,7 +16,8 @@ __all__ = ["DATASETS", "build_dataset"]
 
 
 def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: int = 0, size: int = 64,
-                  phrasings: int = 0, emoji_aliases: bool = False, phrasing_colours: bool = False) -> dict:
+                  phrasings: int = 0, emoji_aliases: bool = False, phrasing_colours: bool = False,
+                  phrasing_words: str = "train") -> dict:
     """Write the built-in dataset `name` into `out` and return its dataset card.
 
     name: one of DATASETS, or a mixture such as "emoji+avatars" (see `ldmkit.data.builtin.mix`; n may
@@ -28,6 +29,8 @@ def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: in
     without avatars; see `ldmkit.data.builtin.avatar_phrasings`).
     phrasing_colours: add only phrasings that name every colour the avatar shows (hair or hat, clothing; an
     error without phrasings).
+    phrasing_words: "train" (the train pool's words, held out from the free-avatars eval) or "all" (the eval
+    pool's synonyms too; an error without phrasings).
     emoji_aliases: add captions from the CLDR English annotations to each `emoji` image (an error for a
     dataset without emoji, or without Debian's unicode-cldr-core; see `ldmkit.data.builtin.emoji_aliases`).
     """
@@ -38,6 +41,7 @@ def build_dataset(name: str, out: Path, *, n: int | dict | None = None, seed: in
 
         check_size(size)
         return build_mix(parse_parts(name, DATASETS), Path(out), n=n, seed=seed, size=size, phrasings=phrasings,
-                         emoji_aliases=emoji_aliases, phrasing_colours=phrasing_colours)
+                         emoji_aliases=emoji_aliases, phrasing_colours=phrasing_colours,
+                         phrasing_words=phrasing_words)
     return build_single(name, Path(out), n=n, seed=seed, size=size, phrasings=phrasings, emoji_aliases=emoji_aliases,
-                        phrasing_colours=phrasing_colours)
+                        phrasing_colours=phrasing_colours, phrasing_words=phrasing_words)

@@ -14,6 +14,11 @@ Two disjoint pools: "train" phrasings are what the builder adds to captions when
 "eval" phrasings are the held-out prompt set of `ldmkit eval --prompt-set free-avatars`. They share only
 the plain colour and style words of the training templates; sentence shapes, subjects and synonyms differ,
 so the eval set stays held out from a model trained on the train pool.
+
+With `words="all"` the builder's phrasings draw their words from both pools (every synonym here: what a model
+for users should know), while sentence shapes, subjects and colour-only phrases stay the train pool's. The
+free-avatars eval of such a model then holds out sentence shapes, subjects, attribute subsets and images, not
+words (`ldmkit.evaluation.phrasing_vocabulary` counts every eval word as trained).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from ldmkit.data.builtin.avatars import HATS, OPAQUE
 from ldmkit.errors import UsageError
 
 POOLS = ("train", "eval")
+WORDS = ("train", "all")
+"""Which words the builder's phrasings draw: the train pool's, or both pools' (see the module docstring)."""
 
 # A word table: pool ("both", "train", "eval") -> {phrase: "value, value, ..." (the label values it allows)}.
 # Phrases with {c} take a colour word ("a {c}mohawk" -> "a ginger mohawk"; "a mohawk" without colour).
@@ -175,12 +182,17 @@ class Phrasing:
 
 
 def free_phrasing(labels: Mapping[str, str], rng: random.Random, *, pool: str,
-                  columns: Collection[str] | None = None) -> Phrasing:
+                  columns: Collection[str] | None = None, words: str = "train") -> Phrasing:
     """A phrasing of `labels` (an avatars row) naming 1-4 of its visible attributes, drawn with `rng` from
-    the word tables of `pool`; `columns` limits which label columns may be named (None: any)."""
+    the word tables of `pool`; `columns` limits which label columns may be named (None: any). A train-pool
+    phrasing with words="all" draws its words from both pools (frames and subjects stay the train pool's)."""
     if pool not in POOLS:
         raise UsageError(f"phrasing pool must be one of {POOLS}, got {pool!r}")
-    slots = _slots(labels, pool, rng, columns)
+    check_phrasing_words(words)
+    if words == "all" and pool != "train":
+        raise UsageError("words='all' applies to train-pool phrasings (the eval pool's words are its own)")
+    parts = ("both", "train", "eval") if words == "all" else ("both", pool)
+    slots = _slots(labels, pool, parts, rng, columns)
     if not slots:
         raise UsageError(f"nothing nameable in {dict(labels)} within columns {sorted(columns or ())}")
     rng.shuffle(slots)
@@ -203,11 +215,18 @@ def check_phrasings(phrasings) -> None:
         raise UsageError(f"avatars phrasings must be an integer in [0, {MAX_PHRASINGS}], got {phrasings!r}")
 
 
-def with_phrasings(result, seed: int, count: int, *, colours: bool = False):
+def check_phrasing_words(words, *, prefix: str = "") -> None:
+    """UsageError unless words is one of WORDS."""
+    if words not in WORDS:
+        raise UsageError(f"{prefix}phrasing_words must be one of {', '.join(WORDS)}, got {words!r}")
+
+
+def with_phrasings(result, seed: int, count: int, *, colours: bool = False, words: str = "train"):
     """The avatars BuildResult with `count` train-pool phrasings added to each record's captions; record i's
     come from its own generator (seeded by build seed and i), so they are the same whatever n is. A draw that
     repeats one of the record's captions is drawn again (a repeat would be a `duplicate_line` in the build).
-    colours: keep only draws that name every colour the avatar shows (`colours_shown`)."""
+    colours: keep only draws that name every colour the avatar shows (`colours_shown`); words: "all" draws
+    the words of both pools (`free_phrasing`)."""
     from dataclasses import replace
 
     from ldmkit.data.builtin.card import Record
@@ -216,11 +235,12 @@ def with_phrasings(result, seed: int, count: int, *, colours: bool = False):
     records = []
     for index, record in enumerate(result.records):
         rng = random.Random(f"avatars-phrasings-{seed}-{index}")
-        extra = record_phrasings(record.labels, record.captions, rng, count, colours=colours)
+        extra = record_phrasings(record.labels, record.captions, rng, count, colours=colours, words=words)
         records.append(Record(record.file_name, record.captions + tuple(extra), record.labels))
     note = (f"each image also has {count} free phrasings after the template captions (1-4 attributes, synonyms, "
             "varied word order; ldmkit/data/builtin/avatar_phrasings.py, train pool)"
-            + ("; each names every colour the avatar shows" if colours else ""))
+            + ("; each names every colour the avatar shows" if colours else "")
+            + ("; words from both pools (the eval pool's synonyms too)" if words == "all" else ""))
     return replace(result, records=tuple(records), notes=(*result.notes, note))
 
 
@@ -230,15 +250,15 @@ COLOUR_TRIES = 400
 
 
 def record_phrasings(labels: Mapping[str, str], captions: Collection[str], rng: random.Random, count: int, *,
-                     colours: bool = False) -> list[str]:
+                     colours: bool = False, words: str = "train") -> list[str]:
     """Up to `count` distinct train-pool phrasings of `labels` not among `captions` (fewer when the bounded
-    draws run out); with `colours`, only phrasings that name every colour shown."""
+    draws run out); with `colours`, only phrasings that name every colour shown; `words` as in free_phrasing."""
     need = colours_shown(labels) if colours else set()
     extra: list[str] = []
     for _ in range((COLOUR_TRIES if colours else 10) * count):
         if len(extra) == count:
             break
-        phrasing = free_phrasing(labels, rng, pool="train")
+        phrasing = free_phrasing(labels, rng, pool="train", words=words)
         if need <= phrasing.asked.keys() and phrasing.text not in captions and phrasing.text not in extra:
             extra.append(phrasing.text)
     return extra
@@ -251,15 +271,16 @@ def colours_shown(labels: Mapping[str, str]) -> set[str]:
     return {"clothing_color"} | ({"hair_color"} if labels["top"] != "no_hair" else set())
 
 
-def _slots(labels: Mapping[str, str], pool: str, rng: random.Random, columns) -> list:
+def _slots(labels: Mapping[str, str], pool: str, parts: tuple[str, ...], rng: random.Random, columns) -> list:
     """Closures slot(room) -> ((role, phrase), {column: (word, values)}) or (None, {}): one per nameable feature."""
     allowed = set(labels) if columns is None else set(columns)
     if labels["top"] in HATS:
-        slots = [_pair(("top", HAT), ("hat_color", CLOTH_COLOR), None, "wearing", labels, pool, rng, allowed)]
+        slots = [_pair(("top", HAT), ("hat_color", CLOTH_COLOR), None, "wearing", labels, pool, parts, rng, allowed)]
     else:
-        slots = [_pair(("top", HAIR_STYLE), ("hair_color", HAIR_COLOR), HAIR_ONLY, "with", labels, pool, rng, allowed)]
+        slots = [_pair(("top", HAIR_STYLE), ("hair_color", HAIR_COLOR), HAIR_ONLY, "with", labels, pool, parts, rng,
+                       allowed)]
     slots.append(_pair(("clothing", CLOTHES), ("clothing_color", CLOTH_COLOR), CLOTH_ONLY, "wearing", labels, pool,
-                       rng, allowed))
+                       parts, rng, allowed))
     singles = [("skin", SKIN, "with"), ("mouth", MOUTH, "with")]
     if labels["accessory"] != "none":
         singles.append(("accessory", ACCESSORY, "wearing"))
@@ -269,12 +290,12 @@ def _slots(labels: Mapping[str, str], pool: str, rng: random.Random, columns) ->
         singles.append(("eyes", EYES, "with"))
     if rng.random() < BACKGROUND_CHANCE:
         singles.append(("background", BACKGROUND, "on"))
-    slots += [_single(column, table, role, labels, pool, rng) for column, table, role in singles if column in allowed]
+    slots += [_single(column, table, role, labels, parts, rng) for column, table, role in singles if column in allowed]
     return [s for s in slots if s is not None]
 
 
 def _pair(kind: tuple[str, dict], colour: tuple[str, dict], only: dict | None, role: str, labels, pool: str,
-          rng: random.Random, allowed: set):
+          parts: tuple[str, ...], rng: random.Random, allowed: set):
     """A feature with a kind and a colour (hair style + hair colour, garment + its colour): names the kind,
     the colour (when `only` has colour-only phrases) or both (when room allows two attributes)."""
     (kind_col, kinds), (colour_col, colours) = kind, colour
@@ -289,11 +310,11 @@ def _pair(kind: tuple[str, dict], colour: tuple[str, dict], only: dict | None, r
         how = rng.choice(options)
         asked, word = {}, ""
         if how != "kind":
-            word, values = _pick(colours, pool, labels[colour_col], rng)
+            word, values = _pick(colours, parts, labels[colour_col], rng)
             asked[colour_col] = word, values
         if how == "colour":
             return (role, rng.choice(only[pool]).format(c=word)), asked
-        text, values = _pick(kinds, pool, labels[kind_col], rng)
+        text, values = _pick(kinds, parts, labels[kind_col], rng)
         asked[kind_col] = text, values
         if "{c}" not in text:  # "a bridal veil": the colour word has no place
             asked.pop(colour_col, None)
@@ -301,19 +322,19 @@ def _pair(kind: tuple[str, dict], colour: tuple[str, dict], only: dict | None, r
     return slot if kind_ok or colour_ok else None
 
 
-def _single(column: str, table: dict, role: str, labels, pool: str, rng: random.Random):
+def _single(column: str, table: dict, role: str, labels, parts: tuple[str, ...], rng: random.Random):
     def slot(room):
-        text, values = _pick(table, pool, labels[column], rng)
+        text, values = _pick(table, parts, labels[column], rng)
         return (role, text), {column: (text, values)}
     return slot
 
 
-def _pick(table: dict, pool: str, value: str, rng: random.Random) -> tuple[str, frozenset[str]]:
-    """A phrase of `pool` (or both pools) that allows `value`, and every value it allows."""
-    words = [(text, frozenset(values.split(", "))) for part in ("both", pool) for text, values in table[part].items()
+def _pick(table: dict, parts: tuple[str, ...], value: str, rng: random.Random) -> tuple[str, frozenset[str]]:
+    """A phrase of the table's `parts` ("both", "train", "eval") that allows `value`, and every value it allows."""
+    words = [(text, frozenset(values.split(", "))) for part in parts for text, values in table[part].items()
              if value in values.split(", ")]
     if not words:
-        raise UsageError(f"no {pool} word for label value {value!r}")
+        raise UsageError(f"no {'/'.join(parts)} word for label value {value!r}")
     return rng.choice(words)
 
 

@@ -104,12 +104,15 @@ def make_card(result: BuildResult, *, n: int | None, seed: int, size: int) -> di
 
 
 def caption_options(card: dict) -> dict:
-    """{"phrasings": int, "phrasing_colours": bool, "emoji_aliases": bool} a card was built with (a mixture's
-    from its parts' cards; a card without them, e.g. one written before they existed, is a build without them)."""
+    """{"phrasings": int, "phrasing_colours": bool, "phrasing_words": str, "emoji_aliases": bool} a card was
+    built with (a mixture's from its parts' cards; a card without them, e.g. one written before they existed,
+    is a build without them)."""
     parts = card.get("part_cards") if isinstance(card.get("part_cards"), dict) else {"": card}
     parts = [p for p in parts.values() if isinstance(p, dict)]
     return {"phrasings": sum(p.get("phrasings", 0) for p in parts),
             "phrasing_colours": any(p.get("phrasing_colours", False) is True for p in parts),
+            "phrasing_words": next((p["phrasing_words"] for p in parts if p.get("phrasing_words", "train") != "train"),
+                                   "train"),
             "emoji_aliases": any(p.get("emoji_aliases", False) is True for p in parts)}
 
 

@@ -43,7 +43,7 @@ def part_sizes(parts: tuple[str, ...], n: int | dict | None) -> dict[str, int | 
 
 
 def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int, phrasings: int = 0,
-              emoji_aliases: bool = False, phrasing_colours: bool = False) -> dict:
+              emoji_aliases: bool = False, phrasing_colours: bool = False, phrasing_words: str = "train") -> dict:
     """Build every part into OUT/<part>/ and write the mixture's metadata.jsonl, card and README
     (`phrasings` goes to the avatars part, `emoji_aliases` to the emoji part; each an error without it)."""
     from ldmkit.data.builtin.single import build_single, check_emoji_aliases, check_phrasing_colours
@@ -52,7 +52,7 @@ def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int, phr
     if phrasings != 0 and "avatars" not in parts:
         raise UsageError(f"phrasings={phrasings!r} applies to the avatars dataset, which {name!r} does not hold")
     check_emoji_aliases(emoji_aliases, "emoji" in parts, name)
-    check_phrasing_colours(phrasing_colours, phrasings)
+    check_phrasing_colours(phrasing_colours, phrasings, phrasing_words)
     sizes = part_sizes(parts, n)
     _prepare(out, name, parts)
     cards, rows = {}, []
@@ -60,6 +60,7 @@ def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int, phr
         cards[part] = build_single(part, out / part, n=sizes[part], seed=seed, size=size,
                                    phrasings=phrasings if part == "avatars" else 0,
                                    phrasing_colours=phrasing_colours and part == "avatars",
+                                   phrasing_words=phrasing_words if part == "avatars" else "train",
                                    emoji_aliases=emoji_aliases and part == "emoji")
         for line in (out / part / METADATA_NAME).read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -86,6 +87,7 @@ def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int, phr
         "label_columns": [SOURCE_COLUMN, *columns],
         "part_cards": cards,
     } | ({"phrasings": phrasings} if phrasings else {}) | ({"phrasing_colours": True} if phrasing_colours else {}) \
+        | ({"phrasing_words": phrasing_words} if phrasing_words != "train" else {}) \
         | ({"emoji_aliases": True} if emoji_aliases else {})
     (out / CARD_NAME).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     summary = ", ".join(f"{cards[p]['images']} {p}" for p in parts)

@@ -10,10 +10,10 @@ DATASETS = ("shapes", "emoji", "avatars")
 
 
 def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, phrasings: int = 0,
-                 emoji_aliases: bool = False, phrasing_colours: bool = False) -> dict:
+                 emoji_aliases: bool = False, phrasing_colours: bool = False, phrasing_words: str = "train") -> dict:
     """Write the built-in dataset `name` (one of DATASETS) into `out`; returns its card (see build_dataset).
     phrasings > 0 (avatars only) adds that many free phrasings per image to its captions (each naming every
-    colour the avatar shows with phrasing_colours); emoji_aliases
+    colour the avatar shows with phrasing_colours; words of both pools with phrasing_words="all"); emoji_aliases
     (emoji only) adds captions from the CLDR annotations (ldmkit.data.builtin.emoji_aliases)."""
     from ldmkit.data.builtin.card import make_card, prepare_output, write_build
 
@@ -29,7 +29,7 @@ def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, p
         if name != "avatars":
             raise UsageError(f"phrasings={phrasings!r} applies to the avatars dataset only, not {name!r}")
     check_emoji_aliases(emoji_aliases, name == "emoji", name)
-    check_phrasing_colours(phrasing_colours, phrasings)
+    check_phrasing_colours(phrasing_colours, phrasings, phrasing_words)
     out = Path(out)
     builder = _builder(name)
     builder_check = getattr(builder, "check_sources", None)
@@ -44,13 +44,14 @@ def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, p
     if phrasings:  # 0: the records and card of a plain build, unchanged
         from ldmkit.data.builtin.avatar_phrasings import with_phrasings
 
-        result = with_phrasings(result, seed, phrasings, colours=phrasing_colours)
+        result = with_phrasings(result, seed, phrasings, colours=phrasing_colours, words=phrasing_words)
     if emoji_aliases:  # False: the records and card of a plain build, unchanged
         from ldmkit.data.builtin.emoji_aliases import with_aliases
 
         result = with_aliases(result)
     card = (make_card(result, n=n, seed=seed, size=size) | ({"phrasings": phrasings} if phrasings else {})
             | ({"phrasing_colours": True} if phrasing_colours else {})
+            | ({"phrasing_words": phrasing_words} if phrasing_words != "train" else {})
             | ({"emoji_aliases": True} if emoji_aliases else {}))
     write_build(out, result, card)
     return card
@@ -69,27 +70,32 @@ def check_emoji_aliases(emoji_aliases, has_emoji: bool, name: str) -> None:
         raise UsageError(f"emoji_aliases applies to the emoji dataset, which {name!r} does not hold")
 
 
-def check_phrasing_colours(phrasing_colours, phrasings, *, prefix: str = "") -> None:
-    """UsageError unless phrasing_colours is a bool, and True only with phrasings to apply it to."""
+def check_phrasing_colours(phrasing_colours, phrasings, phrasing_words="train", *, prefix: str = "") -> None:
+    """UsageError unless phrasing_colours is a bool and phrasing_words one of avatar_phrasings.WORDS, each
+    other than its default only with phrasings to apply it to."""
+    from ldmkit.data.builtin.avatar_phrasings import check_phrasing_words
+
     if not isinstance(phrasing_colours, bool):
         raise UsageError(f"{prefix}phrasing_colours must be true or false, got {phrasing_colours!r}")
-    if phrasing_colours and not phrasings:
-        raise UsageError(f"{prefix}phrasing_colours=True has no effect without {prefix}phrasings: it chooses which "
-                         "free phrasings are added")
+    check_phrasing_words(phrasing_words, prefix=prefix)
+    for key, value in (("phrasing_colours", phrasing_colours), ("phrasing_words", phrasing_words)):
+        if value not in (False, "train") and not phrasings:
+            raise UsageError(f"{prefix}{key}={value!r} has no effect without {prefix}phrasings: it chooses which "
+                             "free phrasings are added")
 
 
-def check_caption_options(name: str | None, phrasings, emoji_aliases, phrasing_colours=False, *,
-                          prefix: str = "") -> None:
-    """UsageError unless `phrasings`, `emoji_aliases` and `phrasing_colours` are valid and change a build of
-    `name` (a dataset or mixture name; None: no built-in dataset). `prefix` names the settings in messages
-    ("data.builtin_")."""
+def check_caption_options(name: str | None, phrasings, emoji_aliases, phrasing_colours=False, phrasing_words="train",
+                          *, prefix: str = "") -> None:
+    """UsageError unless `phrasings`, `emoji_aliases`, `phrasing_colours` and `phrasing_words` are valid and
+    change a build of `name` (a dataset or mixture name; None: no built-in dataset). `prefix` names the settings
+    in messages ("data.builtin_")."""
     from ldmkit.data.builtin.avatar_phrasings import MAX_PHRASINGS
 
     if isinstance(phrasings, bool) or not isinstance(phrasings, int) or not 0 <= phrasings <= MAX_PHRASINGS:
         raise UsageError(f"{prefix}phrasings must be an integer in [0, {MAX_PHRASINGS}], got {phrasings!r}")
     if not isinstance(emoji_aliases, bool):
         raise UsageError(f"{prefix}emoji_aliases must be true or false, got {emoji_aliases!r}")
-    check_phrasing_colours(phrasing_colours, phrasings, prefix=prefix)
+    check_phrasing_colours(phrasing_colours, phrasings, phrasing_words, prefix=prefix)
     parts = set(name.split("+")) if isinstance(name, str) else set()
     for key, value, part in (("phrasings", phrasings, "avatars"), ("emoji_aliases", emoji_aliases, "emoji")):
         if value and part not in parts:
