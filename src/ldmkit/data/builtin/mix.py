@@ -46,13 +46,13 @@ def build_mix(parts: tuple[str, ...], out: Path, *, n, seed: int, size: int, phr
               emoji_aliases: bool = False, phrasing_colours: bool = False, phrasing_words: str = "train") -> dict:
     """Build every part into OUT/<part>/ and write the mixture's metadata.jsonl, card and README
     (`phrasings` goes to the avatars part, `emoji_aliases` to the emoji part; each an error without it)."""
-    from ldmkit.data.builtin.single import build_single, check_emoji_aliases, check_phrasing_colours
+    from ldmkit.data.builtin.single import build_single, check_emoji_aliases, check_phrasing_options
 
     name = "+".join(parts)
     if phrasings != 0 and "avatars" not in parts:
         raise UsageError(f"phrasings={phrasings!r} applies to the avatars dataset, which {name!r} does not hold")
     check_emoji_aliases(emoji_aliases, "emoji" in parts, name)
-    check_phrasing_colours(phrasing_colours, phrasings, phrasing_words)
+    check_phrasing_options(phrasing_colours, phrasings, phrasing_words)
     sizes = part_sizes(parts, n)
     _prepare(out, name, parts)
     cards, rows = {}, []

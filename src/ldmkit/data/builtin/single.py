@@ -29,7 +29,7 @@ def build_single(name: str, out: Path, *, n: int | None, seed: int, size: int, p
         if name != "avatars":
             raise UsageError(f"phrasings={phrasings!r} applies to the avatars dataset only, not {name!r}")
     check_emoji_aliases(emoji_aliases, name == "emoji", name)
-    check_phrasing_colours(phrasing_colours, phrasings, phrasing_words)
+    check_phrasing_options(phrasing_colours, phrasings, phrasing_words)
     out = Path(out)
     builder = _builder(name)
     builder_check = getattr(builder, "check_sources", None)
@@ -70,7 +70,7 @@ def check_emoji_aliases(emoji_aliases, has_emoji: bool, name: str) -> None:
         raise UsageError(f"emoji_aliases applies to the emoji dataset, which {name!r} does not hold")
 
 
-def check_phrasing_colours(phrasing_colours, phrasings, phrasing_words="train", *, prefix: str = "") -> None:
+def check_phrasing_options(phrasing_colours, phrasings, phrasing_words="train", *, prefix: str = "") -> None:
     """UsageError unless phrasing_colours is a bool and phrasing_words one of avatar_phrasings.WORDS, each
     other than its default only with phrasings to apply it to."""
     from ldmkit.data.builtin.avatar_phrasings import check_phrasing_words
@@ -95,7 +95,7 @@ def check_caption_options(name: str | None, phrasings, emoji_aliases, phrasing_c
         raise UsageError(f"{prefix}phrasings must be an integer in [0, {MAX_PHRASINGS}], got {phrasings!r}")
     if not isinstance(emoji_aliases, bool):
         raise UsageError(f"{prefix}emoji_aliases must be true or false, got {emoji_aliases!r}")
-    check_phrasing_colours(phrasing_colours, phrasings, phrasing_words, prefix=prefix)
+    check_phrasing_options(phrasing_colours, phrasings, phrasing_words, prefix=prefix)
     parts = set(name.split("+")) if isinstance(name, str) else set()
     for key, value, part in (("phrasings", phrasings, "avatars"), ("emoji_aliases", emoji_aliases, "emoji")):
         if value and part not in parts:
