@@ -23,9 +23,9 @@ def _avatars(count: int, seed: int = 5) -> list[dict]:
 def test_every_word_means_real_label_values_and_every_value_has_words_in_both_pools():
     values = avatar_values()
     for column, tables in TABLES.items():
-        covered = {"train": set(), "eval": set()}
+        covered = {"train": set(), "eval": set(), "new": set()}
         for table in tables:
-            assert set(table) == {"both", "train", "eval"}
+            assert {"both", "train", "eval"} <= set(table) <= {"both", "train", "eval", "new"}
             for part, words in table.items():
                 for text, meant in words.items():
                     meant = meant.split(", ")
@@ -140,3 +140,23 @@ def test_phrasings_without_avatars_is_an_error_and_a_mixture_passes_them_to_avat
     assert [r["text"] for r in _rows(tmp_path / "mix") if r["source"] == "shapes"] == \
         [r["text"] for r in _rows(tmp_path / "plain-shapes")]
     assert plain["captions"] == card["part_cards"]["shapes"]["captions"]
+
+
+def test_the_new_pool_names_every_hair_and_clothing_colour_in_words_no_other_pool_or_caption_has():
+    from ldmkit.evaluation.phrasing_vocabulary import CAPTION_WORDS, normalise, trained_phrases
+
+    values = avatar_values()
+    for column, table in (("hair_color", ph.HAIR_COLOR), ("clothing_color", ph.CLOTH_COLOR)):
+        meant = {v for values_ in table["new"].values() for v in values_.split(", ")}
+        assert meant == set(values[column])
+        others = {normalise(w) for part in ("both", "train", "eval") for w in table[part]}
+        others |= {normalise(w) for w in CAPTION_WORDS[column].values() if w} | set(trained_phrases(column, "all"))
+        assert not {normalise(w) for w in table["new"]} & others
+    assert {id(t) for tables in TABLES.values() for t in tables if "new" in t} == {id(ph.HAIR_COLOR), id(ph.CLOTH_COLOR)}
+    rows = _avatars(300)
+    for i, labels in enumerate(rows):
+        p = ph.free_phrasing(labels, random.Random(i), pool="new")
+        assert set(p.asked) <= ph.NEW_COLUMNS and all(labels[c] in v for c, v in p.asked.items())
+        assert all(w in ph.HAIR_COLOR["new"] or w in ph.CLOTH_COLOR["new"] for w in p.words.values())
+    train = [ph.free_phrasing(r, random.Random(i), pool="train", words="all").text for i, r in enumerate(rows)]
+    assert not any(w in t for t in train for w in ("russet", "periwinkle", "salt-and-pepper", "cobalt"))

@@ -243,3 +243,40 @@ def test_an_eval_condition_is_labelled_with_the_settings_it_overrides():
     assert labels(sweep=Sweep("guidance", (3.0, 5.0))) == ["guidance=3.0", "guidance=5.0"]
     assert labels(karras=True, guidance_rescale=0.0) == ["guidance_rescale=0.0, karras=True"]  # 0.0 is explicit
     assert labels(sweep=Sweep("guidance_rescale", (0.0, 0.7))) == ["guidance_rescale=0.0", "guidance_rescale=0.7"]
+
+
+def test_the_new_words_set_asks_colours_in_words_no_pool_teaches_controlled_by_template_1():
+    from ldmkit.data.builtin import avatar_phrasings as ph
+
+    rows = _avatars(200)
+    free, asked = prompt_set("free-avatars-new-words", rows)
+    control, asked_control = prompt_set("free-avatars-new-words-templates", rows)
+    assert asked == asked_control and len(set(free)) > 150
+    new_words = {*ph.HAIR_COLOR["new"], *ph.CLOTH_COLOR["new"]}
+    for labels, text, caption, wanted in zip(rows, free, control, asked):
+        p = free_prompt(labels, "new")
+        assert (p.text, p.template_caption) == (text, caption) and caption == captions_for(labels)[1]
+        assert wanted and set(wanted) <= ph.NEW_COLUMNS and set(p.words.values()) <= new_words
+        pinned = mentioned_values(labels, caption)
+        assert all(labels[c] in v and pinned[c] <= v for c, v in wanted.items())
+    assert prompt_set("free-avatars", rows)[0] != free  # the eval pool's set is unchanged and different
+    with pytest.raises(UsageError, match="not a free prompt set"):
+        from ldmkit.evaluation.free_prompts import free_set
+
+        free_set("captions")
+
+
+@pytest.mark.slow
+def test_eval_and_phrasing_gap_run_the_new_words_pair(avatars_model, tmp_path):
+    from ldmkit.evaluation.phrasing_gap import phrasing_gap
+    from ldmkit.evaluation.run import EvalSettings, evaluate
+
+    model, data = avatars_model
+    for name in ("free-avatars-new-words", "free-avatars-new-words-templates", "free-avatars-templates"):
+        metrics = evaluate(EvalSettings(model=model, data=data, out=tmp_path / name, n=5, steps=1, n_boot=20,
+                                        prompt_set=name))
+        assert metrics["data"]["prompts"] == prompt_set(name, metrics_labels(metrics, data, model))[0]
+    gap = phrasing_gap(tmp_path / "free-avatars-new-words", tmp_path / "free-avatars-new-words-templates", n_boot=20)
+    assert gap["images"] > 0 and set(gap["per_attribute"]) <= {"hair_color", "clothing_color"}
+    with pytest.raises(UsageError, match="compares"):  # a free set with another set's control
+        phrasing_gap(tmp_path / "free-avatars-new-words", tmp_path / "free-avatars-templates")

@@ -8,6 +8,7 @@ from pathlib import Path
 from ldmkit.cli.threads_option import add_threads_option
 from ldmkit.errors import UsageError
 from ldmkit.evaluation.framing import FITS
+from ldmkit.evaluation.free_prompts import PROMPT_SETS
 
 
 def register(sub) -> None:
@@ -42,10 +43,12 @@ def register(sub) -> None:
                    help="evaluate only rows with this label, e.g. source=avatars (repeatable)")
     p.add_argument("--attributes", type=Path, metavar="FOLDER",
                    help="attribute classifier for avatars rows (default: MODEL/attributes; `ldmkit train attributes`)")
-    p.add_argument("--prompt-set", default="captions", choices=("captions", "free-avatars", "free-avatars-templates"),
+    p.add_argument("--prompt-set", default="captions", choices=PROMPT_SETS,
                    help="captions: each image's first caption (default); free-avatars: free phrasings of the split's "
                         "avatars (1-4 attributes, synonyms, other word orders), scored on the named attributes; "
-                        "free-avatars-templates: training-style captions scored on the same attributes")
+                        "free-avatars-templates: training-style captions scored on the same attributes; "
+                        "free-avatars-new-words (+ -templates): hair and clothing colour words no caption option "
+                        "teaches")
     p.add_argument("--fit", choices=FITS,
                    help="frame the real images with this fit instead of the model's recorded training framing "
                         "(data.trim.fit; stretch: a plain resize, the references before 2026-12-03)")

@@ -61,9 +61,7 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
                  seed: int = 0) -> dict:
     """Per-image paired comparison of one condition of two eval folders (see the module docstring): `condition`
     is its label ("guidance=7.5"), needed when the runs swept several."""
-    names = [_read(Path(d))["settings"]["prompt_set"] for d in (free_dir, control_dir)]
-    if names != ["free-avatars", "free-avatars-templates"]:
-        raise UsageError(f"phrasing_gap compares a free-avatars run with a free-avatars-templates run; got {names}")
+    check_free_pair([_read(Path(d))["settings"]["prompt_set"] for d in (free_dir, control_dir)])
     paired = paired_hits(free_dir, control_dir, condition=condition, may_differ=("prompt_set",))
     hits, scored, order = paired.hits, paired.scored, paired.order
     free, control = paired.image_means(0), paired.image_means(1)
@@ -72,6 +70,15 @@ def phrasing_gap(free_dir: Path, control_dir: Path, *, condition: str | None = N
             "free": ci(free), "templates": ci(control), "difference": ci(free - control),
             "per_attribute": _grouped(hits, scored, lambda i, c: c, ci),
             "per_word": _grouped(hits, scored, lambda i, c: f"{c}: {paired.asked[order[i]].words[c]}", ci)}
+
+
+def check_free_pair(names: list[str]) -> None:
+    """UsageError unless `names` are a free prompt set and its control, e.g. free-avatars, free-avatars-templates."""
+    from ldmkit.evaluation.free_prompts import FREE_SETS
+
+    if len(names) != 2 or names[0] not in FREE_SETS or names[1] != names[0] + "-templates":
+        raise UsageError("compares a free prompt set's run with its control's (free-avatars and "
+                         f"free-avatars-templates, or free-avatars-new-words and its -templates); got {names}")
 
 
 def _setting(run: dict, key: str):
@@ -118,7 +125,7 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
     from ldmkit.evaluation.attributes import split_rule
     from ldmkit.data.builtin.avatar_mentions import mentioned_values
     from ldmkit.evaluation.avatars_score import find_attribute_classifier
-    from ldmkit.evaluation.free_prompts import free_prompt
+    from ldmkit.evaluation.free_prompts import FREE_SETS, free_prompt, free_set
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
     runs = [_read(Path(d)) for d in (first, second)]
@@ -135,7 +142,7 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
         asked = [mentioned_values(row, caption) for row, caption in zip(labels, captions)]
         wanted = asked
     else:
-        asked = [free_prompt(row) for row in labels]
+        asked = [free_prompt(row, FREE_SETS[free_set(s["prompt_set"])]) for row in labels]
         wanted = [prompt.asked for prompt in asked]
     attributes = Path(s["attributes"]) if s.get("attributes") else None
     classifier = find_attribute_classifier(settings.model, attributes)

@@ -73,9 +73,9 @@ def trained_phrases(column: str, words: str = "train") -> dict[str, frozenset[st
 
 
 def eval_values(column: str, phrase: str) -> frozenset[str]:
-    """The values an eval-pool (or shared) phrase of `column` allows."""
+    """The values an eval-pool, new-pool (or shared) phrase of `column` allows."""
     for table in WORD_TABLES[column]:
-        for part in ("both", "eval"):
+        for part in ("both", "eval", "new"):
             if phrase in table.get(part, {}):
                 return frozenset(table[part][phrase].split(", "))
     raise KeyError(f"{phrase!r} is not an eval phrase of {column}")
@@ -110,12 +110,10 @@ def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None =
     """The paired free-vs-template accuracy of a free-avatars run and its control, grouped by GROUPS (see the
     module docstring); `encode` defaults to the evaluated model's text encoder, `words` (which phrasing words
     it was trained on, "train" or "all") to what its ldmkit.json records."""
-    from ldmkit.evaluation.phrasing_gap import _ci, _read, paired_hits
+    from ldmkit.evaluation.phrasing_gap import _ci, _read, check_free_pair, paired_hits
 
     runs = [_read(Path(d))["settings"] for d in (free_dir, control_dir)]
-    names = [settings["prompt_set"] for settings in runs]
-    if names != ["free-avatars", "free-avatars-templates"]:
-        raise UsageError(f"vocabulary_gap compares a free-avatars run with a free-avatars-templates run; got {names}")
+    check_free_pair([settings["prompt_set"] for settings in runs])
     paired = paired_hits(free_dir, control_dir, condition=condition, may_differ=("prompt_set",))
     pairs = []  # (column, phrase, free hit, control hit)
     for i in paired.scored:

@@ -101,7 +101,8 @@ class EvalSettings:
     """Images sampled together (one UNet batch per step); a batch changes images only by float rounding."""
     prompt_set: str = "captions"
     """"captions": each image's first caption; "free-avatars" / "free-avatars-templates": free phrasings of the
-    split's avatars rows / their training-style controls (ldmkit.evaluation.free_prompts)."""
+    split's avatars rows / their training-style controls; "free-avatars-new-words" (+ "-templates"): the same for
+    colour words no caption option teaches (ldmkit.evaluation.free_prompts)."""
     fit: str | None = None
     """How the real images are framed to the model's size: None frames them as the model was trained (its recorded
     data.trim; ldmkit.evaluation.framing); 'crop', 'pad', 'fill' or 'stretch' (a plain resize) override it."""

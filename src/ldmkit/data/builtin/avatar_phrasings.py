@@ -19,6 +19,10 @@ With `words="all"` the builder's phrasings draw their words from both pools (eve
 for users should know), while sentence shapes, subjects and colour-only phrases stay the train pool's. The
 free-avatars eval of such a model then holds out sentence shapes, subjects, attribute subsets and images, not
 words (`ldmkit.evaluation.phrasing_vocabulary` counts every eval word as trained).
+
+A third pool, "new", is never added to captions by any option: hair and clothing colour words in neither pool
+("raven", "russet", "cobalt", "periwinkle"), in the eval pool's sentence shapes and subjects. It is the prompt set
+`free-avatars-new-words`: how a model draws colour words it was never taught, whatever `words` it was trained on.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from ldmkit.data.builtin.avatars import HATS, OPAQUE
 from ldmkit.errors import UsageError
 
-POOLS = ("train", "eval")
+POOLS = ("train", "eval", "new")
 WORDS = ("train", "all")
 """Which words the builder's phrasings draw: the train pool's, or both pools' (see the module docstring)."""
 
@@ -62,6 +66,9 @@ HAIR_COLOR = {
     "eval": {"ginger": "red", "grey": "silver_gray", "gray": "silver_gray", "honey-blond": "blonde_golden",
              "brunette": "brown, brown_dark", "pink": "pastel_pink", "bright blond": "blonde",
              "platinum blond": "platinum", "chestnut-brown": "brown"},
+    "new": {"raven": "black", "fiery red": "red", "russet": "auburn", "mousy brown": "brown",
+            "espresso": "brown_dark", "icy blond": "platinum", "sandy": "blonde", "caramel blond": "blonde_golden",
+            "salt-and-pepper": "silver_gray", "steel-grey": "silver_gray", "bubblegum pink": "pastel_pink"},
 }
 HAT = {
     "both": {"a {c}turban": "turban"},
@@ -80,6 +87,10 @@ CLOTH_COLOR = {
              "charcoal": "heather", "pastel blue": "pastel_blue", "mint": "pastel_green",
              "pastel orange": "pastel_orange", "butter yellow": "pastel_yellow", "light grey": "gray_01",
              "hot pink": "pink", "jet black": "black"},
+    "new": {"onyx": "black", "crimson": "red", "ivory": "white", "fuchsia": "pink", "cornflower blue": "blue_01",
+            "cobalt": "blue_02", "indigo": "blue_03", "dove grey": "gray_01", "stone grey": "gray_02",
+            "graphite": "heather", "periwinkle": "pastel_blue", "sage": "pastel_green", "apricot": "pastel_orange",
+            "lemon": "pastel_yellow"},
 }
 CLOTHES = {
     "both": {"a {c}hoodie": "hoodie", "{c}overalls": "overall"},
@@ -92,9 +103,10 @@ CLOTHES = {
              "a {c}t-shirt": "shirt_crew_neck, shirt_scoop_neck, shirt_v_neck, graphic_shirt",
              "a {c}v-neck": "shirt_v_neck", "{c}dungarees": "overall", "a {c}hooded sweatshirt": "hoodie"},
 }
-CLOTH_ONLY = {"train": ("{c} clothes", "a {c} outfit"), "eval": ("a {c} top", "{c} clothing")}
+CLOTH_ONLY = {"train": ("{c} clothes", "a {c} outfit"), "eval": ("a {c} top", "{c} clothing"),
+              "new": ("a {c} top", "{c} clothing")}
 """A clothing colour named without the kind of garment."""
-HAIR_ONLY = {"train": ("{c} hair",), "eval": ("{c} hair",)}
+HAIR_ONLY = {"train": ("{c} hair",), "eval": ("{c} hair",), "new": ("{c} hair",)}
 SKIN = {
     "both": {"pale skin": "pale", "light skin": "light", "brown skin": "brown", "dark brown skin": "dark_brown",
              "yellow skin": "yellow", "tanned skin": "tanned"},
@@ -158,6 +170,9 @@ FRAMES = {  # {s}: subject, {a}: attributes with "with"/"wearing", {l}: a bare l
     "eval": ("{s} {a}", "draw me {s} {a}", "{l}", "profile pic: {l}", "could you make {s} {a}?",
              "a drawing of {s} {a}, please", "I'd like {s} {a}"),
 }
+SUBJECTS["new"], FRAMES["new"] = SUBJECTS["eval"], FRAMES["eval"]  # the new pool differs from the eval pool in words
+NEW_COLUMNS = frozenset({"hair_color", "clothing_color"})
+"""What the "new" pool can name (its words are colours of hair and clothes)."""
 MAX_ATTRIBUTES = 4
 MAX_PHRASINGS = 16
 """Upper bound of the builder's `phrasings` (free phrasings added per image)."""
@@ -191,7 +206,9 @@ def free_phrasing(labels: Mapping[str, str], rng: random.Random, *, pool: str,
     check_phrasing_words(words)
     if words == "all" and pool != "train":
         raise UsageError("words='all' applies to train-pool phrasings (the eval pool's words are its own)")
-    parts = ("both", "train", "eval") if words == "all" else ("both", pool)
+    parts = ("both", "train", "eval") if words == "all" else ("new",) if pool == "new" else ("both", pool)
+    if pool == "new":  # only its colour words: no other attribute has a word no pool has
+        columns = NEW_COLUMNS & set(labels if columns is None else columns)
     slots = _slots(labels, pool, parts, rng, columns)
     if not slots:
         raise UsageError(f"nothing nameable in {dict(labels)} within columns {sorted(columns or ())}")
@@ -331,7 +348,7 @@ def _single(column: str, table: dict, role: str, labels, parts: tuple[str, ...],
 
 def _pick(table: dict, parts: tuple[str, ...], value: str, rng: random.Random) -> tuple[str, frozenset[str]]:
     """A phrase of the table's `parts` ("both", "train", "eval") that allows `value`, and every value it allows."""
-    words = [(text, frozenset(values.split(", "))) for part in parts for text, values in table[part].items()
+    words = [(text, frozenset(values.split(", "))) for part in parts for text, values in table.get(part, {}).items()
              if value in values.split(", ")]
     if not words:
         raise UsageError(f"no {'/'.join(parts)} word for label value {value!r}")
