@@ -7,7 +7,8 @@
 #   ldmkit data build emoji+avatars $DATA/ft --n avatars=2000 && \
 #     python scripts/mark_gpu_emoji.py $DATA/ft $DATA/ft-eval                      # taught / held-out emoji
 #   ldmkit data build avatars $DATA/fresh-avatars --n 1100 --seed 101             # 1,000 unseen avatars
-# OUT gets one folder per eval (metrics.json, report.html), gap.txt (free phrasing vs template captions, paired)
+# OUT gets one folder per eval (metrics.json, report.html), gap.txt (free phrasing vs template captions, paired;
+# gap-new-words.txt the same for colour words no caption option teaches)
 # and routing.txt (how many free prompts were drawn nearest an emoji). BASE=an earlier OUT (the shipped model's)
 # adds vs-base-*.txt (and .json): attribute accuracy against that model's, image by image (scripts/model_gap.py).
 set -euo pipefail
@@ -26,6 +27,12 @@ for set in free-avatars free-avatars-templates; do
   $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/mix6000" --where source=avatars --prompt-set $set --n 200 -o "$OUT/$set"
 done
 $PYTHON scripts/free_phrasing_gap.py "$OUT/free-avatars" "$OUT/free-avatars-templates" > "$OUT/gap.txt"
+# the same 200 avatars asked for hair / clothing colours in words no caption option teaches (generalisation)
+for set in free-avatars-new-words free-avatars-new-words-templates; do
+  $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/mix6000" --where source=avatars --prompt-set $set --n 200 -o "$OUT/$set"
+done
+$PYTHON scripts/free_phrasing_gap.py "$OUT/free-avatars-new-words" "$OUT/free-avatars-new-words-templates" \
+    > "$OUT/gap-new-words.txt"
 $PYTHON scripts/domain_routing.py "$DATA/mix6000" "$OUT/free-avatars" > "$OUT/routing.txt"
 # template captions: 200 test avatars, and 1,000 avatars no model was trained on (FD, KID, retrieval and
 # attribute accuracy with intervals ~2x tighter than at 200; the avatars builder at seed 101 shares no attribute
@@ -38,7 +45,8 @@ $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/ft-eval" --split train --where sou
 $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/ft-eval" --split test --where source=emoji --where gpu_trained_emoji=no \
     --n 100 -o "$OUT/heldout"
 if [ -n "${BASE:-}" ]; then
-  for e in free-avatars free-avatars-templates avatars fresh1000; do
+  for e in free-avatars free-avatars-templates free-avatars-new-words free-avatars-new-words-templates avatars \
+           fresh1000; do
     $PYTHON scripts/model_gap.py "$BASE/$e" "$OUT/$e" --json "$OUT/vs-base-$e.json" > "$OUT/vs-base-$e.txt"
   done
 fi

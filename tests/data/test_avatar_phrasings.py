@@ -152,7 +152,8 @@ def test_the_new_pool_names_every_hair_and_clothing_colour_in_words_no_other_poo
         others = {normalise(w) for part in ("both", "train", "eval") for w in table[part]}
         others |= {normalise(w) for w in CAPTION_WORDS[column].values() if w} | set(trained_phrases(column, "all"))
         assert not {normalise(w) for w in table["new"]} & others
-    assert {id(t) for tables in TABLES.values() for t in tables if "new" in t} == {id(ph.HAIR_COLOR), id(ph.CLOTH_COLOR)}
+    with_new = {id(t) for tables in TABLES.values() for t in tables if "new" in t}
+    assert with_new == {id(ph.HAIR_COLOR), id(ph.CLOTH_COLOR)}
     rows = _avatars(300)
     for i, labels in enumerate(rows):
         p = ph.free_phrasing(labels, random.Random(i), pool="new")

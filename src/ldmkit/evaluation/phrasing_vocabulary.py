@@ -8,10 +8,11 @@ Every attribute a free prompt names is named by one phrase of the eval word pool
 (`ldmkit.data.builtin.avatar_phrasings`). That phrase is a *trained word* when a model trained with the builder's
 phrasings has seen it for the same attribute: it is in the shared or the train pool, or it is the builder's own
 caption phrase (avatars.TEMPLATES' words), or the model's last training data drew its phrasings from every word
-(`data.builtin_phrasing_words: all`: then every eval word is trained). Otherwise it is *new*, and the model can only draw it through its frozen
-text encoder: the phrase is embedded in a carrier sentence with the model's text encoder (mean of its token states),
-and if the nearest trained phrase of the same attribute allows one of the values the new phrase means, the encoder
-*points to a right trained phrase*; else to a wrong one. Each group's accuracy is set beside the control's (the
+(`data.builtin_phrasing_words: all`: then every eval word is trained). Otherwise it is *new* (as every word of
+the "new" pool always is), and the model can only draw it through its frozen text encoder: the phrase is embedded
+in a carrier sentence with the model's text encoder (mean of its token states), and if the nearest trained phrase
+of the same attribute allows one of the values the new phrase means, the encoder *points to a right trained
+phrase*; else to a wrong one. Each group's accuracy is set beside the control's (the
 same attribute of the same avatar in template words, same seed), paired, with bootstrap intervals.
 
 This separates what sentence shapes, subjects, word order and attribute subsets cost (trained words) from what
