@@ -200,7 +200,8 @@ def free_phrasing(labels: Mapping[str, str], rng: random.Random, *, pool: str,
                   columns: Collection[str] | None = None, words: str = "train") -> Phrasing:
     """A phrasing of `labels` (an avatars row) naming 1-4 of its visible attributes, drawn with `rng` from
     the word tables of `pool`; `columns` limits which label columns may be named (None: any). A train-pool
-    phrasing with words="all" draws its words from both pools (frames and subjects stay the train pool's)."""
+    phrasing with words="all" draws its words from both pools (frames and subjects stay the train pool's); a
+    "new"-pool phrasing names only NEW_COLUMNS, in words of no other pool."""
     if pool not in POOLS:
         raise UsageError(f"phrasing pool must be one of {POOLS}, got {pool!r}")
     check_phrasing_words(words)
@@ -347,7 +348,8 @@ def _single(column: str, table: dict, role: str, labels, parts: tuple[str, ...],
 
 
 def _pick(table: dict, parts: tuple[str, ...], value: str, rng: random.Random) -> tuple[str, frozenset[str]]:
-    """A phrase of the table's `parts` ("both", "train", "eval") that allows `value`, and every value it allows."""
+    """A phrase of the table's `parts` ("both", "train", "eval", "new") that allows `value`, and every value it
+    allows."""
     words = [(text, frozenset(values.split(", "))) for part in parts for text, values in table.get(part, {}).items()
              if value in values.split(", ")]
     if not words:
