@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ldmkit.data.builtin import avatar_phrasings as words
+from ldmkit.errors import UsageError
 from ldmkit.evaluation.phrasing_vocabulary import (GROUPS, WORD_TABLES, eval_values, normalise, trained_phrases,
                                                    word_statuses)
 
@@ -70,3 +71,16 @@ def test_a_model_trained_on_every_word_has_no_new_words(tmp_path):
     assert taught_words(tmp_path) == "all"
     (tmp_path / "ldmkit.json").write_text('{"dataset": {"builtin": {"phrasings": 2}}}')  # before the option
     assert taught_words(tmp_path) == "train"
+
+
+def test_recorded_reads_one_value_of_ldmkit_json_and_bad_phrasing_words_are_refused(tmp_path):
+    from ldmkit.models.folder import recorded
+
+    assert recorded(tmp_path, "training") is None  # no file
+    (tmp_path / "ldmkit.json").write_text('{"training": {"data": {"val_fraction": 0.1}}, "name": "m"}')
+    assert recorded(tmp_path, "training", "data") == {"val_fraction": 0.1} and recorded(tmp_path, "name") == "m"
+    assert recorded(tmp_path, "training", "unet") is None and recorded(tmp_path, "name", "x") is None
+    (tmp_path / "ldmkit.json").write_text("{not json")
+    assert recorded(tmp_path, "name") is None
+    with pytest.raises(UsageError, match="phrasing_words must be one of train, all"):
+        trained_phrases("hair_color", "eval")

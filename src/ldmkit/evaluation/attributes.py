@@ -150,16 +150,16 @@ class SplitRule:
 def split_rule(model_dir) -> SplitRule:
     """The split the model was trained with (training.data of MODEL/ldmkit.json: val/test fractions and
     holdout), so eval's test split holds no training image; the default SplitSpec when none is recorded."""
-    import json
     from pathlib import Path
 
     from ldmkit.data.splits import check_holdout
+    from ldmkit.models.folder import META_FILE, recorded
 
-    meta = Path(model_dir) / "ldmkit.json"
+    meta = Path(model_dir) / META_FILE
+    data = recorded(model_dir, "training", "data")
     try:
-        data = json.loads(meta.read_text(encoding="utf-8"))["training"]["data"]
         val, test = float(data["val_fraction"]), float(data["test_fraction"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return SplitRule()
     return SplitRule(val=val, test=test, holdout=check_holdout(tuple(data.get("holdout") or ()), f"{meta}: holdout"),
                      source=str(meta))

@@ -16,7 +16,6 @@ the references used before 2026-12-03.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +53,10 @@ def reference_framing(model_dir, fit: str | None = None) -> Framing:
     if fit is not None:
         check_fit(fit)
         return Framing(fit, source="--fit")
-    record = Path(model_dir) / "ldmkit.json"
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))["training"]["data"]
-    except (OSError, ValueError, KeyError, TypeError):
-        data = None
+    from ldmkit.models.folder import META_FILE, recorded
+
+    record = Path(model_dir) / META_FILE
+    data = recorded(model_dir, "training", "data")
     if not isinstance(data, dict):
         return Framing("crop", "centre", False, source="a centre crop (no training record in the model folder)")
     trim = data.get("trim")

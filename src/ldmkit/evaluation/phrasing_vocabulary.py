@@ -29,6 +29,7 @@ import numpy as np
 
 from ldmkit.data.builtin import avatar_phrasings as words
 from ldmkit.data.builtin import avatars
+from ldmkit.data.builtin.avatar_phrasings import check_phrasing_words
 from ldmkit.errors import UsageError
 
 GROUPS = ("trained word", "new word, encoder points to a right trained phrase",
@@ -62,6 +63,7 @@ def normalise(phrase: str) -> str:
 def trained_phrases(column: str, words: str = "train") -> dict[str, frozenset[str]]:
     """{normalised phrase: the values it allows} a model trained on the builder's captions and phrasings of
     `words` ("train": the train pool's; "all": both pools') has seen naming `column`."""
+    check_phrasing_words(words)
     out: dict[str, set[str]] = {}
     for table in WORD_TABLES[column]:
         for part in ("both", "train", "eval") if words == "all" else ("both", "train"):
@@ -145,14 +147,9 @@ def vocabulary_gap(free_dir: Path, control_dir: Path, *, condition: str | None =
 def taught_words(model: Path) -> str:
     """The phrasing words ("train" or "all") of the model folder's last training data, from its ldmkit.json
     ("train" when it records none: a model trained before the option, or on other data)."""
-    import json
+    from ldmkit.models.folder import recorded
 
-    try:
-        meta = json.loads((Path(model) / "ldmkit.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "train"
-    built = (meta.get("dataset") or {}).get("builtin") if isinstance(meta, dict) else None
-    return built.get("phrasing_words", "train") if isinstance(built, dict) else "train"
+    return recorded(model, "dataset", "builtin", "phrasing_words") or "train"
 
 
 def model_encoder(model: Path) -> Encode:

@@ -147,6 +147,19 @@ def packaged_reference() -> dict[str, Any]:
 MAX_CONFIG_BYTES = 16_000_000  # a config.json is kilobytes; bound it before reading
 
 
+def recorded(model_dir: str | Path, *keys: str) -> Any:
+    """The value at `keys` in the model folder's ldmkit.json (recorded("m", "training", "data") is its
+    ["training"]["data"]), or None when the file, a key or the JSON is missing or malformed: what eval reads of
+    how a model was trained, with its own default when nothing is recorded."""
+    try:
+        value = json.loads((Path(model_dir) / META_FILE).read_text(encoding="utf-8"))
+        for key in keys:
+            value = value[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFolderError(f"missing file {path}")
