@@ -35,8 +35,28 @@ def test_the_floor_is_taken_at_the_evals_sizes(tmp_path, capsys):
     assert lines[1].startswith(f"other real vs real (floor)   {sizes[0]} vs {sizes[1]}  FD ")
     floor = float(lines[1].split("FD ")[1].split()[0])
     assert lines[2] == f"FD ratio to the floor: {fd / floor:.2f}"
+    assert lines[3].startswith("FD extrapolated to infinitely many samples")
+    assert lines[4].startswith("skipped: FD extrapolation needs more than")   # 6 images: too few to extrapolate
     build_dataset("shapes", tmp_path / "few", n=60, seed=2, size=32)  # 2-5 test images: fewer than the eval's 6
     with pytest.raises(UsageError, match="needs as many"):
         script.main(tmp_path / "eval", tmp_path / "few")
     with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
         script.main(tmp_path, tmp_path / "more")
+
+
+def test_extrapolated_fds_and_their_ratio_only_when_the_floor_is_above_zero(capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    real, other = rng.standard_normal((400, 8)), rng.standard_normal((400, 8))
+    generated = 0.3 + rng.standard_normal((400, 8))
+    script = fx.load_script("fd_floor")
+    script.print_extrapolated({"generated vs real": (generated, real), "other real vs real (floor)": (other, real)})
+    lines = capsys.readouterr().out.splitlines()
+    shifted = float(lines[1].split("FD_inf ")[1].split()[0])
+    assert abs(shifted - 8 * 0.3 ** 2) < 0.25          # the mean shift's FD, 0.72, without the ~0.04 bias
+    assert lines[2].startswith("other real vs real (floor)   FD_inf ")
+    assert lines[3].startswith("FD_inf ratio to the floor: undefined (the floor's interval holds 0")
+    script.print_extrapolated({"a": (generated + 0.3, real), "b": (generated, real)})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3].startswith("FD_inf ratio to the floor: ") and float(lines[3].split(": ")[1]) > 2
