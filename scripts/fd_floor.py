@@ -11,6 +11,10 @@ the eval's own real references: both FDs then carry the same bias, and their rat
 
 It also prints both FDs extrapolated to infinitely many samples (`frechet_distance_extrapolated`, Chong &
 Forsyth's FD-infinity): the floor's is near 0 at any size, which is what the plug-in floor's bias hides.
+Where no second set of such images exists (the emoji: one glyph per design), leave OTHER_DATA out: the floor is
+then one half of the eval's references against the other, and only the FD-infinity values compare.
+
+    python scripts/fd_floor.py runs/eval-x/taught1000
 """
 
 import argparse
@@ -21,13 +25,18 @@ from pathlib import Path
 from PIL import Image
 
 from ldmkit.errors import LdmkitError, UsageError
+from ldmkit.evaluation.frechet import EXTRAPOLATION_FRACTIONS, frechet_distance_extrapolated
+
+# the halves floor's sets are half the size: its smallest subsets, a fraction of a half of a half, must still
+# hold more samples than the 128-d features have dimensions at 1,000 references
+HALVES_FRACTIONS = (0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def main(eval_dir: Path, other: Path) -> None:
+def main(eval_dir: Path, other: Path | None) -> None:
     from ldmkit.evaluation.attributes import split_rule
     from ldmkit.evaluation.features import find_dual_encoder, image_embeddings
     from ldmkit.evaluation.framing import reference_framing
-    from ldmkit.evaluation.metric_sets import fidelity_metrics
+    from ldmkit.evaluation.metric_sets import disjoint_halves, fidelity_metrics
     from ldmkit.evaluation.run import EvalSettings, _held_out
 
     try:
@@ -50,34 +59,40 @@ def main(eval_dir: Path, other: Path) -> None:
                              f"generated ({count})")
         return [framing(held_out.image(i), size) for i in range(min(len(held_out), count or len(held_out)))]
 
-    reference, others = real(Path(s["data"])), real(other, len(generated))
+    reference = real(Path(s["data"]))
     dual = find_dual_encoder(Path(s["clip"]), Path(s["clip"]))
-    emb = {name: image_embeddings(dual, images) for name, images in
-           (("generated", generated), ("reference", reference), ("other", others))}
+    emb = {"generated": image_embeddings(dual, generated), "reference": image_embeddings(dual, reference)}
+    if other is None:  # no second set of such images (emoji): the floor is one half of the references vs the other
+        first, second = disjoint_halves(len(reference))
+        floor_name, floor_pair = "real half vs half (floor)", (emb["reference"][first], emb["reference"][second])
+    else:
+        floor_name = "other real vs real (floor)"
+        floor_pair = (image_embeddings(dual, real(other, len(generated))), emb["reference"])
     notes: list[str] = []
     rows = {"generated vs real": fidelity_metrics(emb["generated"], emb["reference"], 1000, 0, notes),
-            "other real vs real (floor)": fidelity_metrics(emb["other"], emb["reference"], 1000, 0, notes)}
+            floor_name: fidelity_metrics(*floor_pair, 1000, 0, notes)}
     for name, row in rows.items():
         cells = "  ".join(f"{k.upper()} {row[k]['estimate']:.5g} [{row[k]['low']:.4g}, {row[k]['high']:.4g}]"
                           for k in ("fd", "kid", "cmmd") if k in row)
         print(f"{name:<28} {row['sizes'][0]} vs {row['sizes'][1]}  {cells}")
     fd = [rows[k]["fd"]["estimate"] for k in rows]
-    ratio = f"{fd[0] / fd[1]:.2f}" if fd[1] > 0 else "undefined (floor <= 0)"
+    if other is None:
+        ratio = "not comparable (the floor's sets are half the size, and FD's bias grows as sets shrink)"
+    else:
+        ratio = f"{fd[0] / fd[1]:.2f}" if fd[1] > 0 else "undefined (floor <= 0)"
     print(f"FD ratio to the floor: {ratio}")
-    print_extrapolated({"generated vs real": (emb["generated"], emb["reference"]),
-                        "other real vs real (floor)": (emb["other"], emb["reference"])})
+    print_extrapolated({"generated vs real": (emb["generated"], emb["reference"]), floor_name: floor_pair},
+                       HALVES_FRACTIONS if other is None else EXTRAPOLATION_FRACTIONS)
     for note in notes:
         print(f"note: {note}")
 
 
-def print_extrapolated(pairs: dict) -> None:
+def print_extrapolated(pairs: dict, fractions=EXTRAPOLATION_FRACTIONS) -> None:
     """FD-infinity of each (features, features) pair, and the generated one's ratio to the floor's when defined."""
-    from ldmkit.evaluation.frechet import frechet_distance_extrapolated
-
-    print("FD extrapolated to infinitely many samples (FD-infinity; subsets of 50-100% of each set, "
-          "interval from random halves):")
+    print(f"FD extrapolated to infinitely many samples (FD-infinity; subsets of {fractions[0]:.0%}-100% of each "
+          "set, interval from random halves):")
     try:
-        fits = {name: frechet_distance_extrapolated(*features) for name, features in pairs.items()}
+        fits = {name: frechet_distance_extrapolated(*pair, fractions=fractions) for name, pair in pairs.items()}
     except UsageError as err:
         print(f"skipped: {err}")
         return
@@ -94,7 +109,9 @@ def print_extrapolated(pairs: dict) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("eval_dir", type=Path, help="an `ldmkit eval` folder (one condition, run with --clip)")
-    parser.add_argument("other", type=Path, help="a dataset folder of more real images of the same kind")
+    parser.add_argument("other", type=Path, nargs="?",
+                        help="a dataset folder of more real images of the same kind (none: the floor is two halves "
+                             "of the eval's references, compared as FD-infinity)")
     args = parser.parse_args()
     try:
         main(args.eval_dir, args.other)

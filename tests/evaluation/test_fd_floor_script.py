@@ -37,6 +37,11 @@ def test_the_floor_is_taken_at_the_evals_sizes(tmp_path, capsys):
     assert lines[2] == f"FD ratio to the floor: {fd / floor:.2f}"
     assert lines[3].startswith("FD extrapolated to infinitely many samples")
     assert lines[4].startswith("skipped: FD extrapolation needs more than")   # 6 images: too few to extrapolate
+    script.main(tmp_path / "eval", None)                  # no other images: the floor is two halves of the references
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"real half vs half (floor)    {sizes[1] - sizes[1] // 2} vs {sizes[1] // 2}  FD ")
+    assert lines[2].startswith("FD ratio to the floor: not comparable")
+    assert lines[3].startswith("FD extrapolated to infinitely many samples (FD-infinity; subsets of 60%-100%")
     build_dataset("shapes", tmp_path / "few", n=60, seed=2, size=32)  # 2-5 test images: fewer than the eval's 6
     with pytest.raises(UsageError, match="needs as many"):
         script.main(tmp_path / "eval", tmp_path / "few")
