@@ -14,7 +14,7 @@ fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
 
-def test_the_floor_is_taken_at_the_evals_sizes(tmp_path, capsys):
+def test_the_floors_are_taken_at_the_evals_sizes_and_through_the_vae(tmp_path, capsys):
     import torch
 
     before = torch.get_num_threads()
@@ -26,22 +26,27 @@ def test_the_floor_is_taken_at_the_evals_sizes(tmp_path, capsys):
         build_dataset("shapes", tmp_path / "more", n=400, seed=1, size=32)
         script = fx.load_script("fd_floor")
         script.main(tmp_path / "eval", tmp_path / "more")
+        lines = capsys.readouterr().out.splitlines()
+        script.main(tmp_path / "eval", None)              # no other images: the floors use halves of the references
+        halves = capsys.readouterr().out.splitlines()
     finally:
         torch.set_num_threads(before)
-    lines = capsys.readouterr().out.splitlines()
     sizes = metrics["conditions"][0]["metrics"]["sizes"]
     fd = metrics["conditions"][0]["metrics"]["fd"]["estimate"]
-    assert lines[0].startswith(f"generated vs real            {sizes[0]} vs {sizes[1]}  FD {fd:.5g} [")
-    assert lines[1].startswith(f"other real vs real (floor)   {sizes[0]} vs {sizes[1]}  FD ")
-    floor = float(lines[1].split("FD ")[1].split()[0])
-    assert lines[2] == f"FD ratio to the floor: {fd / floor:.2f}"
-    assert lines[3].startswith("FD extrapolated to infinitely many samples")
-    assert lines[4].startswith("skipped: FD extrapolation needs more than")   # 6 images: too few to extrapolate
-    script.main(tmp_path / "eval", None)                  # no other images: the floor is two halves of the references
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith(f"real half vs half (floor)    {sizes[1] - sizes[1] // 2} vs {sizes[1] // 2}  FD ")
-    assert lines[2].startswith("FD ratio to the floor: not comparable")
-    assert lines[3].startswith("FD extrapolated to infinitely many samples (FD-infinity; subsets of 60%-100%")
+    assert lines[0].startswith(f"{'generated vs real':<36} {sizes[0]} vs {sizes[1]}  FD {fd:.5g} [")
+    assert lines[1].startswith(f"{'other real vs real (floor)':<36} {sizes[0]} vs {sizes[1]}  FD ")
+    assert lines[2].startswith(f"{'other real through the VAE vs real':<36} {sizes[0]} vs {sizes[1]}  FD ")
+    floor, vae_floor = (float(line.split("FD ")[1].split()[0]) for line in lines[1:3])
+    assert floor != vae_floor                          # the tiny VAE changes the images
+    assert lines[3] == f"FD ratio to the floor: {fd / floor:.2f}"
+    assert lines[4] == f"FD ratio to the VAE's floor: {fd / vae_floor:.2f}"
+    assert lines[5].startswith("FD extrapolated to infinitely many samples")
+    assert lines[6].startswith("skipped: FD extrapolation needs more than")   # 6 images: too few to extrapolate
+    half, rest = sizes[1] - sizes[1] // 2, sizes[1] // 2
+    assert halves[1].startswith(f"{'real half vs half (floor)':<36} {half} vs {rest}  FD ")
+    assert halves[2].startswith(f"{'half through the VAE vs half':<36} {half} vs {rest}  FD ")
+    assert halves[3].startswith("FD ratio to the floor: not comparable")
+    assert halves[5].startswith("FD extrapolated to infinitely many samples (FD-infinity; subsets of 60%-100%")
     build_dataset("shapes", tmp_path / "few", n=60, seed=2, size=32)  # 2-5 test images: fewer than the eval's 6
     with pytest.raises(UsageError, match="needs as many"):
         script.main(tmp_path / "eval", tmp_path / "few")
@@ -60,8 +65,8 @@ def test_extrapolated_fds_and_their_ratio_only_when_the_floor_is_above_zero(caps
     lines = capsys.readouterr().out.splitlines()
     shifted = float(lines[1].split("FD_inf ")[1].split()[0])
     assert abs(shifted - 8 * 0.3 ** 2) < 0.25          # the mean shift's FD, 0.72, without the ~0.04 bias
-    assert lines[2].startswith("other real vs real (floor)   FD_inf ")
-    assert lines[3].startswith("FD_inf ratio to the floor: undefined (the floor's interval holds 0")
+    assert lines[2].startswith(f"{'other real vs real (floor)':<36} FD_inf ")
+    assert lines[3].startswith("FD_inf ratio to other real vs real (floor): undefined (its interval holds 0")
     script.print_extrapolated({"a": (generated + 0.3, real), "b": (generated, real)})
     lines = capsys.readouterr().out.splitlines()
-    assert lines[3].startswith("FD_inf ratio to the floor: ") and float(lines[3].split(": ")[1]) > 2
+    assert lines[3].startswith("FD_inf ratio to b: ") and float(lines[3].split(": ")[1]) > 2
