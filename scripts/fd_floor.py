@@ -1,5 +1,5 @@
-"""FD, KID and CMMD of an eval's generated images beside a real-vs-real floor at the same sample sizes (issue 17's
-target 3: "FD <= 2x the real-vs-real floor").
+"""FD, KID and CMMD of an eval's generated images beside a real-vs-real floor at the same sample sizes, and all three
+FDs extrapolated to infinitely many samples (issue 17's target 3: "FD <= 2x the real-vs-real floor").
 
     ldmkit data build avatars data/fresh-avatars-b --n 1100 --seed 102      # more real images of the same kind
     python scripts/fd_floor.py runs/eval-x/fresh1000 data/fresh-avatars-b
@@ -13,10 +13,11 @@ A second floor is the one a latent diffusion model can reach: the same other rea
 VAE (encode, decode) against the references. A UNet that drew the real latents exactly would score that.
 
 It also prints every FD extrapolated to infinitely many samples (`frechet_distance_extrapolated`, Chong &
-Forsyth's FD-infinity): the real-vs-real floor's is near 0 at any size, which is what its plug-in FD's bias hides,
-so "<= 2x the real-vs-real floor" cannot hold at large sizes for any model that is not exact; the VAE's floor is
-above 0. Where no second set of such images exists (the emoji: one glyph per design), leave OTHER_DATA out: the floor is
-then one half of the eval's references against the other, and only the FD-infinity values compare.
+Forsyth's FD-infinity): the real-vs-real floor's true value is 0 at any size (its plug-in FD is bias alone), so
+"<= 2x the real-vs-real floor" cannot hold at large sizes for any model that is not exact; the VAE's floor is
+expected above 0. Where no second set of such images exists (the emoji: one glyph per design), leave OTHER_DATA out:
+the floors are then one half of the eval's references against the other (half the size, so only FD-infinity
+compares, and it needs about 4x the feature dim in references per half).
 
     python scripts/fd_floor.py runs/eval-x/taught1000
 """
@@ -31,9 +32,6 @@ from PIL import Image
 from ldmkit.errors import LdmkitError, UsageError
 from ldmkit.evaluation.frechet import EXTRAPOLATION_FRACTIONS, frechet_distance_extrapolated
 
-# the halves floor's sets are half the size: its smallest subsets, a fraction of a half of a half, must still
-# hold more samples than the 128-d features have dimensions at 1,000 references
-HALVES_FRACTIONS = (0.6, 0.7, 0.8, 0.9, 1.0)
 WIDTH = 36  # the pair names' column
 
 
@@ -85,37 +83,43 @@ def main(eval_dir: Path, other: Path | None) -> None:
         cells = "  ".join(f"{k.upper()} {row[k]['estimate']:.5g} [{row[k]['low']:.4g}, {row[k]['high']:.4g}]"
                           for k in ("fd", "kid", "cmmd") if k in row)
         print(f"{name:<{WIDTH}} {row['sizes'][0]} vs {row['sizes'][1]}  {cells}")
-    fd = [row["fd"]["estimate"] for row in rows.values()]
+    fd = [row.get("fd", {}).get("estimate") for row in rows.values()]
     for floor, label in ((fd[1], "the floor"), (fd[2], "the VAE's floor")):
         if other is None:
             ratio = "not comparable (the floor's sets are half the size, and FD's bias grows as sets shrink)"
+        elif fd[0] is None or floor is None:
+            ratio = "undefined (FD skipped: see the notes)"
         else:
             ratio = f"{fd[0] / floor:.2f}" if floor > 0 else "undefined (floor <= 0)"
         print(f"FD ratio to {label}: {ratio}")
-    print_extrapolated(pairs, HALVES_FRACTIONS if other is None else EXTRAPOLATION_FRACTIONS)
+    print_extrapolated(pairs)
     for note in notes:
         print(f"note: {note}")
 
 
 def print_extrapolated(pairs: dict, fractions=EXTRAPOLATION_FRACTIONS) -> None:
     """FD-infinity of each (features, features) pair: the generated pair first, then the real-vs-real floor, then any
-    other floor (the VAE's); the generated value's ratio to each floor whose interval lies above 0."""
-    print(f"FD extrapolated to infinitely many samples (FD-infinity; subsets of {fractions[0]:.0%}-100% of each "
-          "set, interval from random halves):")
-    try:
-        fits = {name: frechet_distance_extrapolated(*pair, fractions=fractions) for name, pair in pairs.items()}
-    except UsageError as err:
-        print(f"skipped: {err}")
-        return
-    for name, fit in fits.items():
+    other floor (the VAE's); a pair too small to fit is skipped alone; the generated value's ratio to each fitted
+    floor whose interval lies above 0."""
+    print(f"FD extrapolated to infinitely many samples (FD-infinity; subsets of {min(fractions):.0%}-"
+          f"{max(fractions):.0%} of each set, interval from random halves):")
+    fits = {}
+    for name, pair in pairs.items():
+        try:
+            fits[name] = fit = frechet_distance_extrapolated(*pair, fractions=fractions)
+        except UsageError as err:
+            print(f"{name:<{WIDTH}} skipped: {err}")
+            continue
         print(f"{name:<{WIDTH}} FD_inf {fit.estimate:.5g} [{fit.low:.4g}, {fit.high:.4g}]  bias slope {fit.slope:.4g}")
-    generated, *floors = fits.items()
-    for name, floor in floors:
+    generated = fits.get(next(iter(pairs)))
+    for name, floor in list(fits.items())[1:]:
+        if generated is None:
+            break
         if floor.low <= 0:
             print(f"FD_inf ratio to {name}: undefined (its interval holds 0: its plug-in FD is all small-sample "
                   "bias, at any size)")
         else:
-            print(f"FD_inf ratio to {name}: {generated[1].estimate / floor.estimate:.2f}")
+            print(f"FD_inf ratio to {name}: {generated.estimate / floor.estimate:.2f}")
 
 
 if __name__ == "__main__":

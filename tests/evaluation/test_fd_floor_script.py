@@ -41,12 +41,13 @@ def test_the_floors_are_taken_at_the_evals_sizes_and_through_the_vae(tmp_path, c
     assert lines[3] == f"FD ratio to the floor: {fd / floor:.2f}"
     assert lines[4] == f"FD ratio to the VAE's floor: {fd / vae_floor:.2f}"
     assert lines[5].startswith("FD extrapolated to infinitely many samples")
-    assert lines[6].startswith("skipped: FD extrapolation needs more than")   # 6 images: too few to extrapolate
+    assert lines[6].startswith(f"{'generated vs real':<36} skipped: FD extrapolation needs at least")  # 6 images
     half, rest = sizes[1] - sizes[1] // 2, sizes[1] // 2
     assert halves[1].startswith(f"{'real half vs half (floor)':<36} {half} vs {rest}  FD ")
     assert halves[2].startswith(f"{'half through the VAE vs half':<36} {half} vs {rest}  FD ")
     assert halves[3].startswith("FD ratio to the floor: not comparable")
     assert halves[5].startswith("FD extrapolated to infinitely many samples (FD-infinity; subsets of 60%-100%")
+    assert all(" skipped: FD extrapolation needs at least" in line for line in halves[6:9])
     build_dataset("shapes", tmp_path / "few", n=60, seed=2, size=32)  # 2-5 test images: fewer than the eval's 6
     with pytest.raises(UsageError, match="needs as many"):
         script.main(tmp_path / "eval", tmp_path / "few")
@@ -54,19 +55,25 @@ def test_the_floors_are_taken_at_the_evals_sizes_and_through_the_vae(tmp_path, c
         script.main(tmp_path, tmp_path / "more")
 
 
-def test_extrapolated_fds_and_their_ratio_only_when_the_floor_is_above_zero(capsys):
+def test_extrapolated_fds_and_their_ratio_only_when_the_floor_is_fitted_and_above_zero(capsys):
     import numpy as np
+
+    from ldmkit.evaluation.frechet import frechet_distance_extrapolated
 
     rng = np.random.default_rng(0)
     real, other = rng.standard_normal((400, 8)), rng.standard_normal((400, 8))
     generated = 0.3 + rng.standard_normal((400, 8))
     script = fx.load_script("fd_floor")
-    script.print_extrapolated({"generated vs real": (generated, real), "other real vs real (floor)": (other, real)})
+    script.print_extrapolated({"generated vs real": (generated, real), "other real vs real (floor)": (other, real),
+                               "too few": (other[:40], real[:40])})
     lines = capsys.readouterr().out.splitlines()
-    shifted = float(lines[1].split("FD_inf ")[1].split()[0])
-    assert abs(shifted - 8 * 0.3 ** 2) < 0.25          # the mean shift's FD, 0.72, without the ~0.04 bias
+    fit = frechet_distance_extrapolated(generated, real)
+    assert lines[1] == (f"{'generated vs real':<36} FD_inf {fit.estimate:.5g} [{fit.low:.4g}, {fit.high:.4g}]  "
+                        f"bias slope {fit.slope:.4g}")
     assert lines[2].startswith(f"{'other real vs real (floor)':<36} FD_inf ")
-    assert lines[3].startswith("FD_inf ratio to other real vs real (floor): undefined (its interval holds 0")
+    assert lines[3].startswith(f"{'too few':<36} skipped: FD extrapolation needs at least 16 samples")
+    assert lines[4].startswith("FD_inf ratio to other real vs real (floor): undefined (its interval holds 0")
+    assert len(lines) == 5                                   # no ratio to the floor that was skipped
     script.print_extrapolated({"a": (generated + 0.3, real), "b": (generated, real)})
     lines = capsys.readouterr().out.splitlines()
     assert lines[3].startswith("FD_inf ratio to b: ") and float(lines[3].split(": ")[1]) > 2

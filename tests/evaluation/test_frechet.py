@@ -229,8 +229,7 @@ def test_extrapolated_fd_removes_the_small_sample_bias_and_its_interval_covers_t
         a, b = rng.standard_normal((400, dim)), shift + rng.standard_normal((400, dim)) * np.sqrt(scale)
         fit = frechet_distance_extrapolated(a, b, seed=seed)
         assert fit.low < truth < fit.high and fit.slope > 0
-        assert [p[:2] for p in fit.points] == [(200, 200), (240, 240), (280, 280), (320, 320), (360, 360),
-                                               (400, 400)]
+        assert [p[:2] for p in fit.points] == [(240, 240), (280, 280), (320, 320), (360, 360), (400, 400)]
         same = frechet_distance_extrapolated(a, rng.standard_normal((400, dim)), seed=seed)
         assert same.low < 0 < same.high
         plug_in.append(frechet_distance(a, b))
@@ -239,13 +238,36 @@ def test_extrapolated_fd_removes_the_small_sample_bias_and_its_interval_covers_t
     assert abs(np.mean(extrapolated) - truth) < 0.1
 
 
-def test_extrapolated_fd_refuses_subsets_no_larger_than_the_dim_and_bad_options():
+def test_extrapolated_fd_interval_is_as_wide_as_the_estimates_spread():
+    """Over 30 data sets the half-sampling interval's half-width / 1.96 matches the estimates' own spread (within
+    1.5x either way: the interval is neither too narrow nor padded) and covers the truth about 95% of the time."""
+    dim = 8
+    shift = np.full(dim, 0.2)
+    truth = shift @ shift
+    estimates, widths, covered = [], [], 0
+    for seed in range(30):
+        rng = np.random.default_rng(100 + seed)
+        fit = frechet_distance_extrapolated(rng.standard_normal((300, dim)), shift + rng.standard_normal((300, dim)),
+                                            seed=seed)
+        estimates.append(fit.estimate)
+        widths.append((fit.high - fit.low) / 2 / 1.96)
+        covered += fit.low < truth < fit.high
+    ratio = np.mean(widths) / np.std(estimates, ddof=1)
+    assert 1 / 1.5 < ratio < 1.5, ratio
+    assert covered >= 25, covered
+
+
+def test_extrapolated_fd_refuses_small_subsets_and_bad_options():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((60, 16)), rng.standard_normal((60, 16))
-    with pytest.raises(UsageError, match="more than 16 samples .* holds 15"):
+    with pytest.raises(UsageError, match="at least 32 samples .* holds 18"):
         frechet_distance_extrapolated(a, b)
     a, b = rng.standard_normal((200, 16)), rng.standard_normal((200, 16))
     for options, message in (({"fractions": (1.0,)}, "two distinct"), ({"fractions": (0.5, 1.5)}, r"\(0, 1\]"),
-                             ({"draws": 0}, "draws"), ({"halves": 1}, "halves"), ({"alpha": 1.0}, "alpha")):
+                             ({"fractions": (1.0, float("nan"), 0.5)}, "two distinct"),
+                             ({"fractions": "0.5"}, "sequence of numbers"), ({"fractions": 0.5}, "sequence of numbers"),
+                             ({"fractions": (0.9991, 0.9999)}, "one subset size"),
+                             ({"draws": 0}, "draws"), ({"halves": 5}, "halves must be an integer >= 10"),
+                             ({"seed": -1}, "seed"), ({"alpha": 1.0}, "alpha"), ({"alpha": "0.05"}, "alpha")):
         with pytest.raises(UsageError, match=message):
             frechet_distance_extrapolated(a, b, **options)

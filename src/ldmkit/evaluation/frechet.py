@@ -24,9 +24,10 @@ linearly in 1/n, read at 1/n = 0).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from statistics import NormalDist
 
 import numpy as np
@@ -146,15 +147,19 @@ class FrechetExtrapolation:
     estimate: float
     """The fitted FD at 1/n = 0 (FD-infinity): the plug-in FD with its first-order small-sample bias removed."""
     low: float
+    """The lower end of the (1 - alpha) interval (see frechet_distance_extrapolated)."""
     high: float
-    """A (1 - alpha) interval from the spread of the same fit on random halves of both sets (see below)."""
+    """The upper end of that interval."""
     slope: float
     """The bias coefficient: how much FD grows per unit of 1/n_a + 1/n_b."""
     points: tuple[tuple[int, int, float], ...]
     """(n_a, n_b, mean FD over the draws at those sizes): the fitted points."""
 
 
-EXTRAPOLATION_FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+EXTRAPOLATION_FRACTIONS = (0.6, 0.7, 0.8, 0.9, 1.0)
+MIN_SAMPLES_PER_DIM = 2
+"""The smallest subset fitted (a fraction of a half set) holds at least this many samples per feature dimension:
+the fit is first order in 1/n, and the bias terms of order (dim / n)^2 it leaves out grow near n ~ dim."""
 
 
 def frechet_distance_extrapolated(features_a, features_b, *, fractions=EXTRAPOLATION_FRACTIONS, draws: int = 5,
@@ -163,45 +168,60 @@ def frechet_distance_extrapolated(features_a, features_b, *, fractions=EXTRAPOLA
     fraction of its set, `draws` subsets per size, drawn without replacement), fitted by least squares
     as FD = FD_inf + slope * (1/n_a + 1/n_b) and read at 1/n = 0.
 
-    Unlike the plug-in FD, two samples of one distribution have FD_inf near 0 at any size, so FD_inf
-    compares across sample sizes. The interval is the half-sampling one: the same fit on `halves`
-    random halves of both sets, whose estimates vary about twice as much (variance ~ 1/n) as the
-    full sets' estimate, so the interval is estimate +- z * sd(halves) / sqrt(2) (conservative where
-    the true FD is 0 and the variance falls as 1/n^2). Every subset, halves included, must hold more
-    samples than dimensions.
+    Unlike the plug-in FD, two samples of one distribution have FD_inf near 0 (to first order in dim / n),
+    so FD_inf compares across sample sizes. The interval is the half-sampling one: the same fit on `halves`
+    random halves of both sets (drawn without replacement from the same data, so for a statistic that is
+    smooth in the data their spread about the full estimate matches the full estimate's own sampling
+    spread: the finite-population factor 1 - 1/2 cancels the halved size), estimate +- z * sd(halves).
+    Every subset fitted, the halves' included, must hold MIN_SAMPLES_PER_DIM samples per dimension.
+    Cost: (1 + halves) * len(fractions) * draws Fréchet distances.
     """
     a = as_matrix(features_a, "features_a", min_rows=2)
     b = as_matrix(features_b, "features_b", min_rows=2)
     same_dim(a, b, "features_a", "features_b")
-    fractions = sorted({float(f) for f in fractions})
-    if len(fractions) < 2 or not (0 < fractions[0] and fractions[-1] <= 1):
-        raise UsageError(f"fractions must be at least two distinct values in (0, 1]; got {fractions}")
-    if isinstance(draws, bool) or not isinstance(draws, Integral) or draws < 1:
-        raise UsageError(f"draws must be an integer >= 1; got {draws!r}")
-    if isinstance(halves, bool) or not isinstance(halves, Integral) or halves < 2:
-        raise UsageError(f"halves must be an integer >= 2; got {halves!r}")
-    if not 0 < alpha < 1:
-        raise UsageError(f"alpha must be in (0, 1); got {alpha!r}")
-    dim, smallest = a.shape[1], min(len(a), len(b)) // 2
-    if int(fractions[0] * smallest) <= dim:
-        raise UsageError(f"FD extrapolation needs more than {dim} samples (the feature dim) in every subset: "
-                         f"the smallest, {fractions[0]:g} of half of {min(len(a), len(b))}, holds "
-                         f"{int(fractions[0] * smallest)}; use more samples or larger fractions")
+    fractions = _check_fractions(fractions)
+    for name, value, least in (("draws", draws, 1), ("halves", halves, 10)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
+            raise UsageError(f"{name} must be an integer >= {least}; got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise UsageError(f"seed must be an integer >= 0; got {seed!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 < alpha < 1:
+        raise UsageError(f"alpha must be a number in (0, 1); got {alpha!r}")
+    dim, half_a, half_b = a.shape[1], len(a) // 2, len(b) // 2
+    sizes = {(int(f * half_a), int(f * half_b)) for f in fractions}
+    smallest = min(min(pair) for pair in sizes)
+    if smallest < MIN_SAMPLES_PER_DIM * dim:
+        raise UsageError(f"FD extrapolation needs at least {MIN_SAMPLES_PER_DIM * dim} samples ({MIN_SAMPLES_PER_DIM} "
+                         f"per feature dimension) in every subset it fits: the smallest, {fractions[0]:g} of half of "
+                         f"{min(len(a), len(b))}, holds {smallest}; use more samples or larger fractions")
+    if len(sizes) < 2:
+        raise UsageError(f"fractions {fractions} give one subset size on half of {min(len(a), len(b))} samples; "
+                         "the fit needs at least two")
     rng = np.random.default_rng(seed)
     estimate, slope, points = _extrapolate(a, b, fractions, draws, rng)
     half_estimates = np.array([
-        _extrapolate(a[rng.permutation(len(a))[:len(a) // 2]], b[rng.permutation(len(b))[:len(b) // 2]],
-                     fractions, draws, rng)[0] for _ in range(halves)])
-    spread = NormalDist().inv_cdf(1 - alpha / 2) * float(half_estimates.std(ddof=1)) / np.sqrt(2)
+        _extrapolate(a[rng.permutation(len(a))[:half_a]], b[rng.permutation(len(b))[:half_b]], fractions, draws,
+                     rng)[0] for _ in range(halves)])
+    spread = NormalDist().inv_cdf(1 - alpha / 2) * float(half_estimates.std(ddof=1))
     return FrechetExtrapolation(estimate, estimate - spread, estimate + spread, slope, points)
+
+
+def _check_fractions(fractions) -> list[float]:
+    """fractions as a sorted list of distinct floats in (0, 1], at least two; a one-line UsageError otherwise."""
+    try:
+        values = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise UsageError(f"fractions must be a sequence of numbers in (0, 1]; got {fractions!r}") from None
+    if not all(math.isfinite(f) and 0 < f <= 1 for f in values) or len(set(values)) < 2:
+        raise UsageError(f"fractions must be at least two distinct numbers in (0, 1]; got {fractions!r}")
+    return sorted(set(values))
 
 
 def _extrapolate(a: np.ndarray, b: np.ndarray, fractions, draws: int,
                  rng: np.random.Generator) -> tuple[float, float, tuple[tuple[int, int, float], ...]]:
     """(FD_inf, slope, points) of the least-squares line through the mean subset FD at each size."""
     points = []
-    for fraction in fractions:
-        n_a, n_b = int(fraction * len(a)), int(fraction * len(b))
+    for n_a, n_b in dict.fromkeys((int(f * len(a)), int(f * len(b))) for f in fractions):  # distinct sizes, in order
         repeats = 1 if (n_a, n_b) == (len(a), len(b)) else draws       # the full sets have one subset
         values = [_frechet_from_data(a[rng.permutation(len(a))[:n_a]], np.ones(n_a),
                                      b[rng.permutation(len(b))[:n_b]], np.ones(n_b), 0.0) for _ in range(repeats)]
