@@ -17,7 +17,7 @@ Forsyth's FD-infinity): the real-vs-real floor's true value is 0 at any size (it
 "<= 2x the real-vs-real floor" cannot hold at large sizes for any model that is not exact; the VAE's floor is
 expected above 0. Where no second set of such images exists (the emoji: one glyph per design), leave OTHER_DATA out:
 the floors are then one half of the eval's references against the other (half the size, so only FD-infinity
-compares, and it needs about 4x the feature dim in references per half).
+compares, and it needs about 7x the feature dim in references per half: ~1,700 references at 128-d).
 
     python scripts/fd_floor.py runs/eval-x/taught1000
 """
@@ -116,8 +116,8 @@ def print_extrapolated(pairs: dict, fractions=EXTRAPOLATION_FRACTIONS) -> None:
         if generated is None:
             break
         if floor.low <= 0:
-            print(f"FD_inf ratio to {name}: undefined (its interval holds 0: its plug-in FD is all small-sample "
-                  "bias, at any size)")
+            print(f"FD_inf ratio to {name}: undefined (its interval reaches 0: no distance beyond the small-sample "
+                  "bias its plug-in FD carries)")
         else:
             print(f"FD_inf ratio to {name}: {generated.estimate / floor.estimate:.2f}")
 

@@ -72,7 +72,7 @@ def test_extrapolated_fds_and_their_ratio_only_when_the_floor_is_fitted_and_abov
                         f"bias slope {fit.slope:.4g}")
     assert lines[2].startswith(f"{'other real vs real (floor)':<36} FD_inf ")
     assert lines[3].startswith(f"{'too few':<36} skipped: FD extrapolation needs at least 16 samples")
-    assert lines[4].startswith("FD_inf ratio to other real vs real (floor): undefined (its interval holds 0")
+    assert lines[4].startswith("FD_inf ratio to other real vs real (floor): undefined (its interval reaches 0")
     assert len(lines) == 5                                   # no ratio to the floor that was skipped
     script.print_extrapolated({"a": (generated + 0.3, real), "b": (generated, real)})
     lines = capsys.readouterr().out.splitlines()
