@@ -97,16 +97,16 @@ def main(eval_dir: Path, other: Path | None) -> None:
         print(f"note: {note}")
 
 
-def print_extrapolated(pairs: dict, fractions=EXTRAPOLATION_FRACTIONS) -> None:
+def print_extrapolated(pairs: dict) -> None:
     """FD-infinity of each (features, features) pair: the generated pair first, then the real-vs-real floor, then any
     other floor (the VAE's); a pair too small to fit is skipped alone; the generated value's ratio to each fitted
     floor whose interval lies above 0."""
-    print(f"FD extrapolated to infinitely many samples (FD-infinity; subsets of {min(fractions):.0%}-"
-          f"{max(fractions):.0%} of each set, interval from random halves):")
+    print(f"FD extrapolated to infinitely many samples (FD-infinity; subsets of {min(EXTRAPOLATION_FRACTIONS):.0%}-"
+          f"{max(EXTRAPOLATION_FRACTIONS):.0%} of each set, interval from random halves):")
     fits = {}
     for name, pair in pairs.items():
         try:
-            fits[name] = fit = frechet_distance_extrapolated(*pair, fractions=fractions)
+            fits[name] = fit = frechet_distance_extrapolated(*pair)
         except UsageError as err:
             print(f"{name:<{WIDTH}} skipped: {err}")
             continue

@@ -73,13 +73,17 @@ def test_a_model_trained_on_every_word_has_no_new_words(tmp_path):
     assert taught_words(tmp_path) == "train"
 
 
-def test_recorded_reads_one_value_of_ldmkit_json_and_bad_phrasing_words_are_refused(tmp_path):
+def test_recorded_reads_one_value_of_ldmkit_json_and_bad_phrasing_words_are_refused(tmp_path, monkeypatch):
+    from ldmkit.models import folder
     from ldmkit.models.folder import recorded
 
     assert recorded(tmp_path, "training") is None  # no file
     (tmp_path / "ldmkit.json").write_text('{"training": {"data": {"val_fraction": 0.1}}, "name": "m"}')
     assert recorded(tmp_path, "training", "data") == {"val_fraction": 0.1} and recorded(tmp_path, "name") == "m"
     assert recorded(tmp_path, "training", "unet") is None and recorded(tmp_path, "name", "x") is None
+    monkeypatch.setattr(folder, "MAX_CONFIG_BYTES", 20)      # an oversized file is not read
+    assert recorded(tmp_path, "name") is None
+    monkeypatch.undo()
     (tmp_path / "ldmkit.json").write_text("{not json")
     assert recorded(tmp_path, "name") is None
     with pytest.raises(UsageError, match="phrasing_words must be one of train, all"):

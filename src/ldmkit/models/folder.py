@@ -150,9 +150,13 @@ MAX_CONFIG_BYTES = 16_000_000  # a config.json is kilobytes; bound it before rea
 def recorded(model_dir: str | Path, *keys: str) -> Any:
     """The value at `keys` in the model folder's ldmkit.json (recorded("m", "training", "data") is its
     ["training"]["data"]), or None when the file, a key or the JSON is missing or malformed: what eval reads of
-    how a model was trained, with its own default when nothing is recorded."""
+    how a model was trained, with its own default when nothing is recorded. A file over MAX_CONFIG_BYTES is not
+    read (None too; loading such a folder is refused with the reason)."""
+    path = Path(model_dir) / META_FILE
     try:
-        value = json.loads((Path(model_dir) / META_FILE).read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            return None
+        value = json.loads(path.read_text(encoding="utf-8"))
         for key in keys:
             value = value[key]
     except (OSError, ValueError, KeyError, TypeError):
