@@ -267,7 +267,8 @@ def test_extrapolated_fd_refuses_small_subsets_and_bad_options():
                              ({"fractions": (1.0, float("nan"), 0.5)}, "two distinct"),
                              ({"fractions": "0.5"}, "sequence of numbers"), ({"fractions": 0.5}, "sequence of numbers"),
                              ({"fractions": (0.9991, 0.9999)}, "one subset size"),
-                             ({"draws": 0}, "draws"), ({"halves": 5}, "halves must be an integer >= 10"),
+                             ({"draws": 0}, "draws"), ({"draws": 101}, r"draws must be an integer in \[1, 100\]"),
+                             ({"halves": 5}, r"halves must be an integer in \[10, 1000\]"),
                              ({"seed": -1}, "seed"), ({"alpha": 1.0}, "alpha"), ({"alpha": "0.05"}, "alpha")):
         with pytest.raises(UsageError, match=message):
             frechet_distance_extrapolated(a, b, **options)

@@ -158,6 +158,7 @@ class FrechetExtrapolation:
 
 EXTRAPOLATION_FRACTIONS = (0.6, 0.7, 0.8, 0.9, 1.0)
 MIN_SAMPLES_PER_DIM = 2
+MAX_DRAWS, MAX_HALVES = 100, 1000  # bounds of the work: (1 + halves) * fractions * draws Fréchet distances
 """The smallest subset fitted (a fraction of a half set) holds at least this many samples per feature dimension:
 the fit is first order in 1/n, and the bias terms of order (dim / n)^2 it leaves out grow near n ~ dim."""
 
@@ -180,9 +181,9 @@ def frechet_distance_extrapolated(features_a, features_b, *, fractions=EXTRAPOLA
     b = as_matrix(features_b, "features_b", min_rows=2)
     same_dim(a, b, "features_a", "features_b")
     fractions = _check_fractions(fractions)
-    for name, value, least in (("draws", draws, 1), ("halves", halves, 10)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
-            raise UsageError(f"{name} must be an integer >= {least}; got {value!r}")
+    for name, value, least, most in (("draws", draws, 1, MAX_DRAWS), ("halves", halves, 10, MAX_HALVES)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or not least <= value <= most:
+            raise UsageError(f"{name} must be an integer in [{least}, {most}]; got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise UsageError(f"seed must be an integer >= 0; got {seed!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 < alpha < 1:
