@@ -1,7 +1,7 @@
 """The metric groups of an evaluation, each as JSON-ready dicts of {"estimate", "low", "high"}.
 
     alignment_metrics(dual, image_emb, prompts, own)     # CLIP score, prompt retrieval top-1 / top-5
-    fidelity_metrics(gen_emb, real_emb, ...)              # FD, KID, CMMD against the real images
+    fidelity_metrics(gen_emb, real_emb, ...)              # FD, KID, CMMD, FD-infinity against the real images
     real_vs_real(real_emb, ...)                           # the same on two disjoint halves: the floor
 
 Warnings the metrics raise (rank-deficient covariances, FD bias) are kept as notes for the report.
@@ -20,7 +20,7 @@ import numpy as np
 from ldmkit.errors import UsageError
 from ldmkit.metrics.bootstrap import bootstrap_ci
 from ldmkit.evaluation.clip_score import clip_score, cosine_similarity_matrix
-from ldmkit.evaluation.frechet import frechet_distance_ci
+from ldmkit.evaluation.frechet import frechet_distance_ci, frechet_distance_extrapolated
 from ldmkit.evaluation.kernel_metrics import cmmd_ci, kid_ci
 from ldmkit.metrics.retrieval import distinct_prompts, prompt_retrieval
 
@@ -58,15 +58,26 @@ def own_prompt_ranks(dual, image_emb: np.ndarray, prompts: list[str], own: list[
 
 
 def fidelity_metrics(gen_emb: np.ndarray, real_emb: np.ndarray, n_boot: int, seed: int, notes: list[str]) -> dict:
-    """FD, KID (raw MMD^2_u, not x1000) and CMMD between generated and real image embeddings; a metric
-    whose interval is undefined at these sizes is left out, with a note."""
+    """FD, KID (raw MMD^2_u, not x1000), CMMD and FD-infinity between generated and real image embeddings;
+    a metric whose interval is undefined at these sizes is left out, with a note.
+
+    FD-infinity ("fd_inf", frechet_distance_extrapolated) is the FD with its small-sample bias extrapolated
+    away, so unlike FD it compares across sample sizes and two samples of one distribution give ~0; it needs
+    ~7 samples per feature dimension in each set (subsets of 60% of a half hold 2 per dimension)."""
     sets = (gen_emb, real_emb)
     result = {"sizes": [len(gen_emb), len(real_emb)]}
-    for name, metric in (("fd", frechet_distance_ci), ("kid", kid_ci), ("cmmd", cmmd_ci)):
+    for name, metric in (("fd", frechet_distance_ci), ("kid", kid_ci), ("cmmd", cmmd_ci),
+                         ("fd_inf", _fd_infinity)):
         ci = catch_warnings_into(notes, lambda: _guarded(name, metric, sets, n_boot, seed, notes))
         if ci is not None:
             result[name] = ci
     return result
+
+
+def _fd_infinity(features_a, features_b, *, n_boot: int, seed: int):
+    """FD-infinity with its half-sampling interval (n_boot does not apply: the interval uses 50 halves)."""
+    del n_boot
+    return frechet_distance_extrapolated(features_a, features_b, seed=seed)
 
 
 def _guarded(name: str, metric, sets, n_boot: int, seed: int, notes: list[str]) -> dict | None:
@@ -75,7 +86,8 @@ def _guarded(name: str, metric, sets, n_boot: int, seed: int, notes: list[str]) 
     try:
         return interval(metric(*sets, n_boot=n_boot, seed=seed))
     except UsageError as err:
-        notes.append(f"{name.upper()} skipped at sizes {len(sets[0])} vs {len(sets[1])}: {err}")
+        notes.append(f"{name.upper().replace('_INF', '-infinity')} skipped at sizes {len(sets[0])} vs {len(sets[1])}: "
+                     f"{err}")
         return None
 
 
