@@ -38,6 +38,8 @@ def run_record(folder: Path, root: Path) -> dict:
     for name in HEADLINE:
         if isinstance(found.get(name), dict):
             record[name] = rounded(found[name]["estimate"])
+    if isinstance(found.get("fd_inf"), dict):  # FD-infinity, where the eval's sizes allowed it: with its interval
+        record["fd_inf"] = [rounded(found["fd_inf"][k]) for k in ("estimate", "low", "high")]
     mean = (found.get("avatars") or {}).get("all", {}).get("mean")
     if mean:
         record["attribute_accuracy"] = [rounded(mean[k]) for k in ("estimate", "low", "high")]

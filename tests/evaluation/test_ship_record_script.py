@@ -59,6 +59,18 @@ def test_the_vae_round_trip_ceiling_is_recorded_where_measured(root, tmp_path):
     assert record.run_record(copy, copy.parent)["vae_round_trip_accuracy"] == [0.8956, 0.8751, 0.9133]
 
 
+def test_fd_infinity_is_recorded_with_its_interval_where_the_eval_measured_it(root, tmp_path):
+    evals, metrics = root
+    assert "fd_inf" not in record.run_record(evals / "shapes", evals)  # 5 images: too few to extrapolate
+    copy = tmp_path / "evals" / "fresh"
+    copy.mkdir(parents=True)
+    (condition,) = metrics["conditions"]
+    fd_inf = {"estimate": 0.019912, "low": 0.012731, "high": 0.027093}
+    condition = {**condition, "metrics": {**condition["metrics"], "fd_inf": fd_inf}}
+    (copy / "metrics.json").write_text(json.dumps({**metrics, "conditions": [condition]}))
+    assert record.run_record(copy, copy.parent)["fd_inf"] == [0.01991, 0.01273, 0.02709]
+
+
 def test_an_existing_file_and_an_empty_root_are_refused(root, tmp_path, capsys):
     evals, _ = root
     taken = tmp_path / "taken.json"
