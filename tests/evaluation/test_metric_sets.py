@@ -20,6 +20,8 @@ def test_fd_infinity_is_reported_with_its_interval_where_the_sets_are_large_enou
     assert result["fd"]["estimate"] > result["fd_inf"]["estimate"]
     assert result["fd_inf"]["low"] < shift @ shift < result["fd_inf"]["high"]
     assert not any("infinity" in note for note in notes)
+    skipped = fidelity_metrics(gen, real, n_boot=50, seed=4, notes=notes, extrapolate=False)  # fd_floor fits its own
+    assert "fd_inf" not in skipped and skipped["fd"] == result["fd"] and not notes
 
 
 def test_fd_infinity_is_left_out_with_a_note_when_the_sets_are_too_small():

@@ -158,9 +158,9 @@ class FrechetExtrapolation:
 
 EXTRAPOLATION_FRACTIONS = (0.6, 0.7, 0.8, 0.9, 1.0)
 MIN_SAMPLES_PER_DIM = 2
-MAX_DRAWS, MAX_HALVES = 100, 1000  # bounds of the work: (1 + halves) * fractions * draws Fréchet distances
 """The smallest subset fitted (a fraction of a half set) holds at least this many samples per feature dimension:
 the fit is first order in 1/n, and the bias terms of order (dim / n)^2 it leaves out grow near n ~ dim."""
+MAX_DRAWS, MAX_HALVES = 100, 1000  # bounds of the work: (1 + halves) * fractions * draws Fréchet distances
 
 
 def frechet_distance_extrapolated(features_a, features_b, *, fractions=EXTRAPOLATION_FRACTIONS, draws: int = 5,

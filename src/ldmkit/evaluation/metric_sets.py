@@ -57,20 +57,24 @@ def own_prompt_ranks(dual, image_emb: np.ndarray, prompts: list[str], own: list[
     return text_emb[own_column], prompt_retrieval(cosine_similarity_matrix(image_emb, text_emb), own_column)
 
 
-def fidelity_metrics(gen_emb: np.ndarray, real_emb: np.ndarray, n_boot: int, seed: int, notes: list[str]) -> dict:
+def fidelity_metrics(gen_emb: np.ndarray, real_emb: np.ndarray, n_boot: int, seed: int, notes: list[str], *,
+                     extrapolate: bool = True) -> dict:
     """FD, KID (raw MMD^2_u, not x1000), CMMD and FD-infinity between generated and real image embeddings;
     a metric whose interval is undefined at these sizes is left out, with a note.
 
     FD-infinity ("fd_inf", frechet_distance_extrapolated) is the FD with its small-sample bias extrapolated
     away, so unlike FD it compares across sample sizes and two samples of one distribution give ~0; it needs
-    ~7 samples per feature dimension in each set (subsets of 60% of a half hold 2 per dimension)."""
+    ~7 samples per feature dimension in each set (subsets of 60% of a half hold 2 per dimension).
+    extrapolate=False leaves it out (for a caller that fits it itself and prints the fit)."""
     sets = (gen_emb, real_emb)
     result = {"sizes": [len(gen_emb), len(real_emb)]}
-    for name, metric in (("fd", frechet_distance_ci), ("kid", kid_ci), ("cmmd", cmmd_ci),
-                         ("fd_inf", _fd_infinity)):
-        ci = catch_warnings_into(notes, lambda: _guarded(name, metric, sets, n_boot, seed, notes))
+    metrics = [("fd", "FD", frechet_distance_ci), ("kid", "KID", kid_ci), ("cmmd", "CMMD", cmmd_ci)]
+    if extrapolate:
+        metrics.append(("fd_inf", "FD-infinity", _fd_infinity))
+    for key, label, metric in metrics:
+        ci = catch_warnings_into(notes, lambda: _guarded(label, metric, sets, n_boot, seed, notes))
         if ci is not None:
-            result[name] = ci
+            result[key] = ci
     return result
 
 
@@ -80,14 +84,13 @@ def _fd_infinity(features_a, features_b, *, n_boot: int, seed: int):
     return frechet_distance_extrapolated(features_a, features_b, seed=seed)
 
 
-def _guarded(name: str, metric, sets, n_boot: int, seed: int, notes: list[str]) -> dict | None:
+def _guarded(label: str, metric, sets, n_boot: int, seed: int, notes: list[str]) -> dict | None:
     """The metric's interval, or None with a note when some bootstrap resample leaves it undefined
     (tiny sets: a resample of one distinct image has no within-set kernel mean)."""
     try:
         return interval(metric(*sets, n_boot=n_boot, seed=seed))
     except UsageError as err:
-        notes.append(f"{name.upper().replace('_INF', '-infinity')} skipped at sizes {len(sets[0])} vs {len(sets[1])}: "
-                     f"{err}")
+        notes.append(f"{label} skipped at sizes {len(sets[0])} vs {len(sets[1])}: {err}")
         return None
 
 
