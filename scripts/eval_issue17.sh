@@ -10,7 +10,9 @@
 # OUT gets one folder per eval (metrics.json, report.html), gap.txt (free phrasing vs template captions, paired;
 # gap-new-words.txt the same for colour words no caption option teaches)
 # and routing.txt (how many free prompts were drawn nearest an emoji). BASE=an earlier OUT (the shipped model's)
-# adds vs-base-*.txt (and .json): attribute accuracy against that model's, image by image (scripts/model_gap.py).
+# adds vs-base-*.txt (and .json): attribute accuracy against that model's, image by image (scripts/model_gap.py),
+# and fidelity-vs-base.txt: FD/KID/CMMD of the 1,000 unseen avatars against that model's, pair by pair
+# (scripts/fidelity_gap.py); evals BASE lacks are skipped with a message.
 set -euo pipefail
 MODEL=$1; OUT=$2
 DATA=${DATA:-data}
@@ -47,6 +49,11 @@ $LDMKIT eval "$MODEL" "${S[@]}" --data "$DATA/ft-eval" --split test --where sour
 if [ -n "${BASE:-}" ]; then
   for e in free-avatars free-avatars-templates free-avatars-new-words free-avatars-new-words-templates avatars \
            fresh1000; do
+    if [ ! -f "$BASE/$e/metrics.json" ]; then echo "BASE has no $e eval: vs-base-$e skipped" >&2; continue; fi
     $PYTHON scripts/model_gap.py "$BASE/$e" "$OUT/$e" --json "$OUT/vs-base-$e.json" > "$OUT/vs-base-$e.txt"
   done
+  # fidelity, paired by prompt and seed (needs --seed-per-image in both runs' EVAL_ARGS): FD/KID/CMMD, B - A
+  if [ -f "$BASE/fresh1000/metrics.json" ]; then
+    $PYTHON scripts/fidelity_gap.py "$BASE/fresh1000" "$OUT/fresh1000" > "$OUT/fidelity-vs-base.txt"
+  fi
 fi

@@ -23,11 +23,8 @@ compares, and it needs about 7x the feature dim in references per half: ~1,700 r
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-from PIL import Image
 
 from ldmkit.errors import LdmkitError, UsageError
 from ldmkit.evaluation.frechet import EXTRAPOLATION_FRACTIONS, frechet_distance_extrapolated
@@ -36,44 +33,24 @@ WIDTH = 36  # the pair names' column
 
 
 def main(eval_dir: Path, other: Path | None) -> None:
-    from ldmkit.evaluation.attributes import split_rule
-    from ldmkit.evaluation.features import find_dual_encoder, image_embeddings
-    from ldmkit.evaluation.framing import reference_framing
+    from ldmkit.evaluation.eval_folder import EvalFolder
+    from ldmkit.evaluation.features import image_embeddings
     from ldmkit.evaluation.metric_sets import disjoint_halves, fidelity_metrics
-    from ldmkit.evaluation.run import EvalSettings, _held_out, vae_round_trip
+    from ldmkit.evaluation.run import vae_round_trip
     from ldmkit.pipeline import Pipeline
 
-    try:
-        metrics = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
-        s, (condition,) = metrics["settings"], metrics["conditions"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"{eval_dir}: not an `ldmkit eval` run with one condition ({err!r})") from None
-    if not s.get("clip"):
-        raise UsageError(f"{eval_dir}: the eval named no --clip; fd_floor embeds with the eval's dual encoder")
-    model, generated = Path(s["model"]), [Image.open(eval_dir / r["file"]).convert("RGB") for r in condition["images"]]
-    framing, size = reference_framing(model, s.get("fit")), generated[0].size[0]
-
-    def real(data: Path, count: int | None = None) -> list:
-        """The held-out images of `data` as the eval chose them (the first `count`; None: all), framed."""
-        settings = EvalSettings(model=model, data=data, out=Path("unused"), split=s["split"], n=s["n"],
-                                sample_seed=s.get("sample_seed"), where=s["where"], prompt_set=s["prompt_set"])
-        held_out = _held_out(settings, split_rule(model))[0]
-        if count is not None and len(held_out) < count:
-            raise UsageError(f"{data} holds {len(held_out)} such images; the floor needs as many as the eval "
-                             f"generated ({count})")
-        return [framing(held_out.image(i), size) for i in range(min(len(held_out), count or len(held_out)))]
-
-    reference = real(Path(s["data"]))
-    dual = find_dual_encoder(Path(s["clip"]), Path(s["clip"]))
+    run = EvalFolder.read(eval_dir)
+    generated, reference = run.generated(), run.references()
+    dual = run.dual_encoder()
     emb = {"generated": image_embeddings(dual, generated), "reference": image_embeddings(dual, reference)}
     if other is None:  # no second set of such images (emoji): one half of the references against the other
         first, second = disjoint_halves(len(reference))
         floor_images, against = [reference[i] for i in first], emb["reference"][second]
         names = ("real half vs half (floor)", "half through the VAE vs half")
     else:
-        floor_images, against = real(other, len(generated)), emb["reference"]
+        floor_images, against = run.references(other, len(generated)), emb["reference"]
         names = ("other real vs real (floor)", "other real through the VAE vs real")
-    round_trip = vae_round_trip(Pipeline.from_pretrained(model), floor_images)
+    round_trip = vae_round_trip(Pipeline.from_pretrained(run.model), floor_images)
     pairs = {"generated vs real": (emb["generated"], emb["reference"]),
              names[0]: (image_embeddings(dual, floor_images), against),
              names[1]: (image_embeddings(dual, round_trip), against)}

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ldmkit.evaluation.frechet import frechet_distance_extrapolated
-from ldmkit.evaluation.metric_sets import fidelity_metrics
+from ldmkit.evaluation.metric_sets import fidelity_difference, fidelity_metrics
 from ldmkit.evaluation.report import _metric_table
 
 
@@ -39,3 +39,41 @@ def test_the_report_table_has_an_fd_infinity_column():
     metrics = {"reference": {}, "conditions": [{"label": "guidance=5.0", "metrics": {"fd_inf": ci}}]}
     table = _metric_table(metrics)
     assert "<th>FD-infinity</th>" in table and "0.012 [0.005, 0.019]" in table
+
+
+def test_fidelity_difference_pairs_the_prompts_so_shared_noise_cancels():
+    from ldmkit.evaluation.frechet import frechet_distance, frechet_distance_ci
+    from ldmkit.evaluation.kernel_metrics import cmmd, cmmd_ci, kid_ci
+
+    rng = np.random.default_rng(7)
+    dim = 6
+    real = rng.standard_normal((300, dim))
+    gen_a = 0.2 + rng.standard_normal((200, dim))
+    gen_b = gen_a + 0.1                     # B: A's images of the same prompts, each a little further off
+    diff = fidelity_difference(gen_a, gen_b, real, n_boot=200, seed=1)
+    assert diff["sizes"] == [200, 300]
+    assert np.isclose(diff["fd"]["estimate"], frechet_distance(gen_b, real) - frechet_distance(gen_a, real))
+    assert np.isclose(diff["cmmd"]["estimate"], cmmd(gen_b, real) - cmmd(gen_a, real))
+    for key in ("fd", "kid", "cmmd"):
+        assert 0 < diff[key]["low"] <= diff[key]["estimate"] <= diff[key]["high"], (key, diff[key])
+    # unpaired, the two models' own intervals overlap: the same difference would not be seen
+    for metric in (frechet_distance_ci, kid_ci, cmmd_ci):
+        own_a, own_b = metric(gen_a, real, n_boot=200, seed=1), metric(gen_b, real, n_boot=200, seed=1)
+        assert own_b.low < own_a.high, metric.__name__
+    swapped = fidelity_difference(gen_b, gen_a, real, n_boot=200, seed=1)
+    assert np.isclose(swapped["kid"]["estimate"], -diff["kid"]["estimate"])
+    same = fidelity_difference(gen_a, gen_a.copy(), real, n_boot=50, seed=1)
+    assert all(same[k] == {"estimate": 0.0, "low": 0.0, "high": 0.0} for k in ("fd", "kid", "cmmd"))
+
+
+def test_fidelity_difference_needs_pairs_of_one_feature_space():
+    import pytest
+
+    from ldmkit.errors import UsageError
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((50, 4))
+    with pytest.raises(UsageError, match="paired sets of one size; got 40 and 39"):
+        fidelity_difference(real[:40], real[:39], real, n_boot=10, seed=0)
+    with pytest.raises(UsageError, match="has dim 4 but real_emb has dim 3"):
+        fidelity_difference(real[:40], real[:40], real[:, :3], n_boot=10, seed=0)

@@ -70,3 +70,23 @@ def test_seed_determinism_and_bad_arguments():
         bootstrap_ci(values, method="bca")
     with pytest.raises(UsageError, match="not finite"):
         bootstrap_statistic_ci(lambda x: np.nan, values, n_boot=10)
+
+
+def test_paired_difference_resamples_the_pairs_together():
+    from ldmkit.metrics.bootstrap import paired_difference_ci
+
+    def mean_gap(x, counts_x, ref, counts_ref):        # weighted mean of x minus weighted mean of the reference
+        return counts_x @ x / counts_x.sum(1) - counts_ref @ ref / counts_ref.sum(1)
+
+    rng = np.random.default_rng(2)
+    a, ref = rng.normal(0, 1, 400), rng.normal(0, 1, 300)
+    b = a + 0.05 + rng.normal(0, 0.01, 400)            # the same inputs, shifted a little
+    paired = paired_difference_ci(mean_gap, a, b, ref, n_boot=500, seed=0)
+    assert np.isclose(paired.estimate, b.mean() - a.mean())
+    assert 0.04 < paired.low < paired.estimate < paired.high < 0.06
+    # each alone varies by ~0.1 (which inputs, which references were drawn): separate intervals would overlap
+    alone_a = bootstrap_counts_ci(lambda w, r: mean_gap(a, w, ref, r), 400, 300, n_boot=500, seed=0)
+    alone_b = bootstrap_counts_ci(lambda w, r: mean_gap(b, w, ref, r), 400, 300, n_boot=500, seed=0)
+    assert alone_b.low < alone_a.high
+    with pytest.raises(UsageError, match="paired sets of one size"):
+        paired_difference_ci(mean_gap, a, b[:-1], ref)

@@ -143,6 +143,11 @@ def kid(features_a, features_b, *, subset_size: int = 1000, subsets: int = 100, 
     return KidResult(mean=float(values.mean()), std=float(values.std(ddof=1)), subset_size=size, subsets=subsets)
 
 
+def kid_counts(a: np.ndarray, counts_a: np.ndarray, b: np.ndarray, counts_b: np.ndarray) -> np.ndarray:
+    """MMD^2_u with KID's kernel of a repeated counts_a[r] times vs b repeated counts_b[r] times, per row r."""
+    return mmd2_weighted(a, b, PolynomialKernel(), counts_a, counts_b)
+
+
 def kid_ci(features_a, features_b, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> ConfidenceInterval:
     """MMD^2_u with KID's kernel on the full sets, with a percentile-bootstrap interval (both sets
     resampled; a replicate's repeated items form no within-set pairs). The estimate equals
@@ -150,8 +155,7 @@ def kid_ci(features_a, features_b, *, n_boot: int = 1000, seed: int = 0, alpha: 
     a = as_matrix(features_a, "features_a", min_rows=2)
     b = as_matrix(features_b, "features_b", min_rows=2)
     same_dim(a, b, "features_a", "features_b")
-    kernel = PolynomialKernel()
-    return bootstrap_counts_ci(lambda wa, wb: mmd2_weighted(a, b, kernel, wa, wb), len(a), len(b),
+    return bootstrap_counts_ci(lambda wa, wb: kid_counts(a, wa, b, wb), len(a), len(b),
                                n_boot=n_boot, seed=seed, alpha=alpha)
 
 
@@ -165,17 +169,24 @@ def cmmd(embeddings_a, embeddings_b, *, sigma: float = 10.0, scale: float = 1000
     scale * (2 - mean_offdiag_k_aa - mean_offdiag_k_bb) / n for equal set sizes n.
     """
     a, b = _normalised_pair(embeddings_a, embeddings_b)
-    kernel = RbfKernel(sigma)
-    return scale * float(mmd2_weighted(a, b, kernel, np.ones((1, len(a))), np.ones((1, len(b))), unbiased=unbiased)[0])
+    return float(cmmd_counts(a, np.ones((1, len(a))), b, np.ones((1, len(b))), sigma=sigma, scale=scale,
+                             unbiased=unbiased)[0])
+
+
+def cmmd_counts(a: np.ndarray, counts_a: np.ndarray, b: np.ndarray, counts_b: np.ndarray, *, sigma: float = 10.0,
+                scale: float = 1000.0, unbiased: bool = True) -> np.ndarray:
+    """CMMD of a repeated counts_a[r] times vs b repeated counts_b[r] times, per row r; a and b must already be
+    L2-normalised (cmmd normalises, this does not)."""
+    return scale * mmd2_weighted(a, b, RbfKernel(sigma), counts_a, counts_b, unbiased=unbiased)
 
 
 def cmmd_ci(embeddings_a, embeddings_b, *, sigma: float = 10.0, scale: float = 1000.0, unbiased: bool = True,
             n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> ConfidenceInterval:
     """cmmd(...) with a percentile-bootstrap interval, both sets resampled."""
     a, b = _normalised_pair(embeddings_a, embeddings_b)
-    kernel = RbfKernel(sigma)
-    return bootstrap_counts_ci(lambda wa, wb: scale * mmd2_weighted(a, b, kernel, wa, wb, unbiased=unbiased),
-                               len(a), len(b), n_boot=n_boot, seed=seed, alpha=alpha)
+    return bootstrap_counts_ci(
+        lambda wa, wb: cmmd_counts(a, wa, b, wb, sigma=sigma, scale=scale, unbiased=unbiased),
+        len(a), len(b), n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 def _normalised_pair(embeddings_a, embeddings_b) -> tuple[np.ndarray, np.ndarray]:
