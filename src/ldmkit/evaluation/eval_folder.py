@@ -18,6 +18,8 @@ from ldmkit.evaluation.run import METRICS_FILE
 
 @dataclass(frozen=True)
 class EvalFolder:
+    """One eval's output folder and its parsed metrics.json."""
+
     path: Path
     metrics: dict
     """The folder's metrics.json."""
@@ -57,6 +59,8 @@ class EvalFolder:
         """The held-out images of `data` (None: the eval's own data) chosen as the eval chose its references (split,
         labels, --n, --sample-seed), the first `count` (None: all), framed as the model was trained and sized as the
         generated images; UsageError when `data` holds fewer than `count`."""
+        from PIL import Image
+
         from ldmkit.evaluation.attributes import split_rule
         from ldmkit.evaluation.framing import reference_framing
         from ldmkit.evaluation.run import EvalSettings, _held_out
@@ -69,8 +73,6 @@ class EvalFolder:
         if count is not None and len(held_out) < count:
             raise UsageError(f"{data} holds {len(held_out)} such images; {count} are needed (as many as the eval "
                              "generated)")
-        from PIL import Image
-
         with Image.open(self.path / self.images[0]["file"]) as first:
             size = first.size[0]
         framing = reference_framing(self.model, s.get("fit"))
