@@ -233,3 +233,14 @@ def test_platform_key_names_the_cpu_vendor(monkeypatch):
     monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
     monkeypatch.setattr("platform.processor", lambda: "")
     assert shipping.cpu_vendor() == "unknown"
+
+
+def test_repeated_card_and_metrics_options_add_to_the_list():
+    # a second --card once replaced the first silently: six of v1.6's seven cards were nearly lost at v1.7's ship
+    from ldmkit.cli import build_parser
+
+    args = build_parser().parse_args(["model", "ship", "src", "--out", "o", "--card", "a.json", "--card", "b.json",
+                                      "c.json", "--metrics", "m.json", "--metrics", "n.json"])
+    assert args.card == [Path("a.json"), Path("b.json"), Path("c.json")]
+    assert args.metrics == [Path("m.json"), Path("n.json")]
+    assert build_parser().parse_args(["model", "ship", "src", "--out", "o"]).card == []

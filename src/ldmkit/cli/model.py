@@ -74,8 +74,10 @@ def register(subparsers: Any) -> None:
     ship.add_argument("--attributes", type=Path, metavar="FOLDER",
                       help="folder holding attributes/, the attribute classifier (default: the source's)")
     ship.add_argument("--recipe", type=Path, metavar="FILE", help="recipe file to record (e.g. configs/default.yaml)")
-    ship.add_argument("--card", type=Path, nargs="+", default=[], metavar="FILE", help="dataset card file(s)")
-    ship.add_argument("--metrics", type=Path, nargs="+", default=[], metavar="FILE", help="metrics JSON file(s)")
+    ship.add_argument("--card", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                      help="dataset card file(s); a repeated --card adds to the list")
+    ship.add_argument("--metrics", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                      help="metrics JSON file(s); a repeated --metrics adds to the list")
     ship.add_argument("--steps", type=int, help="default sampling steps of the shipped model")
     ship.add_argument("--sampler", help="default sampler of the shipped model")
     ship.add_argument("--guidance", type=float, help="default guidance scale of the shipped model")
