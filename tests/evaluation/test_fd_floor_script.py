@@ -14,23 +14,16 @@ fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
 
-def test_the_floors_are_taken_at_the_evals_sizes_and_through_the_vae(tmp_path, capsys):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, data = fx.tiny_model(tmp_path / "model", with_clip=True), fx.shapes_data(tmp_path / "shapes")
-        metrics = evaluate(EvalSettings(model=model, data=data, out=tmp_path / "eval", n=6, steps=1, clip=model,
-                                        n_boot=20))
-        build_dataset("shapes", tmp_path / "more", n=400, seed=1, size=32)
-        script = fx.load_script("fd_floor")
-        script.main(tmp_path / "eval", tmp_path / "more")
-        lines = capsys.readouterr().out.splitlines()
-        script.main(tmp_path / "eval", None)              # no other images: the floors use halves of the references
-        halves = capsys.readouterr().out.splitlines()
-    finally:
-        torch.set_num_threads(before)
+def test_the_floors_are_taken_at_the_evals_sizes_and_through_the_vae(tmp_path, capsys, one_thread):
+    model, data = fx.tiny_model(tmp_path / "model", with_clip=True), fx.shapes_data(tmp_path / "shapes")
+    metrics = evaluate(EvalSettings(model=model, data=data, out=tmp_path / "eval", n=6, steps=1, clip=model,
+                                    n_boot=20))
+    build_dataset("shapes", tmp_path / "more", n=400, seed=1, size=32)
+    script = fx.load_script("fd_floor")
+    script.main(tmp_path / "eval", tmp_path / "more")
+    lines = capsys.readouterr().out.splitlines()
+    script.main(tmp_path / "eval", None)              # no other images: the floors use halves of the references
+    halves = capsys.readouterr().out.splitlines()
     sizes = metrics["conditions"][0]["metrics"]["sizes"]
     fd = metrics["conditions"][0]["metrics"]["fd"]["estimate"]
     assert lines[0].startswith(f"{'generated vs real':<36} {sizes[0]} vs {sizes[1]}  FD {fd:.5g} [")

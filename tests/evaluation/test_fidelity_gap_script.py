@@ -17,37 +17,30 @@ fx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fx)
 
 
-def test_two_evals_of_one_prompt_set_are_compared_pair_by_pair(tmp_path, capsys):
-    import torch
+def test_two_evals_of_one_prompt_set_are_compared_pair_by_pair(tmp_path, capsys, one_thread):
+    model, data = fx.tiny_model(tmp_path / "model", with_clip=True), fx.shapes_data(tmp_path / "shapes")
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, data = fx.tiny_model(tmp_path / "model", with_clip=True), fx.shapes_data(tmp_path / "shapes")
+    def run(name: str, **options) -> Path:
+        settings = dict(model=model, data=data, out=tmp_path / name, n=8, steps=1, clip=model, n_boot=20,
+                        seed_per_image=True)
+        evaluate(EvalSettings(**{**settings, **options}))
+        return tmp_path / name
 
-        def run(name: str, **options) -> Path:
-            settings = dict(model=model, data=data, out=tmp_path / name, n=8, steps=1, clip=model, n_boot=20,
-                            seed_per_image=True)
-            evaluate(EvalSettings(**{**settings, **options}))
-            return tmp_path / name
-
-        a, b = run("a"), run("b", steps=3)
-        fewer = tmp_path / "fewer"                               # an eval of another --n, as its metrics.json says
-        shutil.copytree(a, fewer)
-        metrics = json.loads((fewer / "metrics.json").read_text())
-        metrics["settings"]["n"] = 6
-        (fewer / "metrics.json").write_text(json.dumps(metrics))
-        script = fx.load_script("fidelity_gap")
-        diff = script.main(a, b, n_boot=50)
-        lines = capsys.readouterr().out.splitlines()
-        same = script.main(a, a, n_boot=50)
-        capsys.readouterr()
-        with pytest.raises(UsageError, match="the evals differ in n;"):
-            script.main(a, fewer)
-        with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
-            script.main(a, tmp_path)
-    finally:
-        torch.set_num_threads(before)
+    a, b = run("a"), run("b", steps=3)
+    fewer = tmp_path / "fewer"                               # an eval of another --n, as its metrics.json says
+    shutil.copytree(a, fewer)
+    metrics = json.loads((fewer / "metrics.json").read_text())
+    metrics["settings"]["n"] = 6
+    (fewer / "metrics.json").write_text(json.dumps(metrics))
+    script = fx.load_script("fidelity_gap")
+    diff = script.main(a, b, n_boot=50)
+    lines = capsys.readouterr().out.splitlines()
+    same = script.main(a, a, n_boot=50)
+    capsys.readouterr()
+    with pytest.raises(UsageError, match="the evals differ in n;"):
+        script.main(a, fewer)
+    with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
+        script.main(a, tmp_path)
     assert lines[2] == f"8 image pairs vs {diff['sizes'][1]} real images"
     fd_line = next(line for line in lines if line.startswith("FD "))
     fd_a, fd_b = (float(fd_line.split(f" {side} ")[1].split()[0]) for side in ("A", "B"))
