@@ -82,6 +82,8 @@ if __name__ == "__main__":
     try:
         if not 2 <= args.n_boot <= 100_000:
             raise UsageError(f"--n-boot must be 2..100000; got {args.n_boot}")
+        if not 0 <= args.seed < 2**63:
+            raise UsageError(f"--seed must be 0..2**63-1; got {args.seed}")
         main(args.a, args.b, args.n_boot, args.seed)
     except LdmkitError as err:
         sys.exit(f"error: {err}")

@@ -41,6 +41,10 @@ def test_two_evals_of_one_prompt_set_are_compared_pair_by_pair(tmp_path, capsys,
         script.main(a, fewer)
     with pytest.raises(UsageError, match="not an `ldmkit eval` run"):
         script.main(a, tmp_path)
+    first = b / json.loads((b / "metrics.json").read_text())["conditions"][0]["images"][0]["file"]
+    first.write_bytes(b"not a png")
+    with pytest.raises(UsageError, match="an image the eval wrote cannot be read"):
+        script.main(a, b)
     assert lines[2] == f"8 image pairs vs {diff['sizes'][1]} real images"
     fd_line = next(line for line in lines if line.startswith("FD "))
     fd_a, fd_b = (float(fd_line.split(f" {side} ")[1].split()[0]) for side in ("A", "B"))

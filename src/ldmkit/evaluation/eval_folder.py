@@ -51,9 +51,12 @@ class EvalFolder:
 
     def generated(self) -> list:
         """The generated images as RGB PIL images, in the order of `images`."""
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        return [Image.open(self.path / record["file"]).convert("RGB") for record in self.images]
+        try:
+            return [Image.open(self.path / record["file"]).convert("RGB") for record in self.images]
+        except (OSError, UnidentifiedImageError) as err:
+            raise UsageError(f"{self.path}: an image the eval wrote cannot be read ({err})") from None
 
     def references(self, data: Path | None = None, count: int | None = None) -> list:
         """The held-out images of `data` (None: the eval's own data) chosen as the eval chose its references (split,
