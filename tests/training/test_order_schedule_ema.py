@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
 from ldmkit.config import TrainConfig
+from ldmkit.config.training import ema_warmup_decay, ema_warmup_reach
+from ldmkit.errors import UsageError
 from ldmkit.training.ema import EMA
 from ldmkit.training.sampler import DataOrder, DataPosition
 from ldmkit.training.schedule import lr_at
@@ -70,3 +73,41 @@ def test_ema_matches_the_recurrence_and_applied_restores_weights_bitwise():
     with ema.applied():
         assert torch.equal(net.weight, ema.shadow["net.weight"])
     assert torch.equal(net.weight, trained)
+
+
+def test_ema_without_warmup_applies_its_decay_from_the_first_step():
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    ema = EMA({"net": net}, decay=0.9, warmup=False)
+    expected = net.weight.detach().clone()
+    for step in range(1, 4):
+        with torch.no_grad():
+            net.weight.add_(torch.randn_like(net.weight))
+        ema.update(step)
+        expected = 0.9 * expected + 0.1 * net.weight.detach()
+    torch.testing.assert_close(ema.shadow["net.weight"], expected)
+
+
+def test_ema_warmup_reach_is_the_first_step_at_the_decay():
+    for decay in (0.5, 0.9, 0.99, 0.995, 0.999, 0.9995, 0.9999):
+        step = ema_warmup_reach(decay)
+        assert ema_warmup_decay(1.0, step) >= decay
+        assert step == 0 or ema_warmup_decay(1.0, step - 1) < decay
+    assert ema_warmup_reach(0.999) == 8990  # the update after optimizer step 8,991
+
+
+def test_a_run_that_ends_before_the_warmup_reaches_the_decay_is_told_so():
+    short = TrainConfig(steps=2213, ema_decay=0.9995)
+    message = short.ema_shortfall(2213)
+    assert "only at step 17,991" in message and "ends at step 2,213" in message and "0.99595" in message
+    assert "ema_warmup false" in message
+    assert TrainConfig(steps=20000, ema_decay=0.999).ema_shortfall(20000) is None
+    assert TrainConfig(steps=100, ema_decay=0.999, ema_warmup=False).ema_shortfall(100) is None
+    assert TrainConfig(steps=100).ema_shortfall(100) is None  # EMA off
+
+
+def test_ema_warmup_off_without_an_ema_is_an_error():
+    with pytest.raises(UsageError, match="ema_warmup false has no effect"):
+        TrainConfig(ema_warmup=False)
+    with pytest.raises(UsageError, match="ema_warmup"):
+        TrainConfig(ema_decay=0.9, ema_warmup="no")

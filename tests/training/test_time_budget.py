@@ -139,3 +139,16 @@ def test_fit_arithmetic():
 def test_max_minutes_is_a_bounded_positive_number(bad):
     with pytest.raises(UsageError, match="max_minutes"):
         TrainConfig(max_minutes=bad)
+
+
+def test_a_fitted_count_that_ends_before_the_ema_decay_is_said_once(toy, clock, tmp_path, capsys):
+    # decay 0.9 is reached at step 81: within the 200-step cap, not within the 60 steps one fake minute fits
+    cfg = TrainConfig(**{**CFG.__dict__, "max_minutes": 1.0, "ema_decay": 0.9})
+    train(_timed_task(toy, clock), cfg, tmp_path / "run")
+    said = [line for line in capsys.readouterr().err.splitlines() if "ema_decay" in line]
+    assert len(said) == 1 and "only at step 81" in said[0] and "ends at step 60" in said[0]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["total_steps"] for r in rows if r.get("event") == "ema_shortfall"] == [60]
+    plain = TrainConfig(**{**CFG.__dict__, "max_minutes": 1.0, "ema_decay": 0.9, "ema_warmup": False})
+    train(_timed_task(toy, clock), plain, tmp_path / "plain")
+    assert "ema_decay" not in capsys.readouterr().err

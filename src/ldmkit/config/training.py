@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +42,11 @@ class TrainConfig:
     """Clip the global gradient L2 norm to this value; 0 turns clipping off."""
     ema_decay: float = 0.0
     """Decay of the exponential moving average of the weights, in [0, 1); 0 turns EMA off."""
+    ema_warmup: bool = True
+    """Ramp the EMA decay as min(ema_decay, (1 + s) / (10 + s)) so that random initial weights wash out of the
+    average; false applies `ema_decay` from the first step (the average starts at the initial weights: meant
+    for continuing from trained weights). The ramp reaches 0.999 only at step 8,991: a run that ends before
+    its decay is reached says so when it starts (and when a time budget fits its step count)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast precision: "no", "bf16" or "fp16" (fp16 uses a gradient scaler)."""
     checkpoint_every: int = 500
@@ -79,6 +85,10 @@ class TrainConfig:
                              f"{self.lr_schedule!r}; it is the floor of the cosine schedule")
         check_float(owner, "grad_clip", self.grad_clip, minimum=0.0)
         check_float(owner, "ema_decay", self.ema_decay, minimum=0.0, below=1.0)
+        check_bool(owner, "ema_warmup", self.ema_warmup)
+        if not self.ema_warmup and not self.ema_enabled:
+            raise UsageError(f"{owner}.ema_warmup false has no effect with ema_decay 0 (EMA off); set an ema_decay "
+                             "or leave ema_warmup at true")
         if not isinstance(self.betas, tuple) or len(self.betas) != 2:
             raise UsageError(f"{owner}.betas must be a pair (beta1, beta2), got {self.betas!r}")
         for i, beta in enumerate(self.betas):
@@ -94,6 +104,35 @@ class TrainConfig:
     def ema_enabled(self) -> bool:
         """Whether an EMA copy of the weights is kept."""
         return self.ema_decay > 0.0
+
+    def ema_shortfall(self, total_steps: int) -> str | None:
+        """What to tell the user when the EMA warm-up does not reach `ema_decay` within `total_steps` (then every
+        decay above the last step's ramp value trains the same); None when it does, or when EMA or warm-up is off."""
+        if not self.ema_enabled or not self.ema_warmup:
+            return None
+        last = ema_warmup_decay(1.0, total_steps - 1)  # the decay of the last update
+        if last >= self.ema_decay:
+            return None
+        reached = ema_warmup_reach(self.ema_decay) + 1  # as run steps count: the first optimizer step is 1
+        return (f"train.ema_decay {self.ema_decay} is reached by the EMA warm-up only at step {reached:,}; this run "
+                f"ends at step {total_steps:,}, where the warm-up gives {last:.5f}, so any ema_decay above that "
+                f"averages the same. Set train.ema_warmup false to apply {self.ema_decay} from the first step "
+                "(when continuing from trained weights), or accept the shorter average")
+
+
+def ema_warmup_decay(decay: float, step: int) -> float:
+    """min(decay, (1 + step) / (10 + step)): the decay of the EMA update after optimizer step `step` + 1."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def ema_warmup_reach(decay: float) -> int:
+    """The first step (0-based, as `ema_warmup_decay` counts) whose warm-up value reaches `decay`."""
+    step = max(0, math.ceil((10 * decay - 1) / (1 - decay)) - 1)
+    while ema_warmup_decay(1.0, step) < decay:  # float rounding of the closed form
+        step += 1
+    while step > 0 and ema_warmup_decay(1.0, step - 1) >= decay:
+        step -= 1
+    return step
 
 
 TRIM_POLICIES = ("crop", "pad", "fill")

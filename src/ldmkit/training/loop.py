@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
                           log_every=cfg.log_every, enabled=acc.is_main_process, show_bar=cfg.progress_bar)
         budget = _time_budget(run, log, deadline)
         log.retotal(run.total_steps)  # a resumed budgeted run keeps its fitted count until it fits again
+        _say_ema_shortfall(run, log)
         governor = training_governor(cfg.deterministic, acc.device.type)  # threads = cores others leave free
         try:
             if budget is not None:
@@ -115,7 +117,7 @@ def _start(task: TrainTask, cfg: TrainConfig, run_dir: Path, recipe: Any) -> tup
         module.train()
     run = RunState(
         cfg=cfg, run_dir=run_dir, accelerator=acc, modules=modules, wrapped=dict(zip(modules, wrapped)),
-        optimizer=optimizer, ema=EMA(modules, cfg.ema_decay) if cfg.ema_enabled else None,
+        optimizer=optimizer, ema=EMA(modules, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_enabled else None,
         order=DataOrder(task.num_samples(), seed=cfg.seed, batch_size=cfg.batch_size,
                         rank=acc.process_index, world_size=acc.num_processes),
         generator=seed_everything(cfg.seed, acc.process_index),
@@ -281,6 +283,19 @@ def _follow_budget(run: RunState, budget: TimeBudget, log: ProgressLog, *, refit
               s_per_step=None if rate is None else round(rate, 4))
     run.fitted_steps = total
     log.retotal(total)
+    _say_ema_shortfall(run, log)
+
+
+def _say_ema_shortfall(run: RunState, log: ProgressLog) -> None:
+    """Tell the user (once a run, stderr and metrics.jsonl) when the run ends before its EMA warm-up reaches
+    train.ema_decay: then the decay setting has no effect on this run."""
+    message = run.cfg.ema_shortfall(run.total_steps)
+    if message is None or run.ema_shortfall_said or run.step >= run.total_steps:
+        return
+    run.ema_shortfall_said = True
+    log.event(run.step, "ema_shortfall", total_steps=run.total_steps, message=message)
+    if run.accelerator.is_main_process:
+        print(f"ldmkit: note: {message}", file=sys.stderr, flush=True)
 
 
 def _stop_requested(run: RunState, stop: StopSignals) -> bool:

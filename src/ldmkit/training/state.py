@@ -48,6 +48,8 @@ class RunState:
     """What was non-finite in the latest skipped steps (written to nonfinite.json when the run stops)."""
     fitted_steps: int | None = None
     """The step count a time budget fitted (ldmkit.training.time_budget); None: cfg.steps."""
+    ema_shortfall_said: bool = False
+    """Whether the user was told that this run ends before its EMA warm-up reaches train.ema_decay."""
 
     def __post_init__(self) -> None:
         if self.step < 0:
