@@ -71,14 +71,13 @@ def test_split_rule_comes_from_the_models_training_record(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def avatars_eval(tmp_path_factory):
+def avatars_eval(tmp_path_factory, one_thread_module):
     import torch
 
     from ldmkit.data.builtin import build_dataset
     from ldmkit.data.builtin.avatars import avatar_values
     from ldmkit.models.attributes import AttributeClassifier, AttributeClassifierConfig, save_attribute_classifier
 
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("avatars_eval")
     model = fx.tiny_model(root / "model", with_clip=False)
     meta = json.loads((model / "ldmkit.json").read_text())

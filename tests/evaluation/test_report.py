@@ -15,16 +15,11 @@ _spec.loader.exec_module(fx)
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def report(tmp_path_factory, one_thread_module):
     root = tmp_path_factory.mktemp("report")
     out = root / "out"
     metrics = evaluate(EvalSettings(model=fx.tiny_model(root / "m", with_clip=True), data=fx.shapes_data(root / "d"),
                                     out=out, n=3, seeds=(0,), sweep=parse_sweep("steps=1,2"), n_boot=50))
-    torch.set_num_threads(before)
     return out, (out / "report.html").read_text(encoding="utf-8"), metrics
 
 

@@ -15,11 +15,7 @@ _spec.loader.exec_module(fx)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def runs(tmp_path_factory, one_thread_module):
     root = tmp_path_factory.mktemp("gap")
     model, data = fx.tiny_model(root / "model", with_clip=True), fx.shapes_data(root / "shapes")
     out = {}
@@ -27,7 +23,6 @@ def runs(tmp_path_factory):
         n = 6 if name == "more" else 5
         out[name] = evaluate(EvalSettings(model=model, data=data, out=root / name, n=n, steps=1, guidance=guidance,
                                           clip=model, n_boot=20))
-    torch.set_num_threads(before)
     return root, out
 
 

@@ -149,6 +149,20 @@ def test_a_fitted_count_that_ends_before_the_ema_decay_is_said_once(toy, clock, 
     assert len(said) == 1 and "only at step 81" in said[0] and "ends at step 60" in said[0]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["total_steps"] for r in rows if r.get("event") == "ema_shortfall"] == [60]
+    beyond_cap = TrainConfig(**{**CFG.__dict__, "max_minutes": 1.0, "ema_decay": 0.99})  # reached at 891 > 200
+    train(_timed_task(toy, clock), beyond_cap, tmp_path / "cap")
+    said = [line for line in capsys.readouterr().err.splitlines() if "ema_decay" in line]
+    assert len(said) == 1 and "ends at step 60," in said[0]  # the fitted count, not the 200-step cap
     plain = TrainConfig(**{**CFG.__dict__, "max_minutes": 1.0, "ema_decay": 0.9, "ema_warmup": False})
     train(_timed_task(toy, clock), plain, tmp_path / "plain")
     assert "ema_decay" not in capsys.readouterr().err
+
+
+def test_a_run_without_a_budget_says_its_ema_shortfall_when_it_starts(toy, clock, tmp_path, capsys):
+    cfg = TrainConfig(**{**CFG.__dict__, "steps": 20, "ema_decay": 0.9})
+    train(_timed_task(toy, clock), cfg, tmp_path / "run")
+    said = [line for line in capsys.readouterr().err.splitlines() if "ema_decay" in line]
+    assert len(said) == 1 and "only at step 81" in said[0] and "ends at step 20," in said[0]
+    train(_timed_task(toy, clock), TrainConfig(**{**cfg.__dict__, "steps": 30}), tmp_path / "run")  # resumed: 20 -> 30
+    said = [line for line in capsys.readouterr().err.splitlines() if "ema_decay" in line]
+    assert len(said) == 1 and "ends at step 30," in said[0]

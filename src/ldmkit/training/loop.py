@@ -58,7 +58,8 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, *, recipe: Any
                           log_every=cfg.log_every, enabled=acc.is_main_process, show_bar=cfg.progress_bar)
         budget = _time_budget(run, log, deadline)
         log.retotal(run.total_steps)  # a resumed budgeted run keeps its fitted count until it fits again
-        _say_ema_shortfall(run, log)
+        if budget is None:
+            _say_ema_shortfall(run, log)  # a budgeted run says it when the budget fits its count
         governor = training_governor(cfg.deterministic, acc.device.type)  # threads = cores others leave free
         try:
             if budget is not None:
