@@ -11,20 +11,9 @@ from torch import nn
 from ldmkit.config.training import ema_warmup_decay
 
 
-def warmup_decay(decay: float, step: int) -> float:
-    """min(decay, (1 + step) / (10 + step)): the EMA starts fast and settles to `decay`.
-
-    Without the warm-up a 0.999 EMA after 2,000 steps still holds 0.999**2000 = 13.5% of the random
-    initial weights (seen in a shapes-32 run: noise-like, prompt-blind samples). Same rule as
-    diffusers' EMAModel(use_ema_warmup=False) and timm's ModelEmaV2 warm-up. It reaches 0.999 only at
-    step 8,991, so a continuation of trained weights can turn it off (`train.ema_warmup: false`).
-    """
-    return ema_warmup_decay(decay, step)
-
-
 class EMA:
-    """shadow <- d * shadow + (1 - d) * weight after every optimizer step taken; d = warmup_decay(decay, step)
-    with the warm-up, `decay` from the first step without it."""
+    """shadow <- d * shadow + (1 - d) * weight after every optimizer step taken; d = ema_warmup_decay(decay, step)
+    with the warm-up (ldmkit.config.training), `decay` from the first step without it."""
 
     def __init__(self, modules: dict[str, nn.Module], decay: float, *, warmup: bool = True) -> None:
         if not 0.0 < decay < 1.0:
@@ -45,7 +34,7 @@ class EMA:
         (1 for the first), which the warm-up needs and which exact resume restores with the loop state."""
         shadows = list(self.shadow.values())
         weights = [p.detach().float() for p in self.params.values()]
-        decay = warmup_decay(self.decay, step - 1) if self.warmup else self.decay
+        decay = ema_warmup_decay(self.decay, step - 1) if self.warmup else self.decay
         torch._foreach_lerp_(shadows, weights, 1.0 - decay)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
