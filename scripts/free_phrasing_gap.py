@@ -46,19 +46,24 @@ def write_json(numbers: dict, out: Path | None) -> None:
             json.dump(numbers, handle, indent=2)
 
 
-def cli(doc: str, main, first: str, second: str) -> None:
-    """Parse FIRST SECOND [--json FILE] [--condition LABEL] and run main(first, second, json, condition); a
-    UsageError or an existing --json file is a one-line error."""
+def cli(doc: str, main, first: str, second: str, other_condition: bool = False) -> None:
+    """Parse FIRST SECOND [--json FILE] [--condition LABEL] and run main(first, second, json, condition); with
+    `other_condition`, also [--other-condition LABEL], passed on as main(..., other_condition=LABEL). A UsageError
+    or an existing --json file is a one-line error."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("first", type=Path, help=first)
     parser.add_argument("second", type=Path, help=second)
     parser.add_argument("--json", type=Path, help="also write the numbers here (a new file)")
     parser.add_argument("--condition", help="the condition to compare in --sweep runs, e.g. guidance=7.5")
+    if other_condition:
+        parser.add_argument("--other-condition", help="the second run's condition, when it is not --condition: "
+                            "two conditions of one --sweep run (name its folder twice), e.g. sampler=dpmpp_2m")
     args = parser.parse_args()
     if args.json is not None and args.json.exists():
         sys.exit(f"error: {args.json} exists; name a new file for --json")
+    extra = {"other_condition": args.other_condition} if other_condition else {}
     try:
-        main(args.first, args.second, args.json, args.condition)
+        main(args.first, args.second, args.json, args.condition, **extra)
     except (UsageError, FileExistsError) as err:
         sys.exit(f"error: {err}")
 

@@ -5,11 +5,13 @@ a bootstrap 95% interval over images.
     ldmkit eval src/ldmkit/default_model --attributes src/ldmkit/default_model ... -o eval-shipped
     ldmkit eval CANDIDATE --attributes src/ldmkit/default_model ... -o eval-candidate    # the same options
     python scripts/model_gap.py eval-shipped eval-candidate [--json gap.json] [--condition guidance=7.5]
+    python scripts/model_gap.py eval-sweep eval-sweep --condition sampler=euler --other-condition sampler=dpmpp_2m
 
 Both runs must share data, split, n, seeds, prompt set and the attribute classifier (`--attributes`); the model,
 --steps, --sampler, --guidance, --guidance-rescale and --karras may differ (e.g. the shipped model with --sampler
 euler_ancestral). A paired interval that excludes 0 is a difference these prompts can tell; two marginal intervals
-that overlap say little.
+that overlap say little. Two conditions of one `--sweep` run are paired the same way: name its folder twice, the
+base's condition with --condition and the other's with --other-condition.
 """
 
 from pathlib import Path
@@ -23,8 +25,9 @@ def fmt(ci: dict) -> str:
     return f"{ci['estimate']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 
-def main(base: Path, other: Path, out: Path | None, condition: str | None = None) -> None:
-    gap = model_gap(base, other, condition=condition)
+def main(base: Path, other: Path, out: Path | None, condition: str | None = None,
+         other_condition: str | None = None) -> None:
+    gap = model_gap(base, other, condition=condition, other_condition=other_condition)
     print(f"{gap['condition']}: {gap['images']} images; excluded (classifier < 95%): {', '.join(gap['excluded']) or 'none'}")
     for name, model, sampling in zip(("base: ", "other:"), gap["models"], gap["sampling"]):
         chosen = ", ".join(f"{k} {v}" for k, v in sampling.items() if v is not None and v is not False) or "the model's defaults"
@@ -38,4 +41,4 @@ def main(base: Path, other: Path, out: Path | None, condition: str | None = None
 
 if __name__ == "__main__":
     cli(__doc__, main, "eval folder of the reference model (e.g. the shipped one)",
-        "eval folder of the candidate, same settings")
+        "eval folder of the candidate, same settings", other_condition=True)

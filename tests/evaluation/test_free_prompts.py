@@ -153,7 +153,7 @@ def metrics_labels(metrics: dict, data: Path, model: Path) -> list[dict]:
 @pytest.mark.slow
 def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_model, tmp_path):
     from ldmkit.evaluation.phrasing_gap import model_gap, paired_hits
-    from ldmkit.evaluation.run import EvalSettings, evaluate
+    from ldmkit.evaluation.run import EvalSettings, Sweep, evaluate
     from ldmkit.models.folder import save_components
     from ldmkit.models.presets import build_components
 
@@ -166,7 +166,9 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     tables = {}
     for name, folder, kwargs in (("base", model, {"attributes": model}), ("other", other, {"attributes": model}),
                                  ("own", model, {}), ("fewer", other, {"attributes": model, "n": 4}),
-                                 ("ancestral", model, {"attributes": model, "sampler": "euler_ancestral"})):
+                                 ("ancestral", model, {"attributes": model, "sampler": "euler_ancestral"}),
+                                 ("swept", model, {"attributes": model,
+                                                   "sweep": Sweep("sampler", ("euler", "euler_ancestral"))})):
         metrics = evaluate(EvalSettings(model=folder, data=data, out=tmp_path / name, steps=2, n_boot=50,
                                         **{"n": 5, **kwargs}))
         tables[name] = metrics["conditions"][0]["metrics"]["avatars"]["all"]
@@ -205,6 +207,26 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     with pytest.raises(UsageError, match="differ in seed_per_image"):  # other noise per image: not paired
         model_gap(tmp_path / "base", tmp_path / "per-image")
     assert sampler["other"]["estimate"] == pytest.approx(tables["ancestral"]["mean"]["estimate"])
+    # two conditions of one --sweep run, paired: each condition's own sampling settings and numbers
+    swept = json.loads((tmp_path / "swept" / "metrics.json").read_text())
+    own = {c["label"]: c["metrics"]["avatars"]["all"]["mean"]["estimate"] for c in swept["conditions"]}
+    within = model_gap(tmp_path / "swept", tmp_path / "swept", condition="sampler=euler",
+                       other_condition="sampler=euler_ancestral", n_boot=50)
+    assert within["condition"] == "sampler=euler vs sampler=euler_ancestral"
+    assert [s["sampler"] for s in within["sampling"]] == ["euler", "euler_ancestral"]
+    assert within["base"]["estimate"] == pytest.approx(own["sampler=euler"])
+    assert within["other"]["estimate"] == pytest.approx(own["sampler=euler_ancestral"])
+    across = model_gap(tmp_path / "base", tmp_path / "swept", other_condition="sampler=euler_ancestral",
+                       n_boot=50)  # a single run against one condition of a sweep run
+    assert across["condition"].endswith(" vs sampler=euler_ancestral")
+    assert across["base"] == sampler["base"]
+    assert across["other"]["estimate"] == pytest.approx(own["sampler=euler_ancestral"])
+    with pytest.raises(UsageError, match="same sampling settings"):
+        model_gap(tmp_path / "swept", tmp_path / "swept", condition="sampler=euler", other_condition="sampler=euler")
+    with pytest.raises(UsageError, match="no condition 'sampler=ddim'"):
+        model_gap(tmp_path / "swept", tmp_path / "swept", condition="sampler=euler", other_condition="sampler=ddim")
+    with pytest.raises(UsageError, match="choose one"):  # the base's condition is never silently the first
+        model_gap(tmp_path / "swept", tmp_path / "swept", other_condition="sampler=euler")
     with pytest.raises(UsageError, match="different prompts"):
         model_gap(tmp_path / "base", tmp_path / "fewer")
     with pytest.raises(UsageError, match="attributes"):  # each model read by its own classifier
@@ -219,9 +241,11 @@ def test_phrasing_gap_compares_one_named_condition_of_sweep_runs():
     def runs(*labels_per_run):
         return [{"conditions": [{"label": label} for label in labels]} for labels in labels_per_run]
 
-    assert _condition_index(runs(["model defaults"], ["model defaults"]), None) == 0
+    assert _condition_index(runs(["model defaults"], ["model defaults"]), None) == (0, 0)
     swept = runs(["guidance=7.5", "guidance=10.0"], ["guidance=7.5", "guidance=10.0"])
-    assert _condition_index(swept, "guidance=10.0") == 1
+    assert _condition_index(swept, "guidance=10.0") == (1, 1)
+    assert _condition_index(swept, "guidance=10.0", "guidance=7.5") == (1, 0)  # one condition against another
+    assert _condition_index(runs(["guidance=7.5"], ["steps=10", "guidance=7.5"]), None, "guidance=7.5") == (0, 1)
     with pytest.raises(UsageError, match=r"2 conditions \(guidance=7.5, guidance=10.0\); choose one"):
         _condition_index(swept, None)  # never silently the first
     with pytest.raises(UsageError, match="no condition 'guidance=5'"):

@@ -86,14 +86,19 @@ def _setting(run: dict, key: str):
     return run["settings"].get(key, False if key in ("karras", "seed_per_image") else None)
 
 
-def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, n_boot: int = 1000,
-              seed: int = 0) -> dict:
+def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, other_condition: str | None = None,
+              n_boot: int = 1000, seed: int = 0) -> dict:
     """Two eval runs on the same prompts, seeds and attribute classifier (`--attributes`, named in both runs) that
     differ in the model, its sampling settings (SAMPLING) or both, compared image by image:
-    {"base", "other", "difference" (other - base), "per_attribute", "models", "sampling"}."""
+    {"base", "other", "difference" (other - base), "per_attribute", "models", "sampling"}.
+    `other_condition` compares one condition of a `--sweep` run with another (of the same folder or another):
+    `condition` is then the base's, `other_condition` the other's."""
     runs = [_read(Path(d)) for d in (base_dir, other_dir)]
-    differing = ("model", *SAMPLING)
-    if all(_setting(runs[0], k) == _setting(runs[1], k) for k in differing):
+    indexes = _condition_index(runs, condition, other_condition)
+    sampling = [_sampling(run, index) for run, index in zip(runs, indexes)]
+    best_of = [run["conditions"][index].get("best_of", 1) for run, index in zip(runs, indexes)]
+    if runs[0]["settings"]["model"] == runs[1]["settings"]["model"] and sampling[0] == sampling[1] \
+            and best_of[0] == best_of[1]:
         raise UsageError(f"both runs evaluated {runs[0]['settings']['model']} with the same sampling settings; "
                          "model_gap compares two models, or one model with two sampling settings")
     if not runs[0]["settings"].get("attributes"):
@@ -101,7 +106,8 @@ def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, 
                          "--attributes FOLDER so one instrument reads both")
     if runs[0]["prompts"] != runs[1]["prompts"]:
         raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
-    paired = paired_hits(base_dir, other_dir, condition=condition, may_differ=differing)
+    paired = paired_hits(base_dir, other_dir, condition=condition, other_condition=other_condition,
+                         may_differ=("model", *SAMPLING))
     base, other = paired.image_means(0), paired.image_means(1)
     ci = _ci(n_boot, seed)
     per_attribute = {}
@@ -111,15 +117,22 @@ def model_gap(base_dir: Path, other_dir: Path, *, condition: str | None = None, 
         per_attribute[column] = {"n": len(pairs), "base": ci(pairs[:, 0]), "other": ci(pairs[:, 1]),
                                  "difference": ci(pairs[:, 1] - pairs[:, 0])}
     return {"condition": paired.condition, "images": len(paired.scored), "excluded": paired.excluded,
-            "models": [run["settings"]["model"] for run in runs],
-            "sampling": [{k: _setting(run, k) for k in SAMPLING} for run in runs],
+            "models": [run["settings"]["model"] for run in runs], "sampling": sampling,
             "base": ci(base), "other": ci(other),
             "difference": ci(other - base), "per_attribute": per_attribute}
 
 
-def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ: tuple[str, ...]) -> PairedHits:
+def _sampling(run: dict, index: int) -> dict:
+    """The sampling settings (SAMPLING) one condition of a run used: a `--sweep` condition's own, else the run's."""
+    own = run["conditions"][index].get("settings") or {}
+    return {k: own[k] if k in own else _setting(run, k) for k in SAMPLING}
+
+
+def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ: tuple[str, ...],
+                other_condition: str | None = None) -> PairedHits:
     """Read two eval folders that share every setting of SAME (and the prompt set) except those of `may_differ`,
-    and score the images of one condition of each with the same attribute classifier."""
+    and score the images of one condition of each (`condition` in both, or `condition` of the first and
+    `other_condition` of the second) with the same attribute classifier."""
     from PIL import Image
 
     from ldmkit.evaluation.attributes import split_rule
@@ -133,7 +146,7 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
               and _setting(runs[0], k) != _setting(runs[1], k)]
     if differ:
         raise UsageError(f"the two runs differ in {', '.join(differ)}; rerun them with the same settings")
-    index = _condition_index(runs, condition)
+    indexes = _condition_index(runs, condition, other_condition)
     s = runs[0]["settings"]
     settings = EvalSettings(model=Path(s["model"]), data=Path(s["data"]), out=Path("unused"), split=s["split"],
                             n=s["n"], sample_seed=s.get("sample_seed"), where=s["where"], prompt_set=s["prompt_set"])
@@ -150,14 +163,17 @@ def paired_hits(first: Path, second: Path, *, condition: str | None, may_differ:
         raise UsageError(f"{settings.model} has no attribute classifier (and the runs named none)")
     low = unreliable_attributes(classifier.config.accuracy)
     hits = []
-    for run, folder in zip(runs, (first, second)):
+    for run, folder, index in zip(runs, (first, second), indexes):
         records = run["conditions"][index]["images"]
         images = [Image.open(Path(folder) / r["file"]).convert("RGB") for r in records]
         hits.append(attribute_hits(classifier, images, [wanted[r["prompt_index"]] for r in records]))
-    order = [r["prompt_index"] for r in runs[0]["conditions"][index]["images"]]
-    if order != [r["prompt_index"] for r in runs[1]["conditions"][index]["images"]]:
+    order, other_order = ([r["prompt_index"] for r in run["conditions"][index]["images"]]
+                          for run, index in zip(runs, indexes))
+    if order != other_order:
         raise UsageError("the two runs evaluated different prompts; rerun them with the same settings")
-    return PairedHits(runs[0]["conditions"][index]["label"], sorted(low), (hits[0], hits[1]), order, asked)
+    labels = [run["conditions"][index]["label"] for run, index in zip(runs, indexes)]
+    label = labels[0] if other_condition is None else f"{labels[0]} vs {labels[1]}"
+    return PairedHits(label, sorted(low), (hits[0], hits[1]), order, asked)
 
 
 def _ci(n_boot: int, seed: int):
@@ -170,23 +186,32 @@ def _ci(n_boot: int, seed: int):
     return ci
 
 
-def _condition_index(runs: list[dict], condition: str | None) -> int:
-    """The index of the condition to compare: the only one (its label names the sampling settings, which may
-    differ), or the one labelled `condition` in both runs."""
+def _condition_index(runs: list[dict], condition: str | None, other_condition: str | None = None) -> tuple[int, int]:
+    """The index in each run of the condition to compare: the only one (its label names the sampling settings,
+    which may differ), or the one labelled `condition` in both runs; with `other_condition`, the first run's
+    `condition` (or its only one) and the second run's `other_condition`."""
     labels = [[c["label"] for c in run["conditions"]] for run in runs]
+    if other_condition is not None:
+        return _pick(labels[0], condition), _pick(labels[1], other_condition)
     if condition is None and len(labels[0]) == len(labels[1]) == 1:
-        return 0
+        return 0, 0
     if labels[0] != labels[1]:
         raise UsageError(f"the two runs hold different conditions ({labels[0]} vs {labels[1]}); rerun them with "
-                         "the same settings")
+                         "the same settings, or name each run's (--condition LABEL --other-condition LABEL)")
+    index = _pick(labels[0], condition)
+    return index, index
+
+
+def _pick(labels: list[str], condition: str | None) -> int:
+    """The index of `condition` among a run's condition labels; None picks the only one."""
     if condition is None:
-        if len(labels[0]) != 1:
-            raise UsageError(f"the runs hold {len(labels[0])} conditions ({', '.join(labels[0])}); choose one "
+        if len(labels) != 1:
+            raise UsageError(f"the runs hold {len(labels)} conditions ({', '.join(labels)}); choose one "
                              "(--condition LABEL)")
         return 0
-    if condition not in labels[0]:
-        raise UsageError(f"no condition {condition!r} in the runs; they hold: {', '.join(labels[0])}")
-    return labels[0].index(condition)
+    if condition not in labels:
+        raise UsageError(f"no condition {condition!r} in the runs; they hold: {', '.join(labels)}")
+    return labels.index(condition)
 
 
 def _grouped(hits, scored, key, ci) -> dict:
