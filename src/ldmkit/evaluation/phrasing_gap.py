@@ -197,7 +197,7 @@ def _condition_index(runs: list[dict], condition: str | None, other_condition: s
         return 0, 0
     if labels[0] != labels[1]:
         raise UsageError(f"the two runs hold different conditions ({labels[0]} vs {labels[1]}); rerun them with "
-                         "the same settings, or name each run's (--condition LABEL --other-condition LABEL)")
+                         "the same settings (model_gap.py also pairs two named ones: --condition and --other-condition)")
     index = _pick(labels[0], condition)
     return index, index
 
