@@ -1,5 +1,6 @@
 """Prompt retrieval of two models (or two sampling settings) on the same prompts, prompt by prompt (issue 17's
-ship rule for the taught emoji): top-1 / top-5 of both and their paired difference, with bootstrap 95% intervals.
+ship rule for the taught emoji): top-1 / top-5 and the CLIP score of both and their paired differences, with
+bootstrap 95% intervals.
 
     ldmkit eval src/ldmkit/default_model --clip src/ldmkit/default_model ... --sample-seed 0 -o base-s0
     ldmkit eval CANDIDATE --clip src/ldmkit/default_model ... --sample-seed 0 -o cand-s0     # the same options
@@ -8,9 +9,9 @@ ship rule for the taught emoji): top-1 / top-5 of both and their paired differen
 Each pair must share its prompts (in order) and its dual encoder (`--clip`); several pairs (e.g. sets of 100
 drawn with --sample-seed 0, 1, 2) are pooled, each image ranked among its own set's distinct prompts, as eval
 ranks them. The images are read back from the eval folders and scored again, so runs from any ldmkit version
-work; the numbers equal each run's own retrieval_top1 / top5. `--by COLUMN` adds top-1 per value of that label
-column of the evaluated images (e.g. the emoji's `group`), with the real images' top-1 (the eval's real references,
-framed as the base run's model was trained) as each value's ceiling.
+work; the numbers equal each run's own retrieval_top1 / top5 / clip_score. `--by COLUMN` adds top-1 per value of
+that label column of the evaluated images (e.g. the emoji's `group`), with the real images' top-1 (the eval's real
+references, framed as the base run's model was trained) as each value's ceiling.
 """
 
 import argparse
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ldmkit.errors import UsageError
+from ldmkit.evaluation.clip_score import clip_score
 from ldmkit.evaluation.features import find_dual_encoder, image_embeddings
 from ldmkit.evaluation.metric_sets import own_prompt_ranks
 from ldmkit.metrics.bootstrap import bootstrap_ci
@@ -36,11 +38,14 @@ def read_run(folder: Path) -> dict:
         raise UsageError(f"{folder}: not an `ldmkit eval` run with one condition ({err!r})") from None
 
 
-def ranks(dual, folder: Path, run: dict) -> np.ndarray:
-    """1-based rank of each image's own prompt among the run's distinct prompts (as `ldmkit eval` ranks them)."""
+def ranks(dual, folder: Path, run: dict) -> tuple[np.ndarray, np.ndarray]:
+    """1-based rank of each image's own prompt among the run's distinct prompts (as `ldmkit eval` ranks them), and
+    each image's CLIP score against its own prompt (as eval's clip_score)."""
     prompts = [record["prompt"] for record in run["images"]]
     images = [Image.open(folder / record["file"]).convert("RGB") for record in run["images"]]
-    return own_prompt_ranks(dual, image_embeddings(dual, images), prompts, list(range(len(prompts))))[1].ranks
+    image_emb = image_embeddings(dual, images)
+    own_text, retrieval = own_prompt_ranks(dual, image_emb, prompts, list(range(len(prompts))))
+    return retrieval.ranks, clip_score(image_emb, own_text).per_pair
 
 
 def held_out_rows(folder: Path, run: dict) -> tuple[list[dict], list]:
@@ -83,7 +88,7 @@ def main(folders: list[Path], n_boot: int = 1000, by: str | None = None) -> None
         raise UsageError(f"--n-boot must be in 2..100000, got {n_boot}")
     if len(folders) < 2 or len(folders) % 2:
         raise UsageError("give eval folders in pairs: BASE OTHER [BASE OTHER ...]")
-    duals, base, other, real, values = {}, [], [], [], []
+    duals, base, other, real, values, scores = {}, [], [], [], [], ([], [])
     for base_dir, other_dir in zip(folders[::2], folders[1::2]):
         runs = [read_run(base_dir), read_run(other_dir)]
         if [r["prompt"] for r in runs[0]["images"]] != [r["prompt"] for r in runs[1]["images"]]:
@@ -94,8 +99,10 @@ def main(folders: list[Path], n_boot: int = 1000, by: str | None = None) -> None
         clip = clips.pop()
         if clip not in duals:
             duals[clip] = find_dual_encoder(Path(clip), Path(clip))
-        base.append(ranks(duals[clip], base_dir, runs[0]))
-        other.append(ranks(duals[clip], other_dir, runs[1]))
+        for run_dir, run, into, score in ((base_dir, runs[0], base, scores[0]), (other_dir, runs[1], other, scores[1])):
+            run_ranks, run_scores = ranks(duals[clip], run_dir, run)
+            into.append(run_ranks)
+            score.append(run_scores)
         if by is not None:
             labels, images = held_out_rows(base_dir, runs[0])
             if any(by not in row for row in labels):
@@ -111,6 +118,11 @@ def main(folders: list[Path], n_boot: int = 1000, by: str | None = None) -> None
         cis = [bootstrap_ci(v, n_boot=n_boot) for v in (hits_base, hits_other, hits_other - hits_base)]
         print(f"top-{k}: base {cis[0].estimate:.3f} [{cis[0].low:.3f}, {cis[0].high:.3f}], "
               f"other {cis[1].estimate:.3f} [{cis[1].low:.3f}, {cis[1].high:.3f}], other - base {fmt(cis[2])}")
+    score_base, score_other = (np.concatenate(v) for v in scores)
+    cis = [bootstrap_ci(v, n_boot=n_boot) for v in (score_base, score_other, score_other - score_base)]
+    print(f"CLIP score: base {cis[0].estimate:.2f} [{cis[0].low:.2f}, {cis[0].high:.2f}], "
+          f"other {cis[1].estimate:.2f} [{cis[1].low:.2f}, {cis[1].high:.2f}], "
+          f"other - base {cis[2].estimate:+.2f} [{cis[2].low:+.2f}, {cis[2].high:+.2f}]")
     if by is not None:
         by_column(by, values, base, other, np.concatenate(real), n_boot)
 

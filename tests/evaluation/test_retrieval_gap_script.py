@@ -1,5 +1,5 @@
 """scripts/retrieval_gap.py (issue 17's taught-emoji comparison): the images read back and scored again give each
-run's own retrieval numbers, pooled over pairs; mismatched runs are one-line errors."""
+run's own retrieval numbers and CLIP score, pooled over pairs; mismatched runs are one-line errors."""
 
 import importlib.util
 from pathlib import Path
@@ -36,6 +36,8 @@ def test_the_pooled_numbers_are_the_runs_own(runs, capsys):
         own = [metrics[name]["conditions"][0]["metrics"][f"retrieval_top{k}"]["estimate"] for name in ("base", "other")]
         assert line.startswith(f"top-{k}: base {own[0]:.3f} [") and f"other {own[1]:.3f} [" in line
         assert f"other - base {own[1] - own[0]:+.3f} [" in line
+    own = [metrics[name]["conditions"][0]["metrics"]["clip_score"]["estimate"] for name in ("base", "other")]
+    assert lines[3].startswith(f"CLIP score: base {own[0]:.2f} [") and f"other {own[1]:.2f} [" in lines[3]
 
 
 def test_mismatched_runs_are_refused(runs):
