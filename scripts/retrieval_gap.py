@@ -88,7 +88,7 @@ def main(folders: list[Path], n_boot: int = 1000, by: str | None = None) -> None
         raise UsageError(f"--n-boot must be in 2..100000, got {n_boot}")
     if len(folders) < 2 or len(folders) % 2:
         raise UsageError("give eval folders in pairs: BASE OTHER [BASE OTHER ...]")
-    duals, base, other, real, values, scores = {}, [], [], [], [], ([], [])
+    duals, base, other, real, values, base_scores, other_scores = {}, [], [], [], [], [], []
     for base_dir, other_dir in zip(folders[::2], folders[1::2]):
         runs = [read_run(base_dir), read_run(other_dir)]
         if [r["prompt"] for r in runs[0]["images"]] != [r["prompt"] for r in runs[1]["images"]]:
@@ -99,10 +99,11 @@ def main(folders: list[Path], n_boot: int = 1000, by: str | None = None) -> None
         clip = clips.pop()
         if clip not in duals:
             duals[clip] = find_dual_encoder(Path(clip), Path(clip))
-        for run_dir, run, into, score in ((base_dir, runs[0], base, scores[0]), (other_dir, runs[1], other, scores[1])):
-            run_ranks, run_scores = ranks(duals[clip], run_dir, run)
-            into.append(run_ranks)
-            score.append(run_scores)
+        for run_dir, run, run_ranks, run_scores in ((base_dir, runs[0], base, base_scores),
+                                                   (other_dir, runs[1], other, other_scores)):
+            rank, score = ranks(duals[clip], run_dir, run)
+            run_ranks.append(rank)
+            run_scores.append(score)
         if by is not None:
             labels, images = held_out_rows(base_dir, runs[0])
             if any(by not in row for row in labels):
@@ -118,7 +119,7 @@ def main(folders: list[Path], n_boot: int = 1000, by: str | None = None) -> None
         cis = [bootstrap_ci(v, n_boot=n_boot) for v in (hits_base, hits_other, hits_other - hits_base)]
         print(f"top-{k}: base {cis[0].estimate:.3f} [{cis[0].low:.3f}, {cis[0].high:.3f}], "
               f"other {cis[1].estimate:.3f} [{cis[1].low:.3f}, {cis[1].high:.3f}], other - base {fmt(cis[2])}")
-    score_base, score_other = (np.concatenate(v) for v in scores)
+    score_base, score_other = np.concatenate(base_scores), np.concatenate(other_scores)
     cis = [bootstrap_ci(v, n_boot=n_boot) for v in (score_base, score_other, score_other - score_base)]
     print(f"CLIP score: base {cis[0].estimate:.2f} [{cis[0].low:.2f}, {cis[0].high:.2f}], "
           f"other {cis[1].estimate:.2f} [{cis[1].low:.2f}, {cis[1].high:.2f}], "

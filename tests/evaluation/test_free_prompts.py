@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,20 @@ def test_model_gap_pairs_two_models_on_the_same_prompts_and_classifier(avatars_m
     assert [s["sampler"] for s in within["sampling"]] == ["euler", "euler_ancestral"]
     assert within["base"]["estimate"] == pytest.approx(own["sampler=euler"])
     assert within["other"]["estimate"] == pytest.approx(own["sampler=euler_ancestral"])
+    # the two conditions of the tiny sweep score alike, so a swapped pair would pass the lines above: give the euler
+    # condition the other model's images (0.0 against the ancestral condition's 0.17) and read each side again
+    mixed = tmp_path / "mixed"
+    shutil.copytree(tmp_path / "swept", mixed)
+    shutil.copytree(tmp_path / "other" / "images", mixed / "images-other")
+    other_files = {r["prompt_index"]: r["file"] for r in json.loads((tmp_path / "other" / "metrics.json").read_text())
+                   ["conditions"][0]["images"]}
+    for record in swept["conditions"][0]["images"]:
+        record["file"] = other_files[record["prompt_index"]].replace("images/", "images-other/", 1)
+    (mixed / "metrics.json").write_text(json.dumps(swept))
+    assert tables["other"]["mean"]["estimate"] != pytest.approx(own["sampler=euler_ancestral"])
+    apart = model_gap(mixed, mixed, condition="sampler=euler", other_condition="sampler=euler_ancestral", n_boot=50)
+    assert apart["base"]["estimate"] == pytest.approx(tables["other"]["mean"]["estimate"])
+    assert apart["other"]["estimate"] == pytest.approx(own["sampler=euler_ancestral"])
     across = model_gap(tmp_path / "base", tmp_path / "swept", other_condition="sampler=euler_ancestral",
                        n_boot=50)  # a single run against one condition of a sweep run
     assert across["condition"].endswith(" vs sampler=euler_ancestral")

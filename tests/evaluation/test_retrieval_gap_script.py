@@ -38,6 +38,7 @@ def test_the_pooled_numbers_are_the_runs_own(runs, capsys):
         assert f"other - base {own[1] - own[0]:+.3f} [" in line
     own = [metrics[name]["conditions"][0]["metrics"]["clip_score"]["estimate"] for name in ("base", "other")]
     assert lines[3].startswith(f"CLIP score: base {own[0]:.2f} [") and f"other {own[1]:.2f} [" in lines[3]
+    assert own[0] != pytest.approx(own[1], abs=0.01) and f"other - base {own[1] - own[0]:+.2f} [" in lines[3]
 
 
 def test_mismatched_runs_are_refused(runs):
